@@ -1,0 +1,86 @@
+// Package sqlite is CertLocker's embedded storage backend: one SQLite file
+// (pure Go driver, no cgo) in WAL mode, with full fsync on commit. It suits
+// one node; use storage/postgres to run several nodes on one database.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/certlocker/caddy-certlocker/storage"
+	"github.com/certlocker/caddy-certlocker/storage/sqlstore"
+)
+
+// Open opens (creating if needed) the SQLite database at path, migrates it
+// and returns the Store. The file and its WAL are readable by the owner only.
+func Open(ctx context.Context, path string, sealer *storage.Sealer) (storage.Store, error) {
+	if path == "" {
+		return nil, errors.New("opening sqlite store: empty path")
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("opening sqlite store: creating directory: %w", err)
+	}
+	// create the file ourselves so it is born 0600
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening sqlite store: %w", err)
+	}
+	_ = f.Close()
+	q := url.Values{}
+	for _, p := range []string{"busy_timeout(15000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)"} {
+		q.Add("_pragma", p)
+	}
+	q.Set("_txlock", "immediate") // a transaction takes the write lock at BEGIN: no upgrade deadlocks
+	db, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("opening sqlite store: %w", err)
+	}
+	db.SetMaxOpenConns(8)
+	db.SetMaxIdleConns(8)
+	st, err := sqlstore.Open(ctx, db, Dialect, sealer)
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("opening sqlite store %s: %w", path, err)
+	}
+	for _, suffix := range []string{"-wal", "-shm"} {
+		_ = os.Chmod(path+suffix, 0o600)
+	}
+	return st, nil
+}
+
+// Dialect is SQLite's sqlstore dialect. SQLite has one writer at a time
+// (transactions begin IMMEDIATE), which serialises migrations and leases.
+var Dialect = sqlstore.Dialect{
+	Name:     "sqlite",
+	BlobType: "BLOB",
+	IsUnique: func(err error) bool {
+		return hasCode(err, sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY) ||
+			strings.Contains(err.Error(), "UNIQUE constraint failed")
+	},
+	IsForeignKey: func(err error) bool {
+		return hasCode(err, sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY) ||
+			strings.Contains(err.Error(), "FOREIGN KEY constraint failed")
+	},
+}
+
+func hasCode(err error, codes ...int) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	for _, c := range codes {
+		if se.Code() == c {
+			return true
+		}
+	}
+	return false
+}

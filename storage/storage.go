@@ -1,0 +1,253 @@
+// Package storage defines what CertLocker keeps and how: one Store per
+// deployment (embedded SQLite by default, PostgreSQL for several nodes),
+// made of one sub-store per aggregate (ACME clients, DNS provider clients,
+// workflows and their timeline, certificates, certificate tokens, audit, and
+// the gateway's ACME state).
+//
+// Every backend passes the conformance suite in package storagetest. Secrets
+// (account keys, EAB MAC keys, DNS credentials, token secrets, private keys)
+// travel through this package as Secret values and are sealed with AES-256-GCM
+// by the backend before they reach the database; see Sealer.
+//
+// This package imports no CertLocker module package: modules depend on
+// storage, never the reverse.
+package storage
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors returned by every Store implementation. Callers test them with
+// errors.Is; implementations wrap them with the aggregate and key at fault.
+var (
+	// ErrNotFound means no row has the requested identity.
+	ErrNotFound = errors.New("not found")
+	// ErrDuplicate means a unique attribute (a name, a fingerprint) is already taken.
+	ErrDuplicate = errors.New("already exists")
+	// ErrConflict means the row changed since it was read (optimistic
+	// concurrency: the Version given to an update is not the stored one),
+	// or a lease is held by another node.
+	ErrConflict = errors.New("changed concurrently")
+	// ErrInUse means the row is referenced by others and cannot be deleted.
+	ErrInUse = errors.New("in use")
+)
+
+// Store is the whole persistent state of CertLocker. Implementations are safe
+// for concurrent use. All methods MUST honour context cancellation.
+type Store interface {
+	Issuers() IssuerStore
+	DNSProviders() DNSProviderStore
+	Workflows() WorkflowStore
+	Certificates() CertificateStore
+	Tokens() TokenStore
+	Audit() AuditStore
+	ACME() ACMEStateStore
+
+	// InTx runs fn in one database transaction: if fn returns an error or
+	// panics, nothing fn wrote is kept. The Store passed to fn is bound to
+	// the transaction; calling InTx on it runs fn in the same transaction.
+	InTx(ctx context.Context, fn func(tx Store) error) error
+
+	// Health reports whether the database answers and its schema version.
+	Health(ctx context.Context) (Health, error)
+
+	// Rekey re-seals every secret that is not sealed with the current key,
+	// in batches, and returns how many values it re-sealed. It is safe to
+	// run while nodes are serving: a value is re-sealed only if it did not
+	// change meanwhile.
+	Rekey(ctx context.Context) (int, error)
+
+	// Close releases the database handle. The Store is unusable afterwards.
+	Close() error
+}
+
+// Health describes the database behind a Store.
+type Health struct {
+	Backend       string `json:"backend"`
+	SchemaVersion int    `json:"schema_version"`
+	// KeyID is the ID of the encryption key new secrets are sealed with.
+	KeyID string `json:"key_id"`
+}
+
+// Page asks for one page of a list. Cursor is the opaque NextCursor of the
+// previous page ("" for the first page); Limit is clamped to [1, MaxLimit]
+// and defaults to DefaultLimit.
+type Page struct {
+	Cursor string
+	Limit  int
+}
+
+// Page size bounds for every list.
+const (
+	DefaultLimit = 50
+	MaxLimit     = 1000
+)
+
+// Clamp returns the effective limit of the page.
+func (p Page) Clamp() int {
+	switch {
+	case p.Limit <= 0:
+		return DefaultLimit
+	case p.Limit > MaxLimit:
+		return MaxLimit
+	}
+	return p.Limit
+}
+
+// IssuerStore keeps ACME client records.
+type IssuerStore interface {
+	Create(ctx context.Context, iss *Issuer) error
+	Get(ctx context.Context, id string) (*Issuer, error)
+	GetByName(ctx context.Context, name string) (*Issuer, error)
+	List(ctx context.Context, f IssuerFilter) ([]*Issuer, error)
+	// Update writes iss if its Version is the stored one, then increments
+	// iss.Version; otherwise it returns ErrConflict.
+	Update(ctx context.Context, iss *Issuer) error
+	// Delete removes the issuer; ErrInUse if workflows still reference it.
+	Delete(ctx context.Context, id string) error
+}
+
+// IssuerFilter selects issuers; zero fields match everything.
+type IssuerFilter struct {
+	Group     string
+	ManagedBy string
+}
+
+// DNSProviderStore keeps DNS provider client records and the challenge
+// records they published (so cleanup survives restarts).
+type DNSProviderStore interface {
+	Create(ctx context.Context, p *DNSProvider) error
+	Get(ctx context.Context, id string) (*DNSProvider, error)
+	GetByName(ctx context.Context, name string) (*DNSProvider, error)
+	List(ctx context.Context, group string) ([]*DNSProvider, error)
+	Update(ctx context.Context, p *DNSProvider) error
+	Delete(ctx context.Context, id string) error
+
+	// PutRecord stores the identity of a challenge record before it is
+	// published (upsert by ID).
+	PutRecord(ctx context.Context, r *ChallengeRecord) error
+	// DeleteRecord forgets a record once it is removed from DNS.
+	DeleteRecord(ctx context.Context, id string) error
+	// ListRecords returns the records still to clean up: of one provider
+	// ("" for all) created before the given time (zero for all).
+	ListRecords(ctx context.Context, providerID string, before time.Time) ([]*ChallengeRecord, error)
+}
+
+// WorkflowStore keeps workflows (one ACME order each), their timelines, and
+// the leases that say which node is working on which workflow.
+type WorkflowStore interface {
+	Create(ctx context.Context, w *Workflow) error
+	Get(ctx context.Context, id string) (*Workflow, error)
+	List(ctx context.Context, f WorkflowFilter, p Page) ([]*Workflow, string, error)
+	// Update writes w if its Version is the stored one (else ErrConflict)
+	// and, when w.LeaseOwner is set, only if that owner still holds the lease.
+	Update(ctx context.Context, w *Workflow) error
+
+	// Acquire leases up to limit workflows that are due (not terminal,
+	// NextRunAt <= now, lease free or expired) to owner until now+ttl and
+	// returns them. Two nodes never receive the same workflow for
+	// overlapping leases.
+	Acquire(ctx context.Context, owner string, now time.Time, ttl time.Duration, limit int) ([]*Workflow, error)
+	// Renew extends owner's lease on the workflow; ErrConflict if owner
+	// no longer holds it.
+	Renew(ctx context.Context, id, owner string, until time.Time) error
+	// Release gives the lease up.
+	Release(ctx context.Context, id, owner string) error
+
+	// AppendEvent adds ev to the workflow's timeline and sets ev.Seq.
+	AppendEvent(ctx context.Context, ev *WorkflowEvent) error
+	// Events returns the timeline entries with Seq > afterSeq, oldest first.
+	Events(ctx context.Context, workflowID string, afterSeq int64, limit int) ([]*WorkflowEvent, error)
+	// CountByState counts workflows per state.
+	CountByState(ctx context.Context) (map[string]int, error)
+}
+
+// WorkflowFilter selects workflows; zero fields match everything.
+type WorkflowFilter struct {
+	State    string
+	IssuerID string
+	Group    string
+	// Domain matches workflows with an identifier equal to it.
+	Domain string
+}
+
+// CertificateStore keeps the inventory.
+type CertificateStore interface {
+	// Put stores c, unless a certificate with the same Fingerprint exists,
+	// in which case it returns that one's ID with ErrDuplicate.
+	Put(ctx context.Context, c *Certificate) error
+	Get(ctx context.Context, id string) (*Certificate, error)
+	GetByFingerprint(ctx context.Context, fp string) (*Certificate, error)
+	List(ctx context.Context, f CertificateFilter, p Page) ([]*Certificate, string, error)
+	Update(ctx context.Context, c *Certificate) error
+	Delete(ctx context.Context, id string) error
+}
+
+// CertificateFilter selects certificates; zero fields match everything.
+type CertificateFilter struct {
+	// Domain matches a certificate with that DNS name or IP among its
+	// names; a leading "*." matches the wildcard name itself.
+	Domain   string
+	IssuerID string
+	Group    string
+	Status   string
+	Rating   string
+	// NotAfterBefore selects certificates expiring before it.
+	NotAfterBefore time.Time
+}
+
+// TokenStore keeps certificate tokens.
+type TokenStore interface {
+	Create(ctx context.Context, t *Token) error
+	Get(ctx context.Context, id string) (*Token, error)
+	List(ctx context.Context, f TokenFilter) ([]*Token, error)
+	Update(ctx context.Context, t *Token) error
+	Delete(ctx context.Context, id string) error
+}
+
+// TokenFilter selects tokens; zero fields match everything.
+type TokenFilter struct {
+	CertificateID string
+	Group         string
+	Status        string
+}
+
+// AuditStore is the append-only audit log.
+type AuditStore interface {
+	Append(ctx context.Context, e *AuditEntry) error
+	// List returns entries newest first.
+	List(ctx context.Context, f AuditFilter, p Page) ([]*AuditEntry, string, error)
+}
+
+// AuditFilter selects audit entries; zero fields match everything.
+type AuditFilter struct {
+	Action string
+	Target string
+	Actor  string
+	Since  time.Time
+}
+
+// ACMEStateStore is a bucketed key-value store holding the ACME gateway's
+// state (accounts, orders, authorizations, challenges, certificates, EAB
+// keys). Every value is sealed at rest. It maps onto smallstep's nosql.DB.
+type ACMEStateStore interface {
+	Get(ctx context.Context, bucket, key string) ([]byte, error)
+	Set(ctx context.Context, bucket, key string, value []byte) error
+	Delete(ctx context.Context, bucket, key string) error
+	// List returns every entry of the bucket, ordered by key.
+	List(ctx context.Context, bucket string) ([]KV, error)
+	// CompareAndSwap sets key to newValue only if its current value is
+	// oldValue (nil oldValue: only if the key does not exist). It returns
+	// the value found and whether it swapped.
+	CompareAndSwap(ctx context.Context, bucket, key string, oldValue, newValue []byte) ([]byte, bool, error)
+	// DeleteBucket removes every entry of the bucket.
+	DeleteBucket(ctx context.Context, bucket string) error
+}
+
+// KV is one key and value of an ACMEStateStore bucket.
+type KV struct {
+	Key   string
+	Value []byte
+}

@@ -1,0 +1,238 @@
+package storage
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Managed-by values: who owns a record's definition.
+const (
+	ManagedByAPI    = "api"
+	ManagedByConfig = "config"
+)
+
+// Issuer is an ACME client: one account at one CA directory.
+type Issuer struct {
+	ID        string
+	Name      string
+	CatalogID string
+	// DirectoryURL is the ACME directory the account lives at.
+	DirectoryURL string
+	Contacts     []string
+	EABKeyID     string
+	EABMACKey    Secret
+	// AccountKey is the account's private key, PEM.
+	AccountKey     Secret
+	AccountKeyType string
+	AccountURL     string
+	Profile        string
+	PreferredChain string
+	// CustomRootsPEM are extra roots trusted for this CA (private CAs).
+	CustomRootsPEM string
+	Group          string
+	Status         string
+	// LastMessage is the CA's last word on the account (a problem detail).
+	LastMessage string
+	ManagedBy   string
+	// Meta is the directory's metadata as last read (JSON).
+	Meta      json.RawMessage
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	// Version increments on every update (optimistic concurrency).
+	Version int64
+}
+
+// DNSProvider is a DNS provider client: credentials to publish challenge
+// records in some zones.
+type DNSProvider struct {
+	ID   string
+	Name string
+	// Type is the provider kind: "cloudflare", "rfc2136", or a Caddy
+	// module name such as "dns.providers.route53".
+	Type string
+	// Credentials is the provider's configuration (JSON), sealed as a whole.
+	Credentials Secret
+	Zones       []string
+	AccountID   string
+	Group       string
+	TTL         time.Duration
+	// Settings holds non-secret options such as propagation resolvers and
+	// timeouts (JSON).
+	Settings    json.RawMessage
+	Status      string
+	LastMessage string
+	VerifiedAt  time.Time
+	ManagedBy   string
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	Version     int64
+}
+
+// ChallengeRecord is a DNS record CertLocker published (or is about to
+// publish) for a challenge; stored before publishing so cleanup survives a
+// crash.
+type ChallengeRecord struct {
+	ID         string
+	ProviderID string
+	WorkflowID string
+	Zone       string
+	Name       string
+	Type       string
+	Value      string
+	// ProviderRecordID is the provider's own ID for the record, once known.
+	ProviderRecordID string
+	CreatedAt        time.Time
+}
+
+// Workflow states. A workflow is terminal in StateIssued, StateFailed and
+// StateCancelled.
+const (
+	StatePending        = "pending"
+	StateOrdering       = "ordering"
+	StateAuthorizing    = "authorizing"
+	StateFinalizing     = "finalizing"
+	StateDownloading    = "downloading"
+	StateIssued         = "issued"
+	StateFailed         = "failed"
+	StateCancelled      = "cancelled"
+	StateRetryScheduled = "retry_scheduled"
+)
+
+// TerminalStates lists the states a workflow never leaves.
+var TerminalStates = []string{StateIssued, StateFailed, StateCancelled}
+
+// IsTerminal reports whether state is terminal.
+func IsTerminal(state string) bool {
+	for _, s := range TerminalStates {
+		if s == state {
+			return true
+		}
+	}
+	return false
+}
+
+// Identifier is one name of an order with the challenge chosen for it.
+type Identifier struct {
+	Type          string `json:"type"` // "dns" or "ip"
+	Value         string `json:"value"`
+	Challenge     string `json:"challenge,omitempty"` // "dns-01", "http-01"
+	DNSProviderID string `json:"dns_provider_id,omitempty"`
+}
+
+// Workflow is one ACME order as a persisted state machine.
+type Workflow struct {
+	ID          string
+	IssuerID    string
+	Identifiers []Identifier
+	KeyType     string
+	Profile     string
+	// Trigger says why the workflow exists: "manual", "renewal", "gateway", "migration".
+	Trigger string
+	Group   string
+	State   string
+	// Status is a one-line human summary of where the workflow is.
+	Status string
+	// OrderURL is the order's Location at the CA, stored before acting on it.
+	OrderURL string
+	// PrivateKey is the certificate key, PEM.
+	PrivateKey Secret
+	// CertificateID is the inventory certificate once issued.
+	CertificateID string
+	// PreviousCertificateID links a renewal to the certificate it replaces.
+	PreviousCertificateID string
+	// ParentID links a retry or renewal to the workflow before it.
+	ParentID  string
+	Attempt   int
+	NextRunAt time.Time
+	// LeaseOwner is the node working on the workflow until LeaseUntil.
+	LeaseOwner string
+	LeaseUntil time.Time
+	// Data holds the engine's step data (authorization URLs, challenge
+	// state, policy), JSON.
+	Data      json.RawMessage
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	Version   int64
+}
+
+// WorkflowEvent is one entry of a workflow's timeline.
+type WorkflowEvent struct {
+	WorkflowID string
+	Seq        int64
+	Time       time.Time
+	Node       string
+	State      string
+	// Step names the finer step, e.g. "presenting" or "propagating", and
+	// the identifier it concerns if any.
+	Step       string
+	Identifier string
+	Message    string
+	Duration   time.Duration
+	// Problem is the CA's problem document, verbatim (JSON), if any.
+	Problem    json.RawMessage
+	RetryAfter time.Duration
+}
+
+// Certificate is one inventory entry.
+type Certificate struct {
+	ID          string
+	Fingerprint string // SHA-256 of the leaf DER, lowercase hex
+	CommonName  string
+	// Names are the SANs (DNS names and IP addresses), lowercase.
+	Names     []string
+	IssuerDN  string
+	Serial    string
+	NotBefore time.Time
+	NotAfter  time.Time
+	KeyType   string
+	Rating    string
+	// IssuerID is the ACME client that produced it ("" when imported).
+	IssuerID   string
+	WorkflowID string
+	Group      string
+	Status     string
+	// ChainPEM is the leaf followed by its chain.
+	ChainPEM   string
+	PrivateKey Secret
+	// Meta holds the parsed metadata and rating breakdown (JSON).
+	Meta      json.RawMessage
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	Version   int64
+}
+
+// Token types.
+const TokenTypeCertificate = "CERTIFICATE"
+
+// Token is a certificate token: a scoped credential an edge system presents
+// to the ACME gateway.
+type Token struct {
+	ID            string
+	Type          string
+	Name          string
+	CertificateID string
+	// Names are the hostnames the token may obtain.
+	Names []string
+	// Secret is the token's HMAC key (used as ACME EAB MAC key).
+	Secret     Secret
+	Group      string
+	Status     string
+	ExpiresAt  time.Time
+	LastUsedAt time.Time
+	RevokedAt  time.Time
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+	Version    int64
+}
+
+// AuditEntry is one line of the audit log.
+type AuditEntry struct {
+	ID     string
+	Time   time.Time
+	Node   string
+	Actor  string
+	Action string
+	Target string
+	// Details is structured context (JSON); never a secret.
+	Details json.RawMessage
+}
