@@ -32,6 +32,8 @@ var (
 	ErrConflict = errors.New("changed concurrently")
 	// ErrInUse means the row is referenced by others and cannot be deleted.
 	ErrInUse = errors.New("in use")
+	// ErrInvalidCursor means a Page.Cursor was not made by this store.
+	ErrInvalidCursor = errors.New("invalid cursor: pass next_cursor from the previous page unchanged")
 )
 
 // Store is the whole persistent state of CertLocker. Implementations are safe

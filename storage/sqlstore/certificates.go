@@ -107,7 +107,7 @@ func (x certificates) List(ctx context.Context, f storage.CertificateFilter, p s
 		}
 		na, err := strconv.ParseInt(c[0], 10, 64)
 		if err != nil {
-			return nil, "", errors.New("listing certificates: invalid cursor")
+			return nil, "", fmt.Errorf("listing certificates: %w", storage.ErrInvalidCursor)
 		}
 		w.add("(not_after > ? OR (not_after = ? AND id > ?))", na, na, c[1])
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/certlocker/caddy-certlocker/storage"
 )
 
 func nowNanos() int64 { return time.Now().UnixNano() }
@@ -63,20 +65,23 @@ func raw(s string) json.RawMessage {
 }
 
 // cursor encodes a position in an ordered list: the sort key and the id.
+// The first part is a tag, so a random string is not taken for a cursor.
 func encodeCursor(parts ...string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strings.Join(parts, "\x00")))
+	return base64.RawURLEncoding.EncodeToString([]byte(cursorTag + "\x00" + strings.Join(parts, "\x00")))
 }
+
+const cursorTag = "c1"
 
 func decodeCursor(c string, n int) ([]string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	if err != nil {
-		return nil, fmt.Errorf("invalid cursor")
+		return nil, storage.ErrInvalidCursor
 	}
 	parts := strings.Split(string(b), "\x00")
-	if len(parts) != n {
-		return nil, fmt.Errorf("invalid cursor")
+	if len(parts) != n+1 || parts[0] != cursorTag {
+		return nil, storage.ErrInvalidCursor
 	}
-	return parts, nil
+	return parts[1:], nil
 }
 
 // where accumulates AND-ed conditions and their arguments.

@@ -1,6 +1,7 @@
 package storagetest
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -289,9 +290,9 @@ func testWorkflows(t *testing.T, b Backend) {
 		})
 	}
 	_, _, err = st.Workflows().List(ctx, storage.WorkflowFilter{}, storage.Page{Cursor: "!!not-a-cursor"})
-	if err == nil {
-		t.Fatal("a garbage cursor was accepted")
-	}
+	wantErr(t, err, storage.ErrInvalidCursor)
+	_, _, err = st.Certificates().List(ctx, storage.CertificateFilter{}, storage.Page{Cursor: encodeTestCursor("x")})
+	wantErr(t, err, storage.ErrInvalidCursor)
 	counts, err := st.Workflows().CountByState(ctx)
 	must(t, err)
 	if counts[storage.StatePending] != 30 || counts[storage.StateOrdering] != 1 {
@@ -607,3 +608,6 @@ func testAudit(t *testing.T, b Backend) {
 		t.Fatalf("entries since the future = %d", len(future))
 	}
 }
+
+// encodeTestCursor makes a well-formed base64 cursor with wrong content.
+func encodeTestCursor(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }

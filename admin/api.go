@@ -1,0 +1,112 @@
+// Package admin serves CertLocker's REST API on Caddy's admin endpoint,
+// under /certlocker/ (module admin.api.certlocker). Every response is JSON;
+// errors are {"error": "...", "field": "..."} with field set when one input
+// field is at fault.
+package admin
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/certlocker/caddy-certlocker/modules/certlocker"
+)
+
+func init() {
+	caddy.RegisterModule(API{})
+}
+
+// API is the admin.api.certlocker module.
+type API struct {
+	ctx    caddy.Context
+	logger *zap.Logger
+	mux    *http.ServeMux
+}
+
+// CaddyModule returns the Caddy module information.
+func (API) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.certlocker",
+		New: func() caddy.Module { return new(API) },
+	}
+}
+
+// Provision builds the routes. The app is looked up per request: admin
+// routers are provisioned before the apps of the same config.
+func (a *API) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
+	a.logger = ctx.Logger()
+	a.mux = http.NewServeMux()
+	a.handle("/certlocker/health", methods{http.MethodGet: a.health})
+	a.handle("/certlocker/audit", methods{http.MethodGet: a.listAudit})
+	a.handle("/certlocker/actions/rekey", methods{http.MethodPost: a.rekey})
+	a.mux.HandleFunc("/certlocker/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, a.logger, &Error{Status: http.StatusNotFound, Message: "no such endpoint: " + r.URL.Path})
+	})
+	return nil
+}
+
+// Routes implements caddy.AdminRouter.
+func (a *API) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{
+		Pattern: "/certlocker/",
+		Handler: caddy.AdminHandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			a.mux.ServeHTTP(w, r)
+			return nil
+		}),
+	}}
+}
+
+// handlerFunc is an API handler: it writes a success response itself, or
+// returns an error that is written as a JSON problem.
+type handlerFunc func(w http.ResponseWriter, r *http.Request, app *certlocker.App) error
+
+// methods maps HTTP methods to the handlers of one path.
+type methods map[string]handlerFunc
+
+func (a *API) handle(pattern string, m methods) {
+	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		h, ok := m[r.Method]
+		if !ok {
+			allow := ""
+			for k := range m {
+				if allow != "" {
+					allow += ", "
+				}
+				allow += k
+			}
+			w.Header().Set("Allow", allow)
+			writeError(w, a.logger, &Error{Status: http.StatusMethodNotAllowed, Message: fmt.Sprintf("method %s not allowed; use %s", r.Method, allow)})
+			return
+		}
+		app, err := a.app()
+		if err != nil {
+			writeError(w, a.logger, err)
+			return
+		}
+		if err := h(w, r, app); err != nil {
+			writeError(w, a.logger, err)
+		}
+	})
+}
+
+// app returns the running certlocker app.
+func (a *API) app() (*certlocker.App, error) {
+	v, err := a.ctx.AppIfConfigured("certlocker")
+	if errors.Is(err, caddy.ErrNotConfigured) {
+		return nil, &Error{Status: http.StatusServiceUnavailable, Message: `the certlocker app is not configured: add "certlocker": {} under "apps"`}
+	}
+	if err != nil {
+		return nil, &Error{Status: http.StatusServiceUnavailable, Message: "the certlocker app is not running: " + err.Error()}
+	}
+	return v.(*certlocker.App), nil
+}
+
+// Interface guards
+var (
+	_ caddy.AdminRouter = (*API)(nil)
+	_ caddy.Provisioner = (*API)(nil)
+)

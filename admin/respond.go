@@ -1,0 +1,97 @@
+package admin
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/certlocker/caddy-certlocker/storage"
+)
+
+// MaxBodyBytes caps every request body.
+const MaxBodyBytes = 1 << 20
+
+// Error is an API error: an HTTP status, a message for the operator, and
+// the input field at fault if any. Messages never contain secrets.
+type Error struct {
+	Status  int    `json:"-"`
+	Message string `json:"error"`
+	Field   string `json:"field,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// BadRequest returns a 400 about one field.
+func BadRequest(field, format string, args ...any) *Error {
+	return &Error{Status: http.StatusBadRequest, Message: fmt.Sprintf(format, args...), Field: field}
+}
+
+// writeError writes err as a JSON problem, mapping storage errors to their
+// statuses. Unexpected errors are logged and answered 500.
+func writeError(w http.ResponseWriter, logger *zap.Logger, err error) {
+	var e *Error
+	switch {
+	case errors.As(err, &e):
+	case errors.Is(err, storage.ErrInvalidCursor):
+		e = &Error{Status: http.StatusBadRequest, Message: storage.ErrInvalidCursor.Error(), Field: "cursor"}
+	case errors.Is(err, storage.ErrNotFound):
+		e = &Error{Status: http.StatusNotFound, Message: err.Error()}
+	case errors.Is(err, storage.ErrDuplicate), errors.Is(err, storage.ErrConflict), errors.Is(err, storage.ErrInUse):
+		e = &Error{Status: http.StatusConflict, Message: err.Error()}
+	default:
+		logger.Error("admin API request failed", zap.Error(err))
+		e = &Error{Status: http.StatusInternalServerError, Message: "internal error: " + err.Error()}
+	}
+	writeJSON(w, e.Status, e)
+}
+
+// writeJSON writes v with the given status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// decodeJSON reads a JSON body into v: at most MaxBodyBytes, one value, no
+// unknown fields. Its errors name the field at fault where JSON tells.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return &Error{Status: http.StatusUnsupportedMediaType, Message: "send the body as application/json"}
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	var (
+		maxErr    *http.MaxBytesError
+		typeErr   *json.UnmarshalTypeError
+		syntaxErr *json.SyntaxError
+	)
+	switch {
+	case err == nil:
+	case errors.As(err, &maxErr):
+		return &Error{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf("request body is larger than %d bytes", MaxBodyBytes)}
+	case errors.Is(err, io.EOF):
+		return BadRequest("", "request body is empty: send a JSON object")
+	case errors.As(err, &typeErr):
+		return BadRequest(typeErr.Field, "field %q must be %s, not %s", typeErr.Field, typeErr.Type.String(), typeErr.Value)
+	case errors.As(err, &syntaxErr):
+		return BadRequest("", "request body is not valid JSON: %v (at byte %d)", syntaxErr, syntaxErr.Offset)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return BadRequest(f, "unknown field %q", f)
+	default:
+		return BadRequest("", "reading request body: %v", err)
+	}
+	if dec.More() {
+		return BadRequest("", "request body holds more than one JSON value")
+	}
+	return nil
+}

@@ -1,0 +1,97 @@
+package admin
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/certlocker/caddy-certlocker/modules/certlocker"
+	"github.com/certlocker/caddy-certlocker/storage"
+)
+
+// health answers GET /certlocker/health: 200 when the store answers, 503
+// otherwise, with the backend, schema version and node ID.
+func (a *API) health(w http.ResponseWriter, r *http.Request, app *certlocker.App) error {
+	h, err := app.Health(r.Context())
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, struct {
+			certlocker.NodeHealth
+			Error string `json:"error"`
+		}{h, "storage unreachable: " + err.Error()})
+		return nil
+	}
+	writeJSON(w, http.StatusOK, h)
+	return nil
+}
+
+type auditEntry struct {
+	ID      string    `json:"id"`
+	Time    time.Time `json:"time"`
+	Node    string    `json:"node"`
+	Actor   string    `json:"actor"`
+	Action  string    `json:"action"`
+	Target  string    `json:"target,omitempty"`
+	Details any       `json:"details,omitempty"`
+}
+
+// listAudit answers GET /certlocker/audit?action=&target=&actor=&since=&limit=&cursor=
+func (a *API) listAudit(w http.ResponseWriter, r *http.Request, app *certlocker.App) error {
+	q := r.URL.Query()
+	f := storage.AuditFilter{Action: q.Get("action"), Target: q.Get("target"), Actor: q.Get("actor")}
+	if s := q.Get("since"); s != "" {
+		t, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			return BadRequest("since", "since must be an RFC 3339 time such as 2026-05-20T11:05:00Z")
+		}
+		f.Since = t
+	}
+	p, err := page(r)
+	if err != nil {
+		return err
+	}
+	entries, next, err := app.Store().Audit().List(r.Context(), f, p)
+	if err != nil {
+		return err
+	}
+	out := struct {
+		Items      []auditEntry `json:"items"`
+		NextCursor string       `json:"next_cursor,omitempty"`
+	}{Items: []auditEntry{}, NextCursor: next}
+	for _, e := range entries {
+		out.Items = append(out.Items, auditEntry{ID: e.ID, Time: e.Time, Node: e.Node, Actor: e.Actor, Action: e.Action,
+			Target: e.Target, Details: e.Details})
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// page reads limit and cursor query parameters.
+func page(r *http.Request) (storage.Page, error) {
+	q := r.URL.Query()
+	p := storage.Page{Cursor: q.Get("cursor")}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > storage.MaxLimit {
+			return p, BadRequest("limit", "limit must be a number from 1 to %d", storage.MaxLimit)
+		}
+		p.Limit = n
+	}
+	return p, nil
+}
+
+// rekey answers POST /certlocker/actions/rekey: re-seal every secret with
+// the current encryption key.
+func (a *API) rekey(w http.ResponseWriter, r *http.Request, app *certlocker.App) error {
+	n, err := app.Rekey(r.Context(), actor(r))
+	if err != nil {
+		return err
+	}
+	h, _ := app.Store().Health(r.Context())
+	writeJSON(w, http.StatusOK, map[string]any{"resealed": n, "key_id": h.KeyID})
+	return nil
+}
+
+// actor names who made an admin API request, for the audit log.
+func actor(r *http.Request) string {
+	return "admin-api@" + r.RemoteAddr
+}
