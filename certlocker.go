@@ -10,7 +10,9 @@
 package certlocker
 
 import (
-	// every CertLocker module; TestRootImportsEveryModule keeps this list whole
+	// every CertLocker module, Caddyfile option and command;
+	// TestRootImportsEveryModule keeps this list whole
 	_ "github.com/certlocker/caddy-certlocker/admin"
+	_ "github.com/certlocker/caddy-certlocker/caddyfile"
 	_ "github.com/certlocker/caddy-certlocker/modules/certlocker"
 )

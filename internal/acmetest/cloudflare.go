@@ -51,8 +51,11 @@ const (
 	EndpointVerifyAccountToken CloudflareEndpoint = "GET /accounts/{account_id}/tokens/verify"
 )
 
-// Cloudflare error codes and messages the fake answers with, as returned by
-// the live API.
+// Cloudflare error codes and messages the fake answers with. The
+// authentication, routing, rate-limit and record-existence codes are those of
+// the live API; the record validation details (9005, 9021, 9207 and the
+// messages in a 1004 error_chain) are approximations, since Cloudflare does
+// not document them.
 const (
 	CFCodeMissingAuth        = 9106  // "Missing X-Auth-Key, X-Auth-Email or Authorization headers" (HTTP 400)
 	CFCodeInvalidHeaders     = 6003  // "Invalid request headers" (HTTP 400), chained with 6111
@@ -234,12 +237,13 @@ func WithCloudflareAccount(id, name string) CloudflareOption {
 // registered by AddToken or AddAccountToken. Zone listing is filtered by
 // Zone:Read; record reads need DNS:Read or DNS:Edit, writes DNS:Edit. An
 // unknown token gets 403 with code 10000 "Authentication error" (the live API
-// has also been seen answering 9109 "Invalid access token" to revoked
-// tokens), a token with no permission on the zone gets 403/10000, and one
-// whose permission is too weak gets 403 with 9109 "Unauthorized to access
-// requested resource".
+// has also been seen answering some rejected tokens with 403 and 9109
+// "Invalid access token"), a token with no permission on the zone gets
+// 403/10000, and one whose permission is too weak gets 403 with 9109
+// "Unauthorized to access requested resource". A missing Authorization
+// header gets 400/9106 and a malformed one 400/6003 with 6111 in its
+// error_chain.
 type Cloudflare struct {
-	t           testing.TB
 	srv         *httptest.Server
 	dns         *DNSServer
 	accountID   string
@@ -304,7 +308,6 @@ func NewCloudflare(t testing.TB, dns *DNSServer, opts ...CloudflareOption) *Clou
 	}
 
 	c := &Cloudflare{
-		t:           t,
 		dns:         dns,
 		accountID:   cfg.accountID,
 		accountName: cfg.accountName,
@@ -410,8 +413,8 @@ func (c *Cloudflare) FailNext(n int, f Fault) {
 
 // SetFaultHook installs fn, consulted for every request before the FailNext
 // queue; a non-nil Fault from fn is applied (its Endpoint is ignored). A nil
-// fn removes the hook. fn runs on server goroutines and must not call
-// methods of c.
+// fn removes the hook. fn runs on server goroutines, concurrently for
+// concurrent requests, and may call methods of c.
 func (c *Cloudflare) SetFaultHook(fn func(r *http.Request) *Fault) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -511,6 +514,7 @@ type cfRewriteTransport struct {
 	base   http.RoundTripper
 }
 
+// RoundTrip implements http.RoundTripper.
 func (tr *cfRewriteTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	switch {
 	case req.URL.Host == tr.target.Host:
@@ -610,34 +614,27 @@ func (c *Cloudflare) route(mux *http.ServeMux, endpoint CloudflareEndpoint, auth
 		entry.Token, _ = bearerToken(r)
 
 		fault := c.takeFault(r, endpoint)
-		if fault != nil && !fault.AfterCommit {
-			entry.Status, entry.ErrorCodes, entry.Fault = fault.Status, faultCodes(fault), true
-			c.log(entry)
-			writeFault(w, fault)
-			return
+		if fault == nil || fault.AfterCommit {
+			tok, authReply := c.authenticate(r)
+			var reply cfReply
+			if auth && authReply != nil {
+				reply = *authReply
+			} else {
+				reply = h(r, tok)
+			}
+			if fault == nil {
+				entry.Status = reply.status
+				for _, e := range reply.errors {
+					entry.ErrorCodes = append(entry.ErrorCodes, e.Code)
+				}
+				c.log(entry)
+				writeReply(w, reply)
+				return
+			}
 		}
-
-		var reply cfReply
-		tok, authReply := c.authenticate(r)
-		switch {
-		case auth && authReply != nil:
-			reply = *authReply
-		default:
-			reply = h(r, tok)
-		}
-
-		if fault != nil {
-			entry.Status, entry.ErrorCodes, entry.Fault = fault.Status, faultCodes(fault), true
-			c.log(entry)
-			writeFault(w, fault)
-			return
-		}
-		entry.Status = reply.status
-		for _, e := range reply.errors {
-			entry.ErrorCodes = append(entry.ErrorCodes, e.Code)
-		}
+		entry.Status, entry.ErrorCodes, entry.Fault = fault.Status, faultCodes(fault), true
 		c.log(entry)
-		writeReply(w, reply)
+		writeFault(w, fault)
 	})
 }
 
@@ -759,12 +756,12 @@ const (
 
 // allows reports whether tok may do what level requires on zone, and whether
 // it has any permission on the zone at all.
-func (tok *cfToken) allows(zone string, level access) (ok, any bool) {
+func (tok *cfToken) allows(zone string, level access) (ok, some bool) {
 	for _, p := range tok.perms {
 		if p.Zone != AllZones && p.Zone != zone {
 			continue
 		}
-		any = any || p.ZoneRead || p.DNSRead || p.DNSEdit
+		some = some || p.ZoneRead || p.DNSRead || p.DNSEdit
 		switch level {
 		case accessZoneRead:
 			ok = ok || p.ZoneRead
@@ -774,17 +771,17 @@ func (tok *cfToken) allows(zone string, level access) (ok, any bool) {
 			ok = ok || p.DNSEdit
 		}
 	}
-	return ok, any
+	return ok, some
 }
 
 // authorize returns the error reply if tok may not do level on z.
 func authorize(tok *cfToken, z *cfZone, level access) *cfReply {
-	ok, any := tok.allows(z.name, level)
+	ok, some := tok.allows(z.name, level)
 	if ok {
 		return nil
 	}
 	reply := cfFail(http.StatusForbidden, errAuthentication)
-	if any {
+	if some {
 		reply = cfFail(http.StatusForbidden, errUnauthorized)
 	}
 	return &reply

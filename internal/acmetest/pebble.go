@@ -83,7 +83,7 @@ type PebbleOptions struct {
 	Profiles map[string]Profile
 
 	// NonceRejectPercent is how often, in percent, a valid nonce is rejected
-	// as badNonce (PEBBLE_WFE_NONCEREJECT). Pebble caps 100 at 99.
+	// as badNonce (PEBBLE_WFE_NONCEREJECT); 100 rejects every nonce.
 	NonceRejectPercent int
 	// AuthzReusePercent is how often, in percent, Pebble tries to reuse a
 	// valid authorization for an identifier (PEBBLE_AUTHZREUSE).
@@ -378,6 +378,7 @@ type stoppableWriter struct {
 	stopped atomic.Bool
 }
 
+// Write implements io.Writer.
 func (s *stoppableWriter) Write(b []byte) (int, error) {
 	if s.stopped.Load() {
 		return len(b), nil

@@ -51,6 +51,7 @@ type DB struct {
 	dialect Dialect
 	sealer  *storage.Sealer
 	rebinds sync.Map // query -> rebound query
+	stmts   sync.Map // rebound query -> *sql.Stmt
 }
 
 // Open migrates the database to the latest schema and checks that the
@@ -103,6 +104,10 @@ func (s *Store) Close() error {
 	if s.tx != nil {
 		return errors.New("closing store: called inside a transaction")
 	}
+	s.db.stmts.Range(func(_, v any) bool {
+		_ = v.(*sql.Stmt).Close()
+		return true
+	})
 	return s.db.sql.Close()
 }
 
@@ -148,15 +153,50 @@ func (s *Store) Health(ctx context.Context) (storage.Health, error) {
 }
 
 func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if st := s.stmt(ctx, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
 	return s.q.ExecContext(ctx, s.rebind(query), args...)
 }
 
 func (s *Store) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st := s.stmt(ctx, query); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
 	return s.q.QueryContext(ctx, s.rebind(query), args...)
 }
 
 func (s *Store) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	if st := s.stmt(ctx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
 	return s.q.QueryRowContext(ctx, s.rebind(query), args...)
+}
+
+// stmt returns the query prepared once per database (bound to the
+// transaction if s is), or nil to run it unprepared (preparing failed: the
+// unprepared run reports the error). Preparing once saves SQLite from
+// parsing every statement on every call.
+func (s *Store) stmt(ctx context.Context, query string) *sql.Stmt {
+	q := s.rebind(query)
+	v, ok := s.db.stmts.Load(q)
+	if !ok {
+		st, err := s.db.sql.PrepareContext(ctx, q)
+		if err != nil {
+			return nil
+		}
+		if v, ok = s.db.stmts.LoadOrStore(q, st); ok {
+			_ = st.Close()
+		} else {
+			v = st
+		}
+	}
+	st := v.(*sql.Stmt)
+	if s.tx != nil {
+		// closed by database/sql when the transaction ends
+		return s.tx.StmtContext(ctx, st)
+	}
+	return st
 }
 
 // rebind rewrites "?" placeholders for engines that number them. Queries

@@ -1,0 +1,138 @@
+// Package caddyfile parses CertLocker's Caddyfile syntax. The global option
+// `certlocker` configures the app:
+//
+//	{
+//		certlocker {
+//			storage sqlite [<path>]
+//			storage postgres <dsn> {
+//				max_connections <n>
+//			}
+//			encryption_key <placeholder>
+//			previous_encryption_keys <placeholder>...
+//			node_id <id>
+//		}
+//	}
+//
+// encryption_key and the DSN should be placeholders such as
+// {env.CERTLOCKER_ENCRYPTION_KEY} so no secret lands in the adapted JSON.
+package caddyfile
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+
+	"github.com/certlocker/caddy-certlocker/modules/certlocker"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("certlocker", parseGlobal)
+}
+
+func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
+	if existing != nil {
+		return nil, d.Err("the certlocker global option may appear only once")
+	}
+	app := new(certlocker.App)
+	d.Next() // option name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "storage":
+			if app.Storage != nil {
+				return nil, d.Err("storage may be set only once")
+			}
+			sc := &certlocker.StorageConfig{}
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			sc.Backend = d.Val()
+			switch sc.Backend {
+			case certlocker.BackendSQLite:
+				if d.NextArg() {
+					sc.Path = d.Val()
+				}
+			case certlocker.BackendPostgres:
+				if !d.NextArg() {
+					return nil, d.Err("storage postgres needs a DSN, e.g. {env.CERTLOCKER_DSN}")
+				}
+				sc.DSN = d.Val()
+			default:
+				return nil, d.Errf("unknown storage backend %q: use sqlite or postgres", sc.Backend)
+			}
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			for d.NextBlock(1) {
+				switch d.Val() {
+				case "max_connections":
+					if !d.NextArg() {
+						return nil, d.ArgErr()
+					}
+					n, err := strconv.Atoi(d.Val())
+					if err != nil || n < 1 {
+						return nil, d.Errf("max_connections must be a positive number, not %q", d.Val())
+					}
+					sc.MaxConnections = n
+					if d.NextArg() {
+						return nil, d.ArgErr()
+					}
+				default:
+					return nil, d.Errf("unrecognized storage subdirective: %s", d.Val())
+				}
+			}
+			app.Storage = sc
+		case "encryption_key":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			app.EncryptionKey = d.Val()
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+		case "previous_encryption_keys":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.ArgErr()
+			}
+			app.PreviousEncryptionKeys = append(app.PreviousEncryptionKeys, args...)
+		case "node_id":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			app.NodeID = d.Val()
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+		default:
+			return nil, d.Errf("unrecognized certlocker option: %s", d.Val())
+		}
+	}
+	return httpcaddyfile.App{Name: "certlocker", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// Adapt adapts a Caddyfile to indented JSON, as `certlocker adapt` does;
+// the golden tests of this package and of examples/ compare against it.
+func Adapt(input []byte, filename string) ([]byte, error) {
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt(input, map[string]any{"filename": filename})
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, out, "", "\t"); err != nil {
+		return nil, err
+	}
+	buf.WriteByte('\n')
+	return buf.Bytes(), nil
+}
+
+// Interface guards
+var _ httpcaddyfile.UnmarshalGlobalFunc = parseGlobal
+var _ caddy.Module = (*certlocker.App)(nil)

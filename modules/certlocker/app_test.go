@@ -1,0 +1,76 @@
+package certlocker
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func TestDSNHasPassword(t *testing.T) {
+	cases := map[string]bool{
+		"postgres://u:pw@host/db":             true,
+		"postgresql://u:pw@host/db":           true,
+		"postgres://u@host/db?password=pw":    true,
+		"host=h user=u password=pw dbname=d":  true,
+		"password=pw host=h":                  true,
+		"postgres://u@host/db":                false,
+		"host=h user=u dbname=d":              false,
+		"host=h user=u passfile=/etc/pgpass":  false,
+		"postgres://u@host/db?sslmode=verify": false,
+	}
+	for dsn, want := range cases {
+		if got := dsnHasPassword(dsn); got != want {
+			t.Errorf("dsnHasPassword(%q) = %v, want %v", dsn, got, want)
+		}
+	}
+}
+
+// provision loads the app from JSON the way Caddy does.
+func provision(t *testing.T, raw string) *App {
+	t.Helper()
+	ctx, err := caddy.ProvisionContext(&caddy.Config{AppsRaw: caddy.ModuleMap{"certlocker": json.RawMessage(raw)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := ctx.App("certlocker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.(*App)
+}
+
+// A config reload provisions a new App before the old one is cleaned up:
+// both share the open store, which closes only when the last one goes.
+func TestReloadReusesStore(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv(EnvEncryptionKey, "")
+	cfg := `{"storage":{"path":"` + filepath.Join(dir, "c.db") + `"},"node_id":"n1"}`
+	first := provision(t, cfg)
+	second := provision(t, cfg)
+	if first.Store() != second.Store() {
+		t.Fatal("the reload opened a second store")
+	}
+	if !first.opened || second.opened {
+		t.Fatalf("opened flags: first %v second %v", first.opened, second.opened)
+	}
+	if err := first.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := second.Store().Health(t.Context()); err != nil {
+		t.Fatalf("cleaning up the old config closed the store: %v", err)
+	}
+	if err := second.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := second.Store().Health(t.Context()); err == nil {
+		t.Fatal("the store is still open after the last config went away")
+	}
+	// after the last cleanup, a new config opens the store again
+	third := provision(t, cfg)
+	defer third.Cleanup()
+	if third.Store() == second.Store() || !third.opened {
+		t.Fatal("a config after the last cleanup reused a closed store")
+	}
+}
