@@ -40,14 +40,18 @@ func (a *API) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.logger = ctx.Logger()
 	a.mux = http.NewServeMux()
-	a.handle("/certlocker/health", methods{http.MethodGet: a.health})
-	a.handle("/certlocker/audit", methods{http.MethodGet: a.listAudit})
-	a.handle("/certlocker/actions/rekey", methods{http.MethodPost: a.rekey})
+	for _, register := range routeSets {
+		register(a)
+	}
 	a.mux.HandleFunc("/certlocker/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, a.logger, &Error{Status: http.StatusNotFound, Message: "no such endpoint: " + r.URL.Path})
 	})
 	return nil
 }
+
+// routeSets register the routes of one area of the API each (system,
+// issuers, DNS providers, ...); every area's file adds its own in init.
+var routeSets []func(a *API)
 
 // Routes implements caddy.AdminRouter.
 func (a *API) Routes() []caddy.AdminRoute {

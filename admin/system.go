@@ -9,6 +9,14 @@ import (
 	"github.com/certlocker/caddy-certlocker/storage"
 )
 
+func init() {
+	routeSets = append(routeSets, func(a *API) {
+		a.handle("/certlocker/health", methods{http.MethodGet: a.health})
+		a.handle("/certlocker/audit", methods{http.MethodGet: a.listAudit})
+		a.handle("/certlocker/actions/rekey", methods{http.MethodPost: a.rekey})
+	})
+}
+
 // health answers GET /certlocker/health: 200 when the store answers, 503
 // otherwise, with the backend, schema version and node ID.
 func (a *API) health(w http.ResponseWriter, r *http.Request, app *certlocker.App) error {

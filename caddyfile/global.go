@@ -111,6 +111,7 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 			if d.NextArg() {
 				return nil, d.ArgErr()
 			}
+		// Config-declared resources: one case per kind.
 		default:
 			return nil, d.Errf("unrecognized certlocker option: %s", d.Val())
 		}

@@ -68,6 +68,9 @@ type App struct {
 	// and kept in {caddy data dir}/certlocker/node-id.
 	NodeID string `json:"node_id,omitempty"`
 
+	// Config-declared resources (config as code) go here, one field per
+	// kind; Provision syncs them into the store after opening it.
+
 	store   storage.Store
 	poolKey string
 	opened  bool
@@ -179,6 +182,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("opening %s storage: %w", sc.Backend, err)
 	}
 	a.store, a.opened = val.(pooledStore).Store, !loaded
+
+	// Sync config-declared resources here, one call per kind.
+
 	if a.opened {
 		h, _ := a.store.Health(ctx)
 		fields := []zap.Field{zap.String("backend", sc.Backend), zap.Int("schema_version", h.SchemaVersion),
