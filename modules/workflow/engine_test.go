@@ -1,0 +1,326 @@
+package workflow_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certlocker/caddy-certlocker/internal/acmetest"
+	"github.com/certlocker/caddy-certlocker/modules/workflow"
+	"github.com/certlocker/caddy-certlocker/storage"
+)
+
+func run(t *testing.T, eng *workflow.Engine) {
+	t.Helper()
+	if err := eng.RunDue(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func get(t *testing.T, st storage.Store, id string) *storage.Workflow {
+	t.Helper()
+	w, err := st.Workflows().Get(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// dns-01 for a wildcard and its apex, http-01 for www, in one order.
+func TestIssueMixedChallenges(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{})
+	eng, _ := e.engine("node-a", nil)
+	www := e.name("www")
+	w, err := eng.Create(t.Context(), workflow.Request{IssuerID: e.issuer.ID, Identifiers: []storage.Identifier{
+		{Value: "*.example.test", Challenge: "dns-01", DNSProviderID: "dns_test"},
+		{Value: "example.test", Challenge: "dns-01", DNSProviderID: "dns_test"},
+		{Value: www, Challenge: "http-01"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, eng)
+	w = get(t, e.store, w.ID)
+	if w.State != storage.StateIssued || w.CertificateID == "" {
+		t.Fatalf("workflow %s: %s", w.State, w.Status)
+	}
+	x := leaf(t, e.store, w.CertificateID)
+	slices.Sort(x.DNSNames)
+	if !slices.Equal(x.DNSNames, []string{"*.example.test", "example.test", "www.example.test"}) {
+		t.Fatalf("certificate names %v", x.DNSNames)
+	}
+	// every step is on the timeline, in order, with the node
+	evs, err := e.store.Workflows().Events(t.Context(), w.ID, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var states []string
+	for _, ev := range evs {
+		if ev.Node != "node-a" {
+			t.Fatalf("event without node: %+v", ev)
+		}
+		if len(states) == 0 || states[len(states)-1] != ev.State {
+			states = append(states, ev.State)
+		}
+	}
+	want := []string{"pending", "ordering", "authorizing", "finalizing", "downloading", "issued"}
+	if !slices.Equal(states, want) {
+		t.Fatalf("timeline states %v, want %v", states, want)
+	}
+	steps := map[string]int{}
+	for _, ev := range evs {
+		steps[ev.Step]++
+	}
+	for _, s := range []string{"presenting", "propagating", "validating", "valid"} {
+		if steps[s] == 0 {
+			t.Errorf("no %s step on the timeline", s)
+		}
+	}
+	// nothing left published
+	if recs, _ := e.store.DNSProviders().ListRecords(t.Context(), "", time.Time{}); len(recs) != 0 {
+		t.Fatalf("%d challenge records left", len(recs))
+	}
+	if txt := e.dns.TXT("_acme-challenge.example.test"); len(txt) != 0 {
+		t.Fatalf("TXT records left in DNS: %v", txt)
+	}
+	if kv, _ := e.store.ACME().List(t.Context(), workflow.HTTP01Bucket); len(kv) != 0 {
+		t.Fatalf("%d http-01 responses left", len(kv))
+	}
+}
+
+// A challenge the CA rejects: failed, with the CA's problem verbatim.
+func TestChallengeRejectedByCA(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{})
+	eng, _ := e.engine("node-a", nil)
+	// no address record: the CA cannot reach the name for http-01
+	w, err := eng.Create(t.Context(), workflow.Request{IssuerID: e.issuer.ID,
+		Identifiers: []storage.Identifier{{Value: "nowhere.example.test"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, eng)
+	w = get(t, e.store, w.ID)
+	if w.State != storage.StateFailed {
+		t.Fatalf("state %s: %s", w.State, w.Status)
+	}
+	evs, _ := e.store.Workflows().Events(t.Context(), w.ID, 0, 0)
+	last := evs[len(evs)-1]
+	var p struct{ Type, Detail string }
+	if err := json.Unmarshal(last.Problem, &p); err != nil || !strings.HasPrefix(p.Type, "urn:ietf:params:acme:error:") || p.Detail == "" {
+		t.Fatalf("last event has no CA problem: %s (%v)", last.Problem, err)
+	}
+	if !strings.Contains(w.Status, p.Detail) {
+		t.Fatalf("status %q does not show the CA's detail %q", w.Status, p.Detail)
+	}
+	if kv, _ := e.store.ACME().List(t.Context(), workflow.HTTP01Bucket); len(kv) != 0 {
+		t.Fatal("the failed workflow left its http-01 response")
+	}
+}
+
+// Pebble rejecting 30% of nonces: every order still completes.
+func TestNonceRejection(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{NonceRejectPercent: 30})
+	eng, _ := e.engine("node-a", nil)
+	var ids []string
+	for i := 0; i < 8; i++ {
+		w, err := eng.Create(t.Context(), workflow.Request{IssuerID: e.issuer.ID,
+			Identifiers: []storage.Identifier{{Value: e.name(fmt.Sprintf("n%d", i))}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, w.ID)
+	}
+	run(t, eng)
+	for _, id := range ids {
+		if w := get(t, e.store, id); w.State != storage.StateIssued {
+			t.Errorf("workflow %s: %s: %s", id, w.State, w.Status)
+		}
+	}
+}
+
+// The engine stops after each persisted transition as if the process died;
+// another node takes the order over once the lease expires and completes
+// it: exactly one certificate, at most one extra order at the CA.
+func TestCrashAtEveryState(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{})
+	req := func(label string) workflow.Request {
+		return workflow.Request{IssuerID: e.issuer.ID, Identifiers: []storage.Identifier{
+			{Value: e.name(label), Challenge: "http-01"},
+			{Value: e.name(label + "-dns"), Challenge: "dns-01", DNSProviderID: "dns_test"},
+		}}
+	}
+	// count the persists of a clean run
+	persists := 0
+	clean, copts := e.engine("counter", nil)
+	copts.SetAfterPersist(func(*storage.Workflow, *storage.WorkflowEvent) error { persists++; return nil })
+	clean = e.newEngine(copts)
+	w, err := clean.Create(t.Context(), req("clean"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, clean)
+	if w = get(t, e.store, w.ID); w.State != storage.StateIssued || persists < 10 {
+		t.Fatalf("clean run: %s after %d persists", w.State, persists)
+	}
+	for k := 1; k <= persists; k++ {
+		t.Run(fmt.Sprintf("crash_after_persist_%02d", k), func(t *testing.T) {
+			n := 0
+			var crashedAt string
+			_, aopts := e.engine("node-a", nil)
+			aopts.SetAfterPersist(func(w *storage.Workflow, ev *storage.WorkflowEvent) error {
+				if n++; n == k {
+					crashedAt = w.State + "/" + ev.Step
+					return workflow.ErrCrash
+				}
+				return nil
+			})
+			a := e.newEngine(aopts)
+			ordersBefore := e.clients.newOrders.Load()
+			w, err := a.Create(t.Context(), req(fmt.Sprintf("c%02d", k)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			run(t, a)
+			if crashedAt == "" {
+				t.Fatalf("never crashed (%d persists)", n)
+			}
+			// node B, after node A's lease expired
+			later := func() time.Time { return time.Now().Add(10 * time.Minute) }
+			b, _ := e.engine("node-b", later)
+			run(t, b)
+			w = get(t, e.store, w.ID)
+			if w.State != storage.StateIssued {
+				t.Fatalf("crashed at %s; after takeover: %s: %s", crashedAt, w.State, w.Status)
+			}
+			certs, _, err := e.store.Certificates().List(t.Context(), storage.CertificateFilter{Domain: w.Identifiers[0].Value}, storage.Page{})
+			if err != nil || len(certs) != 1 || certs[0].ID != w.CertificateID {
+				t.Fatalf("crashed at %s: %d certificates for the name, want exactly 1", crashedAt, len(certs))
+			}
+			if orders := e.clients.newOrders.Load() - ordersBefore; orders < 1 || orders > 2 {
+				t.Fatalf("crashed at %s: %d orders at the CA, want 1 or 2", crashedAt, orders)
+			}
+			if recs, _ := e.store.DNSProviders().ListRecords(t.Context(), "", time.Time{}); len(recs) != 0 {
+				t.Fatalf("crashed at %s: %d challenge records left", crashedAt, len(recs))
+			}
+		})
+	}
+}
+
+func TestCancel(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{})
+	t.Run("before it runs", func(t *testing.T) {
+		eng, _ := e.engine("node-a", nil)
+		w, err := eng.Create(t.Context(), workflow.Request{IssuerID: e.issuer.ID, Identifiers: []storage.Identifier{{Value: e.name("cx")}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := eng.Cancel(t.Context(), w.ID, "changed my mind"); err != nil {
+			t.Fatal(err)
+		}
+		run(t, eng)
+		if w = get(t, e.store, w.ID); w.State != storage.StateCancelled || w.OrderURL != "" {
+			t.Fatalf("state %s order %q", w.State, w.OrderURL)
+		}
+		var inv *workflow.InvalidError
+		if _, err := eng.Cancel(t.Context(), w.ID, "again"); !errors.As(err, &inv) {
+			t.Fatalf("cancelling a cancelled workflow: %v", err)
+		}
+	})
+	t.Run("mid-flight", func(t *testing.T) {
+		var eng *workflow.Engine
+		var once sync.Once
+		_, opts := e.engine("node-a", nil)
+		opts.SetAfterPersist(func(w *storage.Workflow, ev *storage.WorkflowEvent) error {
+			if ev.Step == workflow.StepPropagating {
+				once.Do(func() {
+					if _, err := eng.Cancel(t.Context(), w.ID, "operator"); err != nil {
+						t.Error(err)
+					}
+				})
+			}
+			return nil
+		})
+		eng = e.newEngine(opts)
+		w, err := eng.Create(t.Context(), workflow.Request{IssuerID: e.issuer.ID, Identifiers: []storage.Identifier{
+			{Value: e.name("mid"), Challenge: "dns-01", DNSProviderID: "dns_test"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		run(t, eng)
+		if w = get(t, e.store, w.ID); w.State != storage.StateCancelled || w.CertificateID != "" {
+			t.Fatalf("state %s cert %q", w.State, w.CertificateID)
+		}
+		if recs, _ := e.store.DNSProviders().ListRecords(t.Context(), "", time.Time{}); len(recs) != 0 {
+			t.Fatalf("%d challenge records left after cancel", len(recs))
+		}
+		if txt := e.dns.TXT("_acme-challenge." + w.Identifiers[0].Value); len(txt) != 0 {
+			t.Fatalf("TXT left in DNS after cancel: %v", txt)
+		}
+	})
+}
+
+func TestDNSProviderFailure(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{})
+	boom := errors.New("cloudflare: 403 Authentication error")
+	e.pres.fail.Store(&boom)
+	eng, _ := e.engine("node-a", nil)
+	w, err := eng.Create(t.Context(), workflow.Request{IssuerID: e.issuer.ID, Identifiers: []storage.Identifier{
+		{Value: e.name("broken"), Challenge: "dns-01", DNSProviderID: "dns_test"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// retries are due at once with this policy; each pass retries
+	for i := 0; i < 5; i++ {
+		run(t, eng)
+	}
+	w = get(t, e.store, w.ID)
+	if w.State != storage.StateFailed || !strings.Contains(w.Status, "Authentication error") || w.Attempt != 3 {
+		t.Fatalf("state %s attempt %d: %s", w.State, w.Attempt, w.Status)
+	}
+	evs, _ := e.store.Workflows().Events(t.Context(), w.ID, 0, 0)
+	retries := 0
+	for _, ev := range evs {
+		if ev.State == storage.StateRetryScheduled {
+			retries++
+		}
+	}
+	if retries != 2 {
+		t.Fatalf("%d retries on the timeline, want 2", retries)
+	}
+	// the operator fixes the provider and retries: it completes
+	e.pres.fail.Store(nil)
+	if _, err := eng.Retry(t.Context(), w.ID); err != nil {
+		t.Fatal(err)
+	}
+	run(t, eng)
+	if w = get(t, e.store, w.ID); w.State != storage.StateIssued {
+		t.Fatalf("after retry: %s: %s", w.State, w.Status)
+	}
+}
+
+func TestDeactivatedAccount(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{})
+	cl, acct, err := e.clients.Client(t.Context(), e.issuer.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acct.Status = "deactivated"
+	if _, err := cl.UpdateAccount(t.Context(), acct); err != nil {
+		t.Fatal(err)
+	}
+	eng, _ := e.engine("node-a", nil)
+	w, err := eng.Create(t.Context(), workflow.Request{IssuerID: e.issuer.ID, Identifiers: []storage.Identifier{{Value: e.name("deact")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, eng)
+	w = get(t, e.store, w.ID)
+	if w.State != storage.StateFailed || !strings.Contains(w.Status, "unauthorized") {
+		t.Fatalf("state %s: %s", w.State, w.Status)
+	}
+}

@@ -1,0 +1,219 @@
+package workflow_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mholt/acmez/v3/acme"
+	"go.uber.org/zap"
+
+	"github.com/certlocker/caddy-certlocker/internal/acmetest"
+	"github.com/certlocker/caddy-certlocker/modules/workflow"
+	"github.com/certlocker/caddy-certlocker/storage"
+	"github.com/certlocker/caddy-certlocker/storage/sqlite"
+	"github.com/certlocker/caddy-certlocker/storage/storagetest"
+)
+
+const zone = "example.test"
+
+// env is a real CA (in-process Pebble), a real authoritative DNS server,
+// a real SQLite store and the engine's HTTP-01 handler on the port the
+// CA's validator dials.
+type env struct {
+	t       *testing.T
+	pebble  *acmetest.Pebble
+	dns     *acmetest.DNSServer
+	store   storage.Store
+	issuer  *storage.Issuer
+	clients *accountClients
+	pres    *dnsPresenter
+	inv     *inventory
+}
+
+func newEnv(t *testing.T, opts acmetest.PebbleOptions) *env {
+	t.Helper()
+	dns := acmetest.NewDNSServer(t, zone)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, _ := strconv.Atoi(strings.Split(l.Addr().String(), ":")[1])
+	opts.DNSServer, opts.HTTPPort = dns.Addr(), port
+	p := acmetest.NewPebble(t, opts)
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "certlocker.db"), storagetest.NewSealer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !workflow.ServeChallenge(st, nil, w, r) {
+			http.NotFound(w, r)
+		}
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	iss := &storage.Issuer{Name: "pebble", DirectoryURL: p.DirectoryURL(), Status: "valid"}
+	if err := st.Issuers().Create(t.Context(), iss); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, pebble: p, dns: dns, store: st, issuer: iss}
+	e.clients = &accountClients{p: p}
+	e.pres = &dnsPresenter{dns: dns, store: st}
+	e.inv = &inventory{store: st}
+	return e
+}
+
+// name returns a fresh host name under the zone that resolves to the
+// HTTP-01 server.
+func (e *env) name(label string) string {
+	n := label + "." + zone
+	e.dns.SetAddrs(n, netip.MustParseAddr("127.0.0.1"))
+	return n
+}
+
+func (e *env) engine(node string, clock func() time.Time) (*workflow.Engine, workflow.Options) {
+	opts := workflow.Options{Store: e.store, Node: node, Logger: zap.NewNop(), Clock: clock, Concurrency: 8,
+		Retry: workflow.RetryPolicy{MaxAttempts: 3, BaseDelay: time.Nanosecond, MaxDelay: time.Nanosecond}}
+	return e.newEngine(opts), opts
+}
+
+func (e *env) newEngine(opts workflow.Options) *workflow.Engine {
+	eng, err := workflow.New(opts)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	eng.SetDeps(workflow.Deps{Clients: e.clients, DNS: e.pres, Inventory: e.inv})
+	return eng
+}
+
+// accountClients registers one account at Pebble and counts new orders.
+type accountClients struct {
+	p         *acmetest.Pebble
+	once      sync.Once
+	acct      acme.Account
+	err       error
+	newOrders atomic.Int64
+	fail      error
+}
+
+type countingTransport struct {
+	next http.RoundTripper
+	c    *accountClients
+}
+
+func (t countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/order-plz") {
+		t.c.newOrders.Add(1)
+	}
+	return t.next.RoundTrip(r)
+}
+
+func (c *accountClients) Client(ctx context.Context, issuerID string) (*acme.Client, acme.Account, error) {
+	if c.fail != nil {
+		return nil, acme.Account{}, c.fail
+	}
+	hc := *c.p.HTTPClient()
+	hc.Transport = countingTransport{next: hc.Transport, c: c}
+	cl := &acme.Client{Directory: c.p.DirectoryURL(), HTTPClient: &hc}
+	c.once.Do(func() {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			c.err = err
+			return
+		}
+		c.acct, c.err = cl.NewAccount(ctx, acme.Account{PrivateKey: key, TermsOfServiceAgreed: true,
+			Contact: []string{"mailto:ops@example.test"}})
+	})
+	return cl, c.acct, c.err
+}
+
+// dnsPresenter publishes TXT records straight into the authoritative DNS
+// server the CA queries, storing each record before publishing it.
+type dnsPresenter struct {
+	dns     *acmetest.DNSServer
+	store   storage.Store
+	fail    atomic.Pointer[error]
+	cleaned atomic.Int64
+}
+
+func (p *dnsPresenter) Present(ctx context.Context, providerID, workflowID, fqdn, value string) (*storage.ChallengeRecord, error) {
+	if f := p.fail.Load(); f != nil {
+		return nil, *f
+	}
+	rec := &storage.ChallengeRecord{ProviderID: providerID, WorkflowID: workflowID, Zone: zone, Name: fqdn, Type: "TXT", Value: value}
+	if err := p.store.DNSProviders().PutRecord(ctx, rec); err != nil {
+		return nil, err
+	}
+	p.dns.AddTXT(fqdn, value)
+	return rec, nil
+}
+
+func (p *dnsPresenter) WaitPropagation(ctx context.Context, rec *storage.ChallengeRecord) (time.Duration, error) {
+	start := time.Now()
+	err := p.dns.WaitTXT(ctx, rec.Name, rec.Value)
+	return time.Since(start), err
+}
+
+func (p *dnsPresenter) CleanUp(ctx context.Context, rec *storage.ChallengeRecord) error {
+	p.dns.DeleteTXT(rec.Name, rec.Value)
+	p.cleaned.Add(1)
+	return p.store.DNSProviders().DeleteRecord(ctx, rec.ID)
+}
+
+// inventory stores issued certificates by leaf fingerprint.
+type inventory struct{ store storage.Store }
+
+func (i *inventory) AddIssued(ctx context.Context, chainPEM, keyPEM []byte, issuerID, workflowID, profile string) (*storage.Certificate, error) {
+	b, _ := pem.Decode(chainPEM)
+	if b == nil {
+		return nil, errors.New("no PEM")
+	}
+	leaf, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(leaf.Raw)
+	names := append([]string{}, leaf.DNSNames...)
+	for _, ip := range leaf.IPAddresses {
+		names = append(names, ip.String())
+	}
+	c := &storage.Certificate{Fingerprint: hex.EncodeToString(sum[:]), Names: names, NotBefore: leaf.NotBefore,
+		NotAfter: leaf.NotAfter, IssuerID: issuerID, WorkflowID: workflowID, ChainPEM: string(chainPEM),
+		PrivateKey: storage.NewSecret(keyPEM), Status: "active"}
+	if err := i.store.Certificates().Put(ctx, c); err != nil && !errors.Is(err, storage.ErrDuplicate) {
+		return nil, err
+	}
+	return c, nil
+}
+
+// leaf parses the stored certificate of a workflow.
+func leaf(t *testing.T, st storage.Store, certID string) *x509.Certificate {
+	t.Helper()
+	c, err := st.Certificates().Get(t.Context(), certID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := pem.Decode([]byte(c.ChainPEM))
+	x, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}

@@ -1,0 +1,138 @@
+package workflow
+
+import (
+	"testing"
+	"time"
+
+	"github.com/mholt/acmez/v3/acme"
+)
+
+func TestNextRetry(t *testing.T) {
+	now := time.Date(2026, 5, 20, 2, 0, 0, 0, time.UTC)
+	p := RetryPolicy{MaxAttempts: 4, BaseDelay: time.Minute, MaxDelay: 10 * time.Minute}
+	cases := map[string]struct {
+		attempt    int
+		problem    string
+		retryAfter time.Duration
+		jitter     float64
+		want       time.Duration
+		retry      bool
+	}{
+		"first failure":               {1, "", 0, 0, time.Minute, true},
+		"second doubles":              {2, "urn:ietf:params:acme:error:serverInternal", 0, 0, 2 * time.Minute, true},
+		"jitter adds up to a quarter": {2, "", 0, 0.999, 2*time.Minute + 29*time.Second + 970*time.Millisecond, true},
+		"capped":                      {3, "", 0, 0, 4 * time.Minute, true},
+		"rate limited honours header": {1, "urn:ietf:params:acme:error:rateLimited", 3 * time.Hour, 0, 3 * time.Hour, true},
+		"short Retry-After ignored":   {2, "urn:ietf:params:acme:error:rateLimited", time.Second, 0, 2 * time.Minute, true},
+		"out of attempts":             {4, "", 0, 0, 0, false},
+		"permanent: unauthorized":     {1, "urn:ietf:params:acme:error:unauthorized", 0, 0, 0, false},
+		"permanent: caa":              {1, "urn:ietf:params:acme:error:caa", 0, 0, 0, false},
+		"permanent: rejected":         {1, "urn:ietf:params:acme:error:rejectedIdentifier", 0, 0, 0, false},
+		"bad nonce retries":           {1, "urn:ietf:params:acme:error:badNonce", 0, 0, time.Minute, true},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			at, ok := NextRetry(p, c.attempt, c.problem, c.retryAfter, now, c.jitter)
+			if ok != c.retry {
+				t.Fatalf("retry = %v, want %v", ok, c.retry)
+			}
+			if ok && at.Sub(now).Round(10*time.Millisecond) != c.want.Round(10*time.Millisecond) {
+				t.Fatalf("retry after %v, want %v", at.Sub(now), c.want)
+			}
+		})
+	}
+	if _, ok := NextRetry(RetryPolicy{}, 5, "", 0, now, 0); !ok {
+		t.Fatal("the default policy gave up after 5 attempts")
+	}
+}
+
+func TestShouldRenew(t *testing.T) {
+	nb := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	na := nb.Add(90 * 24 * time.Hour)
+	twoThirds := nb.Add(60 * 24 * time.Hour)
+	window := &acme.RenewalInfo{}
+	window.SuggestedWindow.Start = nb.Add(50 * 24 * time.Hour)
+	window.SuggestedWindow.End = nb.Add(52 * 24 * time.Hour)
+	revoked := &acme.RenewalInfo{} // a CA pulling the window into the past: renew now
+	revoked.SuggestedWindow.Start = nb.Add(-time.Hour)
+	revoked.SuggestedWindow.End = nb
+	cases := map[string]struct {
+		now   time.Time
+		ari   *acme.RenewalInfo
+		renew bool
+		at    time.Time
+	}{
+		"fresh, no ARI":          {nb.Add(time.Hour), nil, false, twoThirds},
+		"at two thirds":          {twoThirds, nil, true, twoThirds},
+		"expired":                {na.Add(time.Second), nil, true, na.Add(time.Second)},
+		"before the ARI window":  {nb.Add(10 * 24 * time.Hour), window, false, window.SuggestedWindow.Start},
+		"inside the ARI window":  {nb.Add(51 * 24 * time.Hour), window, true, nb.Add(51 * 24 * time.Hour)},
+		"ARI window in the past": {nb.Add(time.Hour), revoked, true, nb.Add(time.Hour)},
+		"empty ARI falls back":   {nb.Add(time.Hour), &acme.RenewalInfo{}, false, twoThirds},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			d := ShouldRenew(nb, na, c.ari, c.now)
+			if d.Renew != c.renew || !d.At.Equal(c.at) || d.Reason == "" {
+				t.Fatalf("got %+v, want renew=%v at %v", d, c.renew, c.at)
+			}
+		})
+	}
+}
+
+func TestRequestValidate(t *testing.T) {
+	ok := func(ids ...string) Request {
+		r := Request{IssuerID: "iss_1"}
+		for _, id := range ids {
+			r.Identifiers = append(r.Identifiers, parseID(id))
+		}
+		return r
+	}
+	cases := map[string]struct {
+		r     Request
+		field string
+	}{
+		"plain":                {ok("www.example.com"), ""},
+		"wildcard with dns":    {ok("*.example.com dns-01 dns_1"), ""},
+		"ip":                   {ok("192.0.2.1"), ""},
+		"no issuer":            {Request{Identifiers: ok("a.example.com").Identifiers}, "issuer_id"},
+		"no identifiers":       {Request{IssuerID: "iss_1"}, "identifiers"},
+		"wildcard over http":   {ok("*.example.com http-01"), "identifiers[0].challenge"},
+		"dns without provider": {ok("example.com dns-01"), "identifiers[0].dns_provider_id"},
+		"bad label":            {ok("exa_mple..com"), "identifiers[0].value"},
+		"inner wildcard":       {ok("a.*.example.com dns-01 dns_1"), "identifiers[0].value"},
+		"single label":         {ok("localhost"), "identifiers[0].value"},
+		"duplicate":            {ok("a.example.com", "A.example.com."), "identifiers[1].value"},
+		"unknown challenge":    {ok("a.example.com tls-alpn-01"), "identifiers[0].challenge"},
+		"ip over dns-01":       {ok("192.0.2.1 dns-01 dns_1"), "identifiers[0].challenge"},
+		"bad key type":         {Request{IssuerID: "i", KeyType: "dsa", Identifiers: ok("a.example.com").Identifiers}, "key_type"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			err := c.r.Validate()
+			if c.field == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			ie, isInvalid := err.(*InvalidError)
+			if !isInvalid || ie.Field != c.field {
+				t.Fatalf("error %v, want one about %s", err, c.field)
+			}
+		})
+	}
+}
+
+// parseID reads "value [challenge [provider]]".
+func parseID(s string) (id storageIdentifier) {
+	f := splitFields(s)
+	id.Value = f[0]
+	if len(f) > 1 {
+		id.Challenge = f[1]
+	}
+	if len(f) > 2 {
+		id.DNSProviderID = f[2]
+	}
+	return id
+}

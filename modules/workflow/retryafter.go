@@ -1,0 +1,88 @@
+package workflow
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/mholt/acmez/v3/acme"
+)
+
+// retryAfterSink remembers the last Retry-After the CA sent in a session.
+// acmez does not surface the header with its errors, so the engine reads it
+// off the responses through its own transport.
+type retryAfterSink struct {
+	mu sync.Mutex
+	d  time.Duration
+}
+
+func (s *retryAfterSink) get() time.Duration {
+	if s == nil {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.d
+}
+
+func (s *retryAfterSink) reset() {
+	s.mu.Lock()
+	s.d = 0
+	s.mu.Unlock()
+}
+
+func (s *retryAfterSink) set(d time.Duration) {
+	s.mu.Lock()
+	s.d = d
+	s.mu.Unlock()
+}
+
+type sinkTransport struct {
+	next http.RoundTripper
+	sink *retryAfterSink
+}
+
+func (t sinkTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err == nil && resp != nil {
+		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+			t.sink.set(d)
+		}
+	}
+	return resp, err
+}
+
+// parseRetryAfter reads delay-seconds or an HTTP date.
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	if v == "" {
+		return 0, false
+	}
+	if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+		return time.Duration(n) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := t.Sub(now); d > 0 {
+			return d, true
+		}
+		return 0, true
+	}
+	return 0, false
+}
+
+// withSink returns a copy of cl whose HTTP transport reports Retry-After
+// into the session's sink. The copy has its own nonce pool and directory.
+func (s *session) withSinkClient(cl *acme.Client) *acme.Client {
+	hc := http.DefaultClient
+	if cl.HTTPClient != nil {
+		hc = cl.HTTPClient
+	}
+	next := hc.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	wrapped := *hc
+	wrapped.Transport = sinkTransport{next: next, sink: s.ra}
+	return &acme.Client{Directory: cl.Directory, HTTPClient: &wrapped, UserAgent: cl.UserAgent,
+		PollInterval: cl.PollInterval, PollTimeout: cl.PollTimeout, Logger: cl.Logger}
+}

@@ -1,0 +1,257 @@
+package workflow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/certlocker/caddy-certlocker/storage"
+)
+
+// Triggers say why a workflow exists.
+const (
+	TriggerManual    = "manual"
+	TriggerRenewal   = "renewal"
+	TriggerGateway   = "gateway"
+	TriggerMigration = "migration"
+)
+
+// Request asks for a new workflow.
+type Request struct {
+	IssuerID    string
+	Identifiers []storage.Identifier
+	KeyType     string
+	Profile     string
+	Trigger     string
+	Group       string
+	// PreviousCertificateID and Replaces link a renewal to the
+	// certificate it replaces (Replaces is its ARI certificate ID).
+	PreviousCertificateID string
+	Replaces              string
+	ParentID              string
+}
+
+// InvalidError is a request the engine refuses, naming the field.
+type InvalidError struct {
+	Field, Message string
+}
+
+func (e *InvalidError) Error() string { return e.Message }
+
+func invalid(field, format string, args ...any) error {
+	return &InvalidError{Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// Validate checks a request without touching the store.
+func (r *Request) Validate() error {
+	if r.IssuerID == "" {
+		return invalid("issuer_id", "issuer_id is required")
+	}
+	if len(r.Identifiers) == 0 {
+		return invalid("identifiers", "at least one identifier is required")
+	}
+	if len(r.Identifiers) > 100 {
+		return invalid("identifiers", "at most 100 identifiers per order")
+	}
+	seen := map[string]bool{}
+	for i := range r.Identifiers {
+		id := &r.Identifiers[i]
+		field := fmt.Sprintf("identifiers[%d]", i)
+		id.Value = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(id.Value), "."))
+		if id.Type == "" {
+			id.Type = "dns"
+			if net.ParseIP(id.Value) != nil {
+				id.Type = "ip"
+			}
+		}
+		switch id.Type {
+		case "dns":
+			if err := checkDNSName(id.Value); err != nil {
+				return invalid(field+".value", "%s: %v", field, err)
+			}
+		case "ip":
+			if net.ParseIP(id.Value) == nil {
+				return invalid(field+".value", "%s: %q is not an IP address", field, id.Value)
+			}
+		default:
+			return invalid(field+".type", "%s: type must be dns or ip", field)
+		}
+		if seen[id.Value] {
+			return invalid(field+".value", "%s: %s is listed twice", field, id.Value)
+		}
+		seen[id.Value] = true
+		switch id.Challenge {
+		case "":
+			if strings.HasPrefix(id.Value, "*.") {
+				id.Challenge = ChallengeDNS01
+			} else {
+				id.Challenge = ChallengeHTTP01
+			}
+		case ChallengeDNS01, ChallengeHTTP01:
+		default:
+			return invalid(field+".challenge", "%s: challenge must be dns-01 or http-01", field)
+		}
+		if strings.HasPrefix(id.Value, "*.") && id.Challenge != ChallengeDNS01 {
+			return invalid(field+".challenge", "%s: a wildcard needs dns-01", field)
+		}
+		if id.Type == "ip" && id.Challenge == ChallengeDNS01 {
+			return invalid(field+".challenge", "%s: an IP address cannot use dns-01", field)
+		}
+		if id.Challenge == ChallengeDNS01 && id.DNSProviderID == "" {
+			return invalid(field+".dns_provider_id", "%s: dns-01 needs a dns_provider_id", field)
+		}
+	}
+	if !ValidKeyType(r.KeyType) {
+		return invalid("key_type", "key_type must be one of p256, p384, rsa2048, rsa3072, rsa4096")
+	}
+	switch r.Trigger {
+	case "":
+		r.Trigger = TriggerManual
+	case TriggerManual, TriggerRenewal, TriggerGateway, TriggerMigration:
+	default:
+		return invalid("trigger", "unknown trigger %q", r.Trigger)
+	}
+	return nil
+}
+
+func checkDNSName(name string) error {
+	n := strings.TrimPrefix(name, "*.")
+	if n == "" || len(name) > 253 {
+		return fmt.Errorf("%q is not a DNS name", name)
+	}
+	if strings.Contains(n, "*") {
+		return fmt.Errorf("%q: only a leading \"*.\" label may be a wildcard", name)
+	}
+	labels := strings.Split(n, ".")
+	if len(labels) < 2 {
+		return fmt.Errorf("%q is not a fully qualified name", name)
+	}
+	for _, l := range labels {
+		if l == "" || len(l) > 63 || strings.HasPrefix(l, "-") || strings.HasSuffix(l, "-") {
+			return fmt.Errorf("%q has an invalid label %q", name, l)
+		}
+		for _, c := range l {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return fmt.Errorf("%q has an invalid character %q", name, c)
+			}
+		}
+	}
+	return nil
+}
+
+// Create stores a new workflow and wakes the scheduler.
+func (e *Engine) Create(ctx context.Context, r Request) (*storage.Workflow, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	d := &orderData{Replaces: r.Replaces}
+	raw, err := d.encode()
+	if err != nil {
+		return nil, err
+	}
+	w := &storage.Workflow{IssuerID: r.IssuerID, Identifiers: r.Identifiers, KeyType: r.KeyType, Profile: r.Profile,
+		Trigger: r.Trigger, Group: r.Group, State: storage.StatePending, Status: "waiting to start",
+		PreviousCertificateID: r.PreviousCertificateID, ParentID: r.ParentID, NextRunAt: e.opts.Clock(), Data: raw}
+	err = e.opts.Store.InTx(ctx, func(tx storage.Store) error {
+		if err := tx.Workflows().Create(ctx, w); err != nil {
+			return err
+		}
+		names := make([]string, 0, len(w.Identifiers))
+		for _, id := range w.Identifiers {
+			names = append(names, id.Value+" ("+id.Challenge+")")
+		}
+		return tx.Workflows().AppendEvent(ctx, &storage.WorkflowEvent{WorkflowID: w.ID, Node: e.opts.Node, State: w.State,
+			Step: "created", Message: r.Trigger + " order for " + strings.Join(names, ", "), Time: e.opts.Clock()})
+	})
+	if err != nil {
+		return nil, err
+	}
+	e.Kick()
+	return w, nil
+}
+
+// Cancel ends a workflow that is not finished. A run in progress on this
+// node stops at once; on another node, at its next step. Records it
+// published are removed.
+func (e *Engine) Cancel(ctx context.Context, id, reason string) (*storage.Workflow, error) {
+	w, err := e.changeState(ctx, id, func(w *storage.Workflow) error {
+		if storage.IsTerminal(w.State) {
+			return invalid("state", "workflow %s is already %s", id, w.State)
+		}
+		w.State, w.Status = storage.StateCancelled, "cancelled: "+reason
+		return nil
+	}, "cancelled", reason)
+	if err != nil {
+		return nil, err
+	}
+	e.cancelLocal(id)
+	if w.LeaseOwner == "" || w.LeaseOwner == e.opts.Node {
+		d, _ := decodeData(w.Data)
+		e.cleanup(ctx, w, d)
+	}
+	return w, nil
+}
+
+// Retry puts a failed or retry-scheduled workflow back to run now, resuming
+// its order if the CA still holds it.
+func (e *Engine) Retry(ctx context.Context, id string) (*storage.Workflow, error) {
+	w, err := e.changeState(ctx, id, func(w *storage.Workflow) error {
+		switch w.State {
+		case storage.StateFailed, storage.StateRetryScheduled:
+		default:
+			return invalid("state", "only a failed or retry-scheduled workflow can be retried; %s is %s", id, w.State)
+		}
+		d, _ := decodeData(w.Data)
+		if w.State == storage.StateFailed {
+			d.Resume = storage.StateOrdering
+			w.Attempt = 0
+		}
+		raw, err := d.encode()
+		if err != nil {
+			return err
+		}
+		w.Data = raw
+		w.State, w.Status, w.NextRunAt = storage.StateRetryScheduled, "retry requested", e.opts.Clock()
+		return nil
+	}, "retry", "retry requested")
+	if err != nil {
+		return nil, err
+	}
+	e.Kick()
+	return w, nil
+}
+
+// changeState applies fn to the latest version of the workflow, retrying
+// on concurrent changes, and records the event.
+func (e *Engine) changeState(ctx context.Context, id string, fn func(*storage.Workflow) error, step, msg string) (*storage.Workflow, error) {
+	for attempt := 0; attempt < 20; attempt++ {
+		w, err := e.opts.Store.Workflows().Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := fn(w); err != nil {
+			return nil, err
+		}
+		owner := w.LeaseOwner
+		w.LeaseOwner = "" // an operator's change does not need the lease
+		err = e.opts.Store.InTx(ctx, func(tx storage.Store) error {
+			if err := tx.Workflows().Update(ctx, w); err != nil {
+				return err
+			}
+			return tx.Workflows().AppendEvent(ctx, &storage.WorkflowEvent{WorkflowID: id, Node: e.opts.Node, State: w.State,
+				Step: step, Message: msg, Time: e.opts.Clock()})
+		})
+		w.LeaseOwner = owner
+		if errors.Is(err, storage.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		e.emit("certlocker.workflow_state", map[string]any{"workflow_id": id, "state": w.State, "step": step, "message": msg})
+		return w, nil
+	}
+	return nil, fmt.Errorf("changing workflow %s: %w", id, storage.ErrConflict)
+}
