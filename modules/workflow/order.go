@@ -708,4 +708,3 @@ type http01Entry struct {
 	KeyAuth    string `json:"key_authorization"`
 	WorkflowID string `json:"workflow_id"`
 }
-
