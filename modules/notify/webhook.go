@@ -1,0 +1,287 @@
+package notify
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Webhook{})
+}
+
+// SignatureHeader carries the HMAC-SHA256 of the body, "sha256=<hex>",
+// keyed with the webhook's secret, so receivers can check the sender.
+const SignatureHeader = "X-CertLocker-Signature"
+
+// Webhook posts events as JSON to a URL: CertLocker's own shape, or a
+// Slack-compatible message ({"text": ...}) for Slack, Mattermost and
+// friends. Failed deliveries are retried with back-off.
+type Webhook struct {
+	// URL receives the POSTs. Placeholders are expanded; a URL with a
+	// token in it (as Slack's are) should come from one, e.g.
+	// "{env.SLACK_WEBHOOK_URL}", to stay out of GET /config/.
+	URL string `json:"url,omitempty"`
+
+	// Events lists the event names to send. Default: all CertLocker
+	// events ("certlocker.workflow_state", "certlocker.cert_issued",
+	// "certlocker.workflow_failed").
+	Events []string `json:"events,omitempty"`
+
+	// Format is "generic" (the event as JSON) or "slack". Default: generic.
+	Format string `json:"format,omitempty"`
+
+	// Secret keys the HMAC-SHA256 signature in the X-CertLocker-Signature
+	// header; a placeholder such as "{env.WEBHOOK_SECRET}". Default: no
+	// signature.
+	Secret string `json:"secret,omitempty"`
+
+	// MaxAttempts is how many times one event is tried. Default: 5.
+	MaxAttempts int `json:"max_attempts,omitempty"`
+
+	// Timeout bounds one delivery attempt. Default: 10s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	url     string
+	secret  []byte
+	client  *http.Client
+	logger  *zap.Logger
+	queue   chan Event
+	backoff func(attempt int) time.Duration
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+// CaddyModule returns the Caddy module information.
+func (Webhook) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "certlocker.notifiers.webhook",
+		New: func() caddy.Module { return new(Webhook) },
+	}
+}
+
+// Provision expands placeholders and starts the delivery worker.
+func (wh *Webhook) Provision(ctx caddy.Context) error {
+	wh.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+	u, err := repl.ReplaceOrErr(wh.URL, true, true)
+	if err != nil {
+		return fmt.Errorf("webhook url: %v", err)
+	}
+	wh.url = u
+	if wh.Secret != "" {
+		s, err := repl.ReplaceOrErr(wh.Secret, true, true)
+		if err != nil {
+			return fmt.Errorf("webhook secret: %v", err)
+		}
+		wh.secret = []byte(s)
+	}
+	if wh.MaxAttempts <= 0 {
+		wh.MaxAttempts = 5
+	}
+	if wh.Timeout <= 0 {
+		wh.Timeout = caddy.Duration(10 * time.Second)
+	}
+	if wh.Format == "" {
+		wh.Format = "generic"
+	}
+	wh.client = &http.Client{Timeout: time.Duration(wh.Timeout)}
+	wh.backoff = func(attempt int) time.Duration {
+		d := time.Duration(1<<min(attempt, 8)) * time.Second
+		return d + time.Duration(rand.Int64N(int64(d/4)+1))
+	}
+	wh.start()
+	return nil
+}
+
+// Validate checks the configuration.
+func (wh *Webhook) Validate() error {
+	pu, err := url.Parse(wh.url)
+	if err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {
+		return errors.New("webhook url must be an http or https URL")
+	}
+	if wh.Format != "generic" && wh.Format != "slack" {
+		return fmt.Errorf("webhook format %q: use generic or slack", wh.Format)
+	}
+	for _, e := range wh.Events {
+		if !slices.Contains(AllEvents, e) {
+			return fmt.Errorf("webhook events: unknown event %q (known: %s)", e, strings.Join(AllEvents, ", "))
+		}
+	}
+	return nil
+}
+
+// AllEvents are the events CertLocker emits.
+var AllEvents = []string{"certlocker.workflow_state", "certlocker.cert_issued", "certlocker.workflow_failed"}
+
+func (wh *Webhook) start() {
+	wh.queue = make(chan Event, 1024)
+	wh.stop = make(chan struct{})
+	wh.done = make(chan struct{})
+	go func() {
+		defer close(wh.done)
+		for {
+			select {
+			case <-wh.stop:
+				return
+			case ev := <-wh.queue:
+				wh.deliver(ev)
+			}
+		}
+	}()
+}
+
+// Cleanup stops the worker; undelivered events are dropped with a log line.
+func (wh *Webhook) Cleanup() error {
+	if wh.stop == nil {
+		return nil
+	}
+	select {
+	case <-wh.stop:
+		return nil // already cleaned up
+	default:
+	}
+	close(wh.stop)
+	<-wh.done
+	if n := len(wh.queue); n > 0 && wh.logger != nil {
+		wh.logger.Warn("webhook events dropped at shutdown", zap.Int("count", n))
+	}
+	return nil
+}
+
+// Wants implements Notifier.
+func (wh *Webhook) Wants(name string) bool {
+	return len(wh.Events) == 0 || slices.Contains(wh.Events, name)
+}
+
+// Notify implements Notifier; it never blocks: when the queue is full the
+// event is dropped and logged.
+func (wh *Webhook) Notify(ev Event) {
+	select {
+	case wh.queue <- ev:
+	default:
+		wh.logger.Warn("webhook queue full; event dropped", zap.String("event", ev.Name))
+	}
+}
+
+// deliver posts one event, retrying with back-off; a 4xx other than 408
+// and 429 is not retried.
+func (wh *Webhook) deliver(ev Event) {
+	body, err := wh.body(ev)
+	if err != nil {
+		wh.logger.Error("encoding webhook body", zap.Error(err))
+		return
+	}
+	for attempt := 1; attempt <= wh.MaxAttempts; attempt++ {
+		status, retryAfter, err := wh.post(body)
+		if err == nil {
+			return
+		}
+		retry := status == 0 || status >= 500 || status == http.StatusTooManyRequests || status == http.StatusRequestTimeout
+		wh.logger.Warn("webhook delivery failed", zap.String("event", ev.Name), zap.Int("attempt", attempt),
+			zap.Int("status", status), zap.Bool("will_retry", retry && attempt < wh.MaxAttempts), zap.Error(err))
+		if !retry || attempt == wh.MaxAttempts {
+			return
+		}
+		wait := wh.backoff(attempt)
+		if retryAfter > wait {
+			wait = retryAfter
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-wh.stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (wh *Webhook) post(body []byte) (int, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(wh.Timeout))
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, wh.url, bytes.NewReader(body))
+	if err != nil {
+		return 0, 0, errors.New("building request")
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "CertLocker-Webhook/1")
+	if len(wh.secret) > 0 {
+		req.Header.Set(SignatureHeader, Sign(wh.secret, body))
+	}
+	resp, err := wh.client.Do(req)
+	if err != nil {
+		// the URL may hold a token: report the host only
+		return 0, 0, fmt.Errorf("posting to %s: %v", req.URL.Host, errors.Unwrap(err))
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return resp.StatusCode, 0, nil
+	}
+	var ra time.Duration
+	if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n > 0 {
+		ra = time.Duration(n) * time.Second
+	}
+	return resp.StatusCode, ra, fmt.Errorf("%s answered %s", req.URL.Host, resp.Status)
+}
+
+// Sign returns the signature header value for body.
+func Sign(secret, body []byte) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write(body)
+	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+}
+
+func (wh *Webhook) body(ev Event) ([]byte, error) {
+	if wh.Format != "slack" {
+		return json.Marshal(ev)
+	}
+	return json.Marshal(map[string]string{"text": SlackText(ev)})
+}
+
+// SlackText renders an event as one line of Slack mrkdwn.
+func SlackText(ev Event) string {
+	s := func(k string) string {
+		if v, ok := ev.Data[k]; ok {
+			return fmt.Sprint(v)
+		}
+		return ""
+	}
+	switch ev.Name {
+	case "certlocker.cert_issued":
+		return fmt.Sprintf(":white_check_mark: Certificate issued for %s (workflow %s, certificate %s)", s("names"), s("workflow_id"), s("certificate_id"))
+	case "certlocker.workflow_failed":
+		return fmt.Sprintf(":x: Workflow %s failed: %s", s("workflow_id"), s("message"))
+	default:
+		msg := fmt.Sprintf("Workflow %s is %s", s("workflow_id"), s("state"))
+		if m := s("message"); m != "" {
+			msg += ": " + m
+		}
+		return msg
+	}
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner  = (*Webhook)(nil)
+	_ caddy.Validator    = (*Webhook)(nil)
+	_ caddy.CleanerUpper = (*Webhook)(nil)
+	_ Notifier           = (*Webhook)(nil)
+)
