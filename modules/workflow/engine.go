@@ -43,6 +43,8 @@ type Options struct {
 	// ValidationTimeout bounds waiting for the CA to validate one
 	// authorization. Default: 5m.
 	ValidationTimeout time.Duration
+	// Metrics, if set, records order and propagation times and CA errors.
+	Metrics *Metrics
 
 	// afterPersist is a test hook run after every persisted transition;
 	// an error from it stops the workflow there, as a crash would.

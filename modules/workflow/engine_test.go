@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/certlocker/caddy-certlocker/internal/acmetest"
 	"github.com/certlocker/caddy-certlocker/modules/workflow"
 	"github.com/certlocker/caddy-certlocker/storage"
@@ -322,5 +324,59 @@ func TestDeactivatedAccount(t *testing.T) {
 	w = get(t, e.store, w.ID)
 	if w.State != storage.StateFailed || !strings.Contains(w.Status, "unauthorized") {
 		t.Fatalf("state %s: %s", w.State, w.Status)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{})
+	m := workflow.NewMetrics(e.store)
+	reg := prometheus.NewRegistry()
+	if err := m.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Register(reg); err != nil {
+		t.Fatalf("registering twice: %v", err)
+	}
+	_, opts := e.engine("node-a", nil)
+	opts.Metrics = m
+	eng := e.newEngine(opts)
+	for _, id := range []storage.Identifier{{Value: e.name("m1"), Challenge: "dns-01", DNSProviderID: "dns_test"}, {Value: "unresolvable.example.test"}} {
+		if _, err := eng.Create(t.Context(), workflow.Request{IssuerID: e.issuer.ID, Identifiers: []storage.Identifier{id}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(t, eng)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range m.GetLabel() {
+				key += "/" + l.GetValue()
+			}
+			switch {
+			case m.GetHistogram() != nil:
+				got[key] = float64(m.GetHistogram().GetSampleCount())
+			case m.GetCounter() != nil:
+				got[key] = m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				got[key] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	want := map[string]float64{
+		"certlocker_workflows/issued":                                1,
+		"certlocker_workflows/failed":                                1,
+		"certlocker_workflow_order_to_issued_seconds/" + e.issuer.ID: 1,
+		"certlocker_workflow_dns_propagation_seconds":                1,
+		"certlocker_workflow_ca_errors_total/dns":                    1,
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v (all: %v)", k, got[k], v, got)
+		}
 	}
 }

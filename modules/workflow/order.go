@@ -292,6 +292,7 @@ func (s *session) authorizeOne(ctx context.Context, a *authzData) error {
 				return s.failOrRetry(ctx, StepPropagating, a.Identifier, err)
 			}
 			a.PropagationMS = dur.Milliseconds()
+			s.e.opts.Metrics.propagated(dur)
 		}
 		a.Step = StepValidating
 		msg := "ready for validation"
@@ -559,6 +560,7 @@ func (s *session) download(ctx context.Context) error {
 		Duration: s.e.opts.Clock().Sub(start)}); err != nil {
 		return err
 	}
+	s.e.opts.Metrics.issued(w.IssuerID, s.e.opts.Clock().Sub(w.CreatedAt))
 	s.e.emit("certlocker.cert_issued", map[string]any{"workflow_id": w.ID, "certificate_id": cert.ID, "issuer_id": w.IssuerID,
 		"names": cert.Names, "not_after": cert.NotAfter})
 	s.log.Info("certificate obtained", zap.String("certificate_id", cert.ID), zap.Strings("identifier", cert.Names))
@@ -573,6 +575,9 @@ func (s *session) fail(ctx context.Context, step, identifier, msg string, p *acm
 		s.w.Status = msg + ": " + p.Detail
 	}
 	s.d.Problem = problemJSON(p)
+	if p != nil {
+		s.e.opts.Metrics.caError(p.Type)
+	}
 	s.e.cleanup(ctx, s.w, s.d) // before the terminal persist, as in download
 	if err := s.e.persist(ctx, s.w, s.d, storage.WorkflowEvent{Step: step, Identifier: identifier, Message: s.w.Status, Problem: problemJSON(p)}); err != nil {
 		return err
@@ -605,6 +610,7 @@ func (s *session) failOrRetry(ctx context.Context, step, identifier string, err 
 	if !ok {
 		return s.fail(ctx, step, identifier, describe(step, err), pp)
 	}
+	s.e.opts.Metrics.caError(ptype)
 	s.d.Resume = s.w.State
 	s.d.Problem = problemJSON(pp)
 	s.w.State = storage.StateRetryScheduled
