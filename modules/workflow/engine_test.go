@@ -372,7 +372,7 @@ func TestMetrics(t *testing.T) {
 		"certlocker_workflows/failed":                                1,
 		"certlocker_workflow_order_to_issued_seconds/" + e.issuer.ID: 1,
 		"certlocker_workflow_dns_propagation_seconds":                1,
-		"certlocker_workflow_ca_errors_total/dns":                    1,
+		"certlocker_workflow_ca_errors_total/connection":             1,
 	}
 	for k, v := range want {
 		if got[k] != v {
