@@ -135,6 +135,11 @@ type DNSProviderStore interface {
 	// ListRecords returns the records still to clean up: of one provider
 	// ("" for all) created before the given time (zero for all).
 	ListRecords(ctx context.Context, providerID string, before time.Time) ([]*ChallengeRecord, error)
+	// GetRecord returns one challenge record; ErrNotFound once deleted.
+	GetRecord(ctx context.Context, id string) (*ChallengeRecord, error)
+	// WorkflowRecords returns the records still to clean up of one
+	// workflow, oldest first.
+	WorkflowRecords(ctx context.Context, workflowID string) ([]*ChallengeRecord, error)
 }
 
 // WorkflowStore keeps workflows (one ACME order each), their timelines, and
@@ -182,23 +187,43 @@ type CertificateStore interface {
 	Put(ctx context.Context, c *Certificate) error
 	Get(ctx context.Context, id string) (*Certificate, error)
 	GetByFingerprint(ctx context.Context, fp string) (*Certificate, error)
+	// List returns a page of certificates in f.Sort order.
 	List(ctx context.Context, f CertificateFilter, p Page) ([]*Certificate, string, error)
 	Update(ctx context.Context, c *Certificate) error
 	Delete(ctx context.Context, id string) error
+	// ExpiryCounts counts the certificates f selects per ACME client and
+	// group, by NotAfter interval: bounds must be ascending, and each
+	// ExpiryCount has len(bounds)+1 buckets (see ExpiryCount).
+	ExpiryCounts(ctx context.Context, f CertificateFilter, bounds []time.Time) ([]ExpiryCount, error)
+	// ExpiryTimeline counts the certificates f selects with NotAfter in
+	// [from+i*step, from+(i+1)*step) for i in [0, n).
+	ExpiryTimeline(ctx context.Context, f CertificateFilter, from time.Time, step time.Duration, n int) ([]int, error)
 }
 
 // CertificateFilter selects certificates; zero fields match everything.
 type CertificateFilter struct {
 	// Domain matches a certificate with that DNS name or IP among its
 	// names; a leading "*." matches the wildcard name itself.
-	Domain   string
-	IssuerID string
-	Group    string
-	Status   string
-	Rating   string
+	Domain    string
+	IssuerID  string
+	CatalogID string
+	Group     string
+	Status    string
+	Rating    string
+	Source    string
 	// NotAfterBefore selects certificates expiring before it.
 	NotAfterBefore time.Time
+	// NotAfterFrom selects certificates expiring at or after it.
+	NotAfterFrom time.Time
+	// Sort orders List: one of CertificateSorts, optionally prefixed
+	// with "-" for descending; "" is "expires". A cursor is valid only
+	// for the sort it was made with.
+	Sort string
 }
+
+// CertificateSorts are the sort keys of CertificateStore.List: expiry,
+// start of validity, common name, and time added to the inventory.
+var CertificateSorts = []string{"expires", "issued", "name", "added"}
 
 // TokenStore keeps certificate tokens.
 type TokenStore interface {

@@ -35,7 +35,20 @@ type Issuer struct {
 	LastMessage string
 	ManagedBy   string
 	// Meta is the directory's metadata as last read (JSON).
-	Meta      json.RawMessage
+	Meta json.RawMessage
+	// NextAccountKey is the key an account key rollover is moving to: set
+	// before the CA is asked to switch, cleared once the outcome is known,
+	// so a crash in between never loses the key the CA holds.
+	NextAccountKey Secret
+	// TermsAgreed is the terms-of-service URL agreed to at registration.
+	TermsAgreed   string
+	TermsAgreedAt time.Time
+	RegisteredAt  time.Time
+	KeyRolledAt   time.Time
+	// MetaRefreshedAt is when Meta was last read from the directory.
+	MetaRefreshedAt time.Time
+	// CheckedAt is when the account was last checked with the CA.
+	CheckedAt time.Time
 	CreatedAt time.Time
 	UpdatedAt time.Time
 	// Version increments on every update (optimistic concurrency).
@@ -62,10 +75,13 @@ type DNSProvider struct {
 	Status      string
 	LastMessage string
 	VerifiedAt  time.Time
-	ManagedBy   string
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
-	Version     int64
+	// Verification is the last verification's result, check by check
+	// (JSON); never a secret.
+	Verification json.RawMessage
+	ManagedBy    string
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+	Version      int64
 }
 
 // ChallengeRecord is a DNS record CertLocker published (or is about to
@@ -82,6 +98,13 @@ type ChallengeRecord struct {
 	// ProviderRecordID is the provider's own ID for the record, once known.
 	ProviderRecordID string
 	CreatedAt        time.Time
+	// PublishedAt is when the provider accepted the record (zero while
+	// it is only about to be published).
+	PublishedAt time.Time
+	// CleanupAttempts counts failed removals; LastError is the latest
+	// failure's message (never a secret).
+	CleanupAttempts int
+	LastError       string
 }
 
 // Workflow states. A workflow is terminal in StateIssued, StateFailed and
@@ -189,8 +212,19 @@ type Certificate struct {
 	// IssuerID is the ACME client that produced it ("" when imported).
 	IssuerID   string
 	WorkflowID string
-	Group      string
-	Status     string
+	// Profile is the ACME profile the certificate was ordered under.
+	Profile string
+	// CatalogID is the CA catalog entry its issuer DN maps to, if any.
+	CatalogID string
+	// Source says how it entered the inventory: CertSourceIssued or
+	// CertSourceImported.
+	Source string
+	Group  string
+	// Status is the lifecycle status: CertStatusActive, CertStatusRenewed
+	// or CertStatusRevoked.
+	Status string
+	// ReplacedBy is the certificate that renewed this one.
+	ReplacedBy string
 	// ChainPEM is the leaf followed by its chain.
 	ChainPEM   string
 	PrivateKey Secret
@@ -199,6 +233,26 @@ type Certificate struct {
 	CreatedAt time.Time
 	UpdatedAt time.Time
 	Version   int64
+}
+
+// Certificate sources and lifecycle statuses.
+const (
+	CertSourceIssued   = "issued"
+	CertSourceImported = "imported"
+
+	CertStatusActive  = "active"
+	CertStatusRenewed = "renewed"
+	CertStatusRevoked = "revoked"
+)
+
+// ExpiryCount counts the certificates of one ACME client and group by
+// expiry interval: Buckets[i] counts those with NotAfter in
+// (bounds[i-1], bounds[i]] for the bounds given to ExpiryCounts, the first
+// bucket being unbounded below and the last (index len(bounds)) above.
+type ExpiryCount struct {
+	IssuerID string
+	Group    string
+	Buckets  []int
 }
 
 // Token types.

@@ -415,6 +415,13 @@ func (p *Pebble) TLSCertPool() *x509.CertPool {
 	return pool
 }
 
+// WFECertPEM returns the ACME server's TLS certificate as PEM: what a
+// client outside this process (lego, certbot) must trust, e.g. through
+// LEGO_CA_CERTIFICATES or REQUESTS_CA_BUNDLE.
+func (p *Pebble) WFECertPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.srv.Certificate().Raw})
+}
+
 // Roots returns the root certificates of the issuing CA: the default chain
 // first, then the alternate chains.
 func (p *Pebble) Roots() []*x509.Certificate {

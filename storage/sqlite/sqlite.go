@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -46,7 +47,19 @@ func Open(ctx context.Context, path string, sealer *storage.Sealer) (storage.Sto
 	}
 	db.SetMaxOpenConns(8)
 	db.SetMaxIdleConns(8)
-	st, err := sqlstore.Open(ctx, db, Dialect, sealer)
+	// nodes opening a brand-new file together can find it locked while
+	// one of them switches it to WAL: a few short retries get past that
+	var st storage.Store
+	for attempt := 1; ; attempt++ {
+		st, err = sqlstore.Open(ctx, db, Dialect, sealer)
+		if err == nil || attempt == 10 || !isBusy(err) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(attempt) * 20 * time.Millisecond):
+		}
+	}
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("opening sqlite store %s: %w", path, err)
@@ -70,6 +83,16 @@ var Dialect = sqlstore.Dialect{
 		return hasCode(err, sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY) ||
 			strings.Contains(err.Error(), "FOREIGN KEY constraint failed")
 	},
+}
+
+// isBusy reports SQLITE_BUSY or SQLITE_LOCKED ("database is locked").
+func isBusy(err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		primary := se.Code() & 0xff
+		return primary == sqlite3.SQLITE_BUSY || primary == sqlite3.SQLITE_LOCKED
+	}
+	return strings.Contains(err.Error(), "database is locked")
 }
 
 func hasCode(err error, codes ...int) bool {

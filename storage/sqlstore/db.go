@@ -180,6 +180,12 @@ func (s *Store) queryRow(ctx context.Context, query string, args ...any) *sql.Ro
 func (s *Store) stmt(ctx context.Context, query string) *sql.Stmt {
 	q := s.rebind(query)
 	v, ok := s.db.stmts.Load(q)
+	if !ok && s.tx != nil {
+		// never take a second connection from the pool while holding one
+		// for the transaction: with every connection in a transaction
+		// that waits for another, the pool would deadlock
+		return nil
+	}
 	if !ok {
 		st, err := s.db.sql.PrepareContext(ctx, q)
 		if err != nil {

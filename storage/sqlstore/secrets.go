@@ -15,6 +15,7 @@ import (
 var secretColumns = []struct{ table, column string }{
 	{"issuers", "eab_mac_key"},
 	{"issuers", "account_key"},
+	{"issuers", "next_account_key"},
 	{"dns_providers", "credentials"},
 	{"workflows", "private_key"},
 	{"certificates", "private_key"},

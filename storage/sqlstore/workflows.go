@@ -140,10 +140,10 @@ func (x workflows) Update(ctx context.Context, w *storage.Workflow) error {
 		return err
 	}
 	t := now()
-	q := `UPDATE workflows SET key_type = ?, profile = ?, trigger_kind = ?, grp = ?, state = ?, status = ?,
+	q := `UPDATE workflows SET issuer_id = ?, key_type = ?, profile = ?, trigger_kind = ?, grp = ?, state = ?, status = ?,
 		order_url = ?, private_key = ?, certificate_id = ?, previous_certificate_id = ?, parent_id = ?, attempt = ?,
 		next_run_at = ?, data = ?, updated_at = ?, version = version + 1 WHERE id = ? AND version = ?`
-	args := []any{w.KeyType, w.Profile, w.Trigger, w.Group, w.State, w.Status, w.OrderURL, key, w.CertificateID,
+	args := []any{w.IssuerID, w.KeyType, w.Profile, w.Trigger, w.Group, w.State, w.Status, w.OrderURL, key, w.CertificateID,
 		w.PreviousCertificateID, w.ParentID, w.Attempt, ts(w.NextRunAt), rawOr(w.Data, "{}"), ts(t), w.ID, w.Version}
 	if w.LeaseOwner != "" {
 		q += " AND lease_owner = ?"
