@@ -1,0 +1,417 @@
+package issuers
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
+
+	"github.com/certlocker/caddy-certlocker/storage"
+)
+
+// Config declares an issuer in the app's configuration (config as code).
+// At provision the issuer is created or updated in the store and marked
+// managed_by "config": the admin API shows it but cannot change or delete
+// it. Its account is registered on first use (or by the test action), so a
+// CA that is down does not stop CertLocker from starting.
+type Config struct {
+	// Name identifies the issuer; workflows and the API refer to it.
+	// Required.
+	Name string `json:"name"`
+
+	// Catalog is the ID of a CA in the built-in catalog
+	// (GET /certlocker/catalog), or "custom". Default: "custom" when
+	// directory_url is set.
+	Catalog string `json:"catalog,omitempty"`
+
+	// DirectoryURL is the ACME directory of a custom issuer, or replaces a
+	// catalog entry's URL (a regional endpoint). Default: the catalog
+	// entry's URL.
+	DirectoryURL string `json:"directory_url,omitempty"`
+
+	// DirectoryParams fill the parts of a templated catalog URL, such as
+	// HARICA's {"account": "..."}. Default: none.
+	DirectoryParams map[string]string `json:"directory_params,omitempty"`
+
+	// Contacts are email addresses the CA may write to about the account.
+	// Default: none.
+	Contacts []string `json:"contacts,omitempty"`
+
+	// EAB is the external account binding some CAs require. Default: none.
+	EAB *EABConfig `json:"eab,omitempty"`
+
+	// AccountKeyType is the account key: p256, p384, rsa2048, rsa3072 or
+	// rsa4096. Default: p256.
+	AccountKeyType string `json:"account_key_type,omitempty"`
+
+	// Profile is the certificate profile to order (from the directory's
+	// meta.profiles). Default: the CA's default.
+	Profile string `json:"profile,omitempty"`
+
+	// PreferredChain is the common name of the root (or intermediate) to
+	// prefer when the CA offers alternate chains. Default: the CA's
+	// default chain.
+	PreferredChain string `json:"preferred_chain,omitempty"`
+
+	// TrustedRootsPEMFiles are PEM files of private roots the CA's
+	// directory and certificates chain to (step-ca, Pebble, ...); read at
+	// provision. Default: none (system roots).
+	TrustedRootsPEMFiles []string `json:"trusted_roots_pem_files,omitempty"`
+
+	// Group scopes the issuer for access and listing. Default: none.
+	Group string `json:"group,omitempty"`
+
+	// AgreeTerms agrees to the CA's terms of service, which most public
+	// CAs require before registering. Default: false.
+	AgreeTerms bool `json:"agree_terms,omitempty"`
+}
+
+// EABConfig is an external account binding.
+type EABConfig struct {
+	// KeyID is the key identifier the CA issued. Placeholders are expanded.
+	KeyID string `json:"key_id"`
+	// MACKey is the HMAC key, base64url. It must be a placeholder such as
+	// "{env.GTS_EAB_MAC}" or "{file./run/secrets/eab}" so it never appears
+	// in GET /config/.
+	MACKey string `json:"mac_key"`
+}
+
+var placeholderRe = regexp.MustCompile(`\{[^{}]+\}`)
+
+// Spec expands the config's placeholders and reads its root files. Errors
+// name the field, never a secret value.
+func (c Config) Spec(repl *caddy.Replacer) (Spec, error) {
+	expand := func(v, field string) (string, error) {
+		if v == "" {
+			return "", nil
+		}
+		out, err := repl.ReplaceOrErr(v, true, true)
+		if err != nil {
+			return "", fmt.Errorf("issuer %s: %s: %v", c.Name, field, err)
+		}
+		return out, nil
+	}
+	spec := Spec{Name: c.Name, CatalogID: c.Catalog, Contacts: c.Contacts, AccountKeyType: c.AccountKeyType,
+		Profile: c.Profile, PreferredChain: c.PreferredChain, Group: c.Group, AgreeTerms: c.AgreeTerms}
+	var err error
+	if spec.DirectoryURL, err = expand(c.DirectoryURL, "directory_url"); err != nil {
+		return spec, err
+	}
+	if len(c.DirectoryParams) > 0 {
+		spec.DirectoryParams = map[string]string{}
+		for k, v := range c.DirectoryParams {
+			if spec.DirectoryParams[k], err = expand(v, "directory_params."+k); err != nil {
+				return spec, err
+			}
+		}
+	}
+	if c.EAB != nil {
+		if spec.EABKeyID, err = expand(c.EAB.KeyID, "eab.key_id"); err != nil {
+			return spec, err
+		}
+		if c.EAB.MACKey != "" && !placeholderRe.MatchString(c.EAB.MACKey) {
+			return spec, fmt.Errorf(`issuer %s: eab.mac_key must be a placeholder such as "{env.EAB_MAC_KEY}" or "{file./run/secrets/eab-mac}": a key written in the config would be visible in GET /config/`, c.Name)
+		}
+		mac, err := repl.ReplaceOrErr(c.EAB.MACKey, true, true)
+		if err != nil {
+			return spec, fmt.Errorf("issuer %s: expanding eab.mac_key (redacted): %v", c.Name, err)
+		}
+		spec.EABMACKey = storage.NewSecret([]byte(strings.TrimSpace(mac)))
+	}
+	var roots []string
+	for _, f := range c.TrustedRootsPEMFiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return spec, fmt.Errorf("issuer %s: reading trusted_roots_pem_files: %w", c.Name, err)
+		}
+		roots = append(roots, strings.TrimSpace(string(b)))
+	}
+	spec.CustomRootsPEM = strings.Join(roots, "\n")
+	return spec, nil
+}
+
+// ConfigActor is the audit actor of changes made from the config.
+const ConfigActor = "config"
+
+// SyncConfig makes the store hold exactly the declared issuers as
+// managed_by "config", in one transaction: new ones are created
+// (unregistered), changed ones updated, and issuers no longer declared are
+// handed over to the API (managed_by "api") rather than deleted, so no
+// account key is lost. A change to the directory, EAB credentials, key
+// type or contacts re-registers the account on next use. It fails, and
+// changes nothing, if a spec is invalid or names an issuer created through
+// the API.
+func (s *Service) SyncConfig(ctx context.Context, specs []Spec) error {
+	var drafts []*draft
+	seen := map[string]bool{}
+	terms := map[string]bool{}
+	for i, spec := range specs {
+		d, err := s.check(spec)
+		if err != nil {
+			var e *Error
+			if errors.As(err, &e) && e.Field != "" {
+				return fmt.Errorf("issuers[%d] %q: %s: %w", i, spec.Name, e.Field, err)
+			}
+			return fmt.Errorf("issuers[%d] %q: %w", i, spec.Name, err)
+		}
+		if seen[spec.Name] {
+			return fmt.Errorf("issuers[%d]: the name %q is declared twice", i, spec.Name)
+		}
+		seen[spec.Name], terms[spec.Name] = true, spec.AgreeTerms
+		d.iss.ManagedBy = storage.ManagedByConfig
+		drafts = append(drafts, d)
+	}
+	var (
+		logs []func()
+		err  error
+	)
+	// Nodes sharing a database sync the same config at the same time: the
+	// loser of a create or update race sees ErrDuplicate or ErrConflict and
+	// syncs again against what the winner wrote.
+	for attempt := 0; attempt < 3; attempt++ {
+		logs = nil
+		err = s.syncOnce(ctx, drafts, seen, &logs)
+		if !errors.Is(err, storage.ErrDuplicate) && !errors.Is(err, storage.ErrConflict) {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("syncing issuers declared in config: %w", err)
+	}
+	s.mu.Lock()
+	s.declaredTerms = terms
+	s.mu.Unlock()
+	for _, l := range logs {
+		l()
+	}
+	return nil
+}
+
+// syncOnce is one attempt of SyncConfig, in one transaction.
+func (s *Service) syncOnce(ctx context.Context, drafts []*draft, seen map[string]bool, logsOut *[]func()) error {
+	var logs []func()
+	defer func() { *logsOut = logs }()
+	return s.store.InTx(ctx, func(tx storage.Store) error {
+		for _, d := range drafts {
+			want := d.iss
+			cur, err := tx.Issuers().GetByName(ctx, want.Name)
+			switch {
+			case errors.Is(err, storage.ErrNotFound):
+				if err := tx.Issuers().Create(ctx, want); err != nil {
+					return err
+				}
+				if err := s.audit(ctx, tx, ConfigActor, "issuer.create", want, map[string]any{"catalog_id": want.CatalogID,
+					"directory_url": want.DirectoryURL, "eab": want.EABKeyID != "", "managed_by": storage.ManagedByConfig}); err != nil {
+					return err
+				}
+				logs = append(logs, func() {
+					s.logger.Info("issuer declared in config created", zap.String("issuer", want.Name), zap.String("ca", want.DirectoryURL))
+				})
+				continue
+			case err != nil:
+				return err
+			case cur.ManagedBy != storage.ManagedByConfig:
+				return fmt.Errorf("issuer %q exists and is managed through the API: rename the issuer in the config, or delete the API one", want.Name)
+			}
+			changed := applyDeclared(cur, want)
+			if len(changed) == 0 {
+				continue
+			}
+			if err := tx.Issuers().Update(ctx, cur); err != nil {
+				return err
+			}
+			if err := s.audit(ctx, tx, ConfigActor, "issuer.update", cur, map[string]any{"fields": changed}); err != nil {
+				return err
+			}
+			logs = append(logs, func() {
+				s.logger.Info("issuer declared in config updated", zap.String("issuer", cur.Name), zap.Strings("fields", changed))
+			})
+		}
+		stale, err := tx.Issuers().List(ctx, storage.IssuerFilter{ManagedBy: storage.ManagedByConfig})
+		if err != nil {
+			return err
+		}
+		for _, iss := range stale {
+			if seen[iss.Name] {
+				continue
+			}
+			iss.ManagedBy = storage.ManagedByAPI
+			if err := tx.Issuers().Update(ctx, iss); err != nil {
+				return err
+			}
+			if err := s.audit(ctx, tx, ConfigActor, "issuer.release", iss, map[string]any{"managed_by": storage.ManagedByAPI}); err != nil {
+				return err
+			}
+			logs = append(logs, func() {
+				s.logger.Warn("issuer no longer declared in config: now managed through the API", zap.String("issuer", iss.Name))
+			})
+		}
+		return nil
+	})
+}
+
+// applyDeclared copies the declared fields of want onto cur and returns
+// the names of those that changed. A change that concerns the account
+// resets it to unregistered, keeping the key when it can be reused.
+func applyDeclared(cur, want *storage.Issuer) []string {
+	var changed, account []string
+	set := func(name string, dst *string, v string, acct bool) {
+		if *dst != v {
+			*dst = v
+			changed = append(changed, name)
+			if acct {
+				account = append(account, name)
+			}
+		}
+	}
+	set("catalog_id", &cur.CatalogID, want.CatalogID, false)
+	set("directory_url", &cur.DirectoryURL, want.DirectoryURL, true)
+	set("eab_key_id", &cur.EABKeyID, want.EABKeyID, true)
+	set("account_key_type", &cur.AccountKeyType, want.AccountKeyType, true)
+	set("profile", &cur.Profile, want.Profile, false)
+	set("preferred_chain", &cur.PreferredChain, want.PreferredChain, false)
+	set("custom_roots_pem", &cur.CustomRootsPEM, want.CustomRootsPEM, false)
+	set("group", &cur.Group, want.Group, false)
+	if !bytes.Equal(cur.EABMACKey.Reveal(), want.EABMACKey.Reveal()) {
+		cur.EABMACKey = want.EABMACKey
+		changed, account = append(changed, "eab_mac_key"), append(account, "eab_mac_key")
+	}
+	if !slices.Equal(cur.Contacts, want.Contacts) {
+		cur.Contacts = want.Contacts
+		changed, account = append(changed, "contacts"), append(account, "contacts")
+	}
+	if len(account) > 0 && (cur.AccountURL != "" || cur.Status != StatusUnregistered) {
+		if cur.Status == StatusDeactivated && !slices.Contains(account, "directory_url") {
+			cur.AccountKey = storage.Secret{} // the old account is gone: start afresh
+		}
+		cur.AccountURL, cur.Status, cur.RegisteredAt = "", StatusUnregistered, time.Time{}
+		cur.TermsAgreed, cur.TermsAgreedAt = "", time.Time{}
+		cur.LastMessage = "config changed " + strings.Join(account, ", ") + ": the account registers again on next use"
+	}
+	return changed
+}
+
+// UnmarshalCaddyfile sets up the issuer from Caddyfile tokens. The
+// dispenser must be on the "issuer" token. Syntax:
+//
+//	issuer <name> {
+//		catalog <id>
+//		directory <url>
+//		directory_param <name> <value>
+//		email <address>...
+//		eab <key_id> <mac_key_placeholder>
+//		key_type p256|p384|rsa2048|rsa3072|rsa4096
+//		profile <name>
+//		preferred_chain <common_name>
+//		trusted_roots <pem_file>...
+//		group <group>
+//		agree_terms
+//	}
+func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.Err("issuer needs a name, e.g. issuer letsencrypt-prod { ... }")
+	}
+	c.Name = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	one := func(dst *string) error {
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		*dst = d.Val()
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		return nil
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "catalog":
+			if err := one(&c.Catalog); err != nil {
+				return err
+			}
+		case "directory":
+			if err := one(&c.DirectoryURL); err != nil {
+				return err
+			}
+		case "directory_param":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.ArgErr()
+			}
+			if c.DirectoryParams == nil {
+				c.DirectoryParams = map[string]string{}
+			}
+			c.DirectoryParams[args[0]] = args[1]
+		case "email":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			c.Contacts = append(c.Contacts, args...)
+		case "eab":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Err("eab needs a key ID and a MAC key placeholder, e.g. eab {env.EAB_KID} {env.EAB_MAC}")
+			}
+			if !placeholderRe.MatchString(args[1]) {
+				return d.Err(`the eab MAC key must be a placeholder such as {env.EAB_MAC_KEY} or {file./run/secrets/eab-mac}, so it stays out of the adapted JSON`)
+			}
+			c.EAB = &EABConfig{KeyID: args[0], MACKey: args[1]}
+		case "key_type":
+			if err := one(&c.AccountKeyType); err != nil {
+				return err
+			}
+			if !slices.Contains(KeyTypes, c.AccountKeyType) {
+				return d.Errf("unsupported key_type %q: use one of %s", c.AccountKeyType, strings.Join(KeyTypes, ", "))
+			}
+		case "profile":
+			if err := one(&c.Profile); err != nil {
+				return err
+			}
+		case "preferred_chain":
+			if err := one(&c.PreferredChain); err != nil {
+				return err
+			}
+		case "trusted_roots":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			c.TrustedRootsPEMFiles = append(c.TrustedRootsPEMFiles, args...)
+		case "group":
+			if err := one(&c.Group); err != nil {
+				return err
+			}
+		case "agree_terms":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			c.AgreeTerms = true
+		default:
+			return d.Errf("unrecognized issuer subdirective: %s", d.Val())
+		}
+	}
+	if c.Catalog != "" {
+		if _, ok := LookupCatalog(c.Catalog); !ok {
+			return d.Errf("issuer %s: unknown catalog %q", c.Name, c.Catalog)
+		}
+	}
+	if c.Catalog == "" && c.DirectoryURL == "" {
+		return d.Errf("issuer %s needs catalog <id> or directory <url>", c.Name)
+	}
+	return nil
+}
+
+// Interface guards
+var _ caddyfile.Unmarshaler = (*Config)(nil)
