@@ -19,7 +19,7 @@ import (
 func init() {
 	caddy.RegisterModule(ChallengeHandler{})
 	httpcaddyfile.RegisterHandlerDirective("certlocker_challenge", parseChallengeHandler)
-	httpcaddyfile.RegisterDirectiveOrder("certlocker_challenge", httpcaddyfile.Before, "acme_server")
+	httpcaddyfile.RegisterDirectiveOrder("certlocker_challenge", httpcaddyfile.Before, "redir")
 }
 
 // ChallengeHandler answers HTTP-01 challenges for every pending workflow,

@@ -45,6 +45,9 @@ type Options struct {
 	ValidationTimeout time.Duration
 	// Metrics, if set, records order and propagation times and CA errors.
 	Metrics *Metrics
+	// RenewalInterval is how often the engine looks for certificates due
+	// for renewal; negative disables renewals on this node. Default: 1h.
+	RenewalInterval time.Duration
 
 	// afterPersist is a test hook run after every persisted transition;
 	// an error from it stops the workflow there, as a crash would.
@@ -63,6 +66,8 @@ type Engine struct {
 	mu      sync.Mutex
 	running map[string]context.CancelFunc
 	sems    map[string]chan struct{}
+
+	watch watchers
 
 	stopOnce sync.Once
 	cancel   context.CancelFunc
@@ -95,6 +100,9 @@ func New(opts Options) (*Engine, error) {
 	if opts.ValidationTimeout <= 0 {
 		opts.ValidationTimeout = 5 * time.Minute
 	}
+	if opts.RenewalInterval == 0 {
+		opts.RenewalInterval = time.Hour
+	}
 	return &Engine{
 		opts:    opts,
 		log:     opts.Logger,
@@ -117,6 +125,13 @@ func (e *Engine) Start() {
 		defer e.wg.Done()
 		e.loop(ctx)
 	}()
+	if e.opts.RenewalInterval > 0 {
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			e.RunRenewals(ctx, e.opts.RenewalInterval)
+		}()
+	}
 }
 
 // Stop stops the scheduler and waits for running workflows to reach a
@@ -197,28 +212,39 @@ func (e *Engine) launch(parent context.Context, w *storage.Workflow) {
 	}()
 }
 
-// RunDue leases and runs due workflows synchronously until none is left
-// due; for tools, tests and benchmarks that drive the engine themselves.
+// RunDue leases and runs due workflows until none is left due and none
+// is running, keeping up to Concurrency in flight (a finished workflow's
+// slot is refilled at once); for tools, tests and benchmarks that drive
+// the engine themselves.
 func (e *Engine) RunDue(ctx context.Context) error {
+	done := make(chan struct{}, e.opts.Concurrency)
+	inFlight := 0
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for {
-		ws, err := e.opts.Store.Workflows().Acquire(ctx, e.opts.Node, e.opts.Clock(), e.opts.LeaseTTL, e.opts.Concurrency)
-		if err != nil {
-			return err
+		if free := e.opts.Concurrency - inFlight; free > 0 {
+			ws, err := e.opts.Store.Workflows().Acquire(ctx, e.opts.Node, e.opts.Clock(), e.opts.LeaseTTL, free)
+			if err != nil {
+				return err
+			}
+			for _, w := range ws {
+				inFlight++
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					e.run(ctx, w)
+					done <- struct{}{}
+				}()
+			}
 		}
-		if len(ws) == 0 {
-			return nil
+		if inFlight == 0 {
+			return ctx.Err()
 		}
-		var wg sync.WaitGroup
-		for _, w := range ws {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				e.run(ctx, w)
-			}()
-		}
-		wg.Wait()
-		if err := ctx.Err(); err != nil {
-			return err
+		select {
+		case <-done:
+			inFlight--
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 }
@@ -342,6 +368,7 @@ func (e *Engine) persist(ctx context.Context, w *storage.Workflow, d *orderData,
 	if err != nil {
 		return fmt.Errorf("persisting workflow %s (%s): %w", w.ID, w.State, err)
 	}
+	e.notifyWatchers(w.ID)
 	e.emit("certlocker.workflow_state", map[string]any{"workflow_id": w.ID, "state": w.State, "step": ev.Step,
 		"identifier": ev.Identifier, "message": ev.Message})
 	if e.opts.afterPersist != nil {

@@ -37,7 +37,7 @@ const zone = "example.test"
 // a real SQLite store and the engine's HTTP-01 handler on the port the
 // CA's validator dials.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	pebble  *acmetest.Pebble
 	dns     *acmetest.DNSServer
 	store   storage.Store
@@ -45,9 +45,13 @@ type env struct {
 	clients *accountClients
 	pres    *dnsPresenter
 	inv     *inventory
+	// memHTTP01 holds http-01 answers of clients other than the engine
+	memHTTP01 sync.Map
+	// stopHTTP01 frees the port the CA dials for http-01
+	stopHTTP01 func()
 }
 
-func newEnv(t *testing.T, opts acmetest.PebbleOptions) *env {
+func newEnv(t testing.TB, opts acmetest.PebbleOptions) *env {
 	t.Helper()
 	dns := acmetest.NewDNSServer(t, zone)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -62,18 +66,24 @@ func newEnv(t *testing.T, opts acmetest.PebbleOptions) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	e := &env{t: t, pebble: p, dns: dns, store: st}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if v, ok := e.memHTTP01.Load(strings.TrimPrefix(r.URL.Path, "/.well-known/acme-challenge/")); ok {
+			w.Write([]byte(v.(string)))
+			return
+		}
 		if !workflow.ServeChallenge(st, nil, w, r) {
 			http.NotFound(w, r)
 		}
 	})}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
+	e.stopHTTP01 = func() { srv.Close() }
 	iss := &storage.Issuer{Name: "pebble", DirectoryURL: p.DirectoryURL(), Status: "valid"}
 	if err := st.Issuers().Create(t.Context(), iss); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, pebble: p, dns: dns, store: st, issuer: iss}
+	e.issuer = iss
 	e.clients = &accountClients{p: p}
 	e.pres = &dnsPresenter{dns: dns, store: st}
 	e.inv = &inventory{store: st}
@@ -106,9 +116,8 @@ func (e *env) newEngine(opts workflow.Options) *workflow.Engine {
 // accountClients registers one account at Pebble and counts new orders.
 type accountClients struct {
 	p         *acmetest.Pebble
-	once      sync.Once
-	acct      acme.Account
-	err       error
+	mu        sync.Mutex
+	accts     map[string]acme.Account // one account per issuer
 	newOrders atomic.Int64
 	fail      error
 }
@@ -132,16 +141,25 @@ func (c *accountClients) Client(ctx context.Context, issuerID string) (*acme.Cli
 	hc := *c.p.HTTPClient()
 	hc.Transport = countingTransport{next: hc.Transport, c: c}
 	cl := &acme.Client{Directory: c.p.DirectoryURL(), HTTPClient: &hc}
-	c.once.Do(func() {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			c.err = err
-			return
-		}
-		c.acct, c.err = cl.NewAccount(ctx, acme.Account{PrivateKey: key, TermsOfServiceAgreed: true,
-			Contact: []string{"mailto:ops@example.test"}})
-	})
-	return cl, c.acct, c.err
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if a, ok := c.accts[issuerID]; ok {
+		return cl, a, nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, acme.Account{}, err
+	}
+	a, err := cl.NewAccount(ctx, acme.Account{PrivateKey: key, TermsOfServiceAgreed: true,
+		Contact: []string{"mailto:ops@example.test"}})
+	if err != nil {
+		return nil, acme.Account{}, err
+	}
+	if c.accts == nil {
+		c.accts = map[string]acme.Account{}
+	}
+	c.accts[issuerID] = a
+	return cl, a, nil
 }
 
 // dnsPresenter publishes TXT records straight into the authoritative DNS

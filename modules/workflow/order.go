@@ -50,6 +50,8 @@ type orderData struct {
 	Orders int `json:"orders,omitempty"`
 	// Problem is the last CA problem, verbatim.
 	Problem json.RawMessage `json:"problem,omitempty"`
+	// Fallbacks are the ACME clients still to try if this one fails.
+	Fallbacks []string `json:"fallback_issuer_ids,omitempty"`
 }
 
 type authzData struct {
@@ -553,6 +555,11 @@ func (s *session) download(ctx context.Context) error {
 	// clean up before the final persist: a crash in between redoes the
 	// (idempotent) download and cleanup instead of leaving records behind
 	s.e.cleanup(ctx, w, d)
+	if w.PreviousCertificateID != "" && w.PreviousCertificateID != cert.ID {
+		if err := s.e.supersede(ctx, w.PreviousCertificateID, cert.ID); err != nil {
+			return s.failOrRetry(ctx, "downloading", "", err)
+		}
+	}
 	w.CertificateID = cert.ID
 	w.State = storage.StateIssued
 	w.Status = "issued: " + cert.ID
@@ -567,8 +574,12 @@ func (s *session) download(ctx context.Context) error {
 	return nil
 }
 
-// fail ends the workflow with the CA's problem.
+// fail ends the workflow with the CA's problem, or moves it to the next
+// fallback ACME client if its policy names one.
 func (s *session) fail(ctx context.Context, step, identifier, msg string, p *acme.Problem) error {
+	if len(s.d.Fallbacks) > 0 {
+		return s.fallBack(ctx, step, identifier, msg, p)
+	}
 	s.w.State = storage.StateFailed
 	s.w.Status = msg
 	if p != nil && p.Detail != "" {
@@ -585,6 +596,25 @@ func (s *session) fail(ctx context.Context, step, identifier, msg string, p *acm
 	s.e.emit("certlocker.workflow_failed", map[string]any{"workflow_id": s.w.ID, "message": s.w.Status, "issuer_id": s.w.IssuerID})
 	s.log.Warn("workflow failed", zap.String("step", step), zap.String("identifier", identifier), zap.String("message", s.w.Status))
 	return nil
+}
+
+// fallBack starts the order over on the next fallback ACME client.
+func (s *session) fallBack(ctx context.Context, step, identifier, msg string, p *acme.Problem) error {
+	from := s.w.IssuerID
+	s.e.cleanup(ctx, s.w, s.d)
+	s.w.IssuerID, s.d.Fallbacks = s.d.Fallbacks[0], s.d.Fallbacks[1:]
+	s.w.OrderURL, s.d.Authzs, s.d.Finalize, s.d.CertURL, s.d.Replaces = "", nil, "", "", ""
+	s.w.Attempt, s.w.State, s.w.NextRunAt = 0, storage.StateRetryScheduled, s.e.opts.Clock()
+	s.d.Resume, s.d.Problem = storage.StateOrdering, problemJSON(p)
+	s.w.Status = "falling back to ACME client " + s.w.IssuerID + " after: " + msg
+	if p != nil && p.Detail != "" {
+		s.w.Status += ": " + p.Detail
+	}
+	if p != nil {
+		s.e.opts.Metrics.caError(p.Type)
+	}
+	s.log.Warn("falling back to another ACME client", zap.String("from", from), zap.String("issuer", s.w.IssuerID), zap.String("step", step))
+	return s.e.persist(ctx, s.w, s.d, storage.WorkflowEvent{Step: step, Identifier: identifier, Message: s.w.Status, Problem: problemJSON(p)})
 }
 
 // failOrRetry schedules a retry for transient errors and fails the

@@ -83,6 +83,12 @@ func (s *session) withSinkClient(cl *acme.Client) *acme.Client {
 	}
 	wrapped := *hc
 	wrapped.Transport = sinkTransport{next: next, sink: s.ra}
+	poll := cl.PollInterval
+	if poll == 0 {
+		// acmez's default is 250ms; CAs that want slower polling say so
+		// with Retry-After, which acmez honours
+		poll = 100 * time.Millisecond
+	}
 	return &acme.Client{Directory: cl.Directory, HTTPClient: &wrapped, UserAgent: cl.UserAgent,
-		PollInterval: cl.PollInterval, PollTimeout: cl.PollTimeout, Logger: cl.Logger}
+		PollInterval: poll, PollTimeout: cl.PollTimeout, Logger: cl.Logger}
 }

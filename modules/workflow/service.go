@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/certlocker/caddy-certlocker/storage"
 )
@@ -31,6 +32,11 @@ type Request struct {
 	PreviousCertificateID string
 	Replaces              string
 	ParentID              string
+	// FallbackIssuerIDs are ACME clients to switch to, in order, when
+	// the CA fails the order for good (its problem, or out of retries).
+	FallbackIssuerIDs []string
+	// StartAt delays the first step (pacing); zero starts at once.
+	StartAt time.Time
 }
 
 // InvalidError is a request the engine refuses, naming the field.
@@ -146,7 +152,7 @@ func (e *Engine) Create(ctx context.Context, r Request) (*storage.Workflow, erro
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
-	d := &orderData{Replaces: r.Replaces}
+	d := &orderData{Replaces: r.Replaces, Fallbacks: r.FallbackIssuerIDs}
 	raw, err := d.encode()
 	if err != nil {
 		return nil, err
@@ -154,6 +160,9 @@ func (e *Engine) Create(ctx context.Context, r Request) (*storage.Workflow, erro
 	w := &storage.Workflow{IssuerID: r.IssuerID, Identifiers: r.Identifiers, KeyType: r.KeyType, Profile: r.Profile,
 		Trigger: r.Trigger, Group: r.Group, State: storage.StatePending, Status: "waiting to start",
 		PreviousCertificateID: r.PreviousCertificateID, ParentID: r.ParentID, NextRunAt: e.opts.Clock(), Data: raw}
+	if !r.StartAt.IsZero() {
+		w.NextRunAt = r.StartAt
+	}
 	err = e.opts.Store.InTx(ctx, func(tx storage.Store) error {
 		if err := tx.Workflows().Create(ctx, w); err != nil {
 			return err
@@ -250,6 +259,7 @@ func (e *Engine) changeState(ctx context.Context, id string, fn func(*storage.Wo
 		if err != nil {
 			return nil, err
 		}
+		e.notifyWatchers(id)
 		e.emit("certlocker.workflow_state", map[string]any{"workflow_id": id, "state": w.State, "step": step, "message": msg})
 		return w, nil
 	}

@@ -1,0 +1,121 @@
+package workflow
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/certlocker/caddy-certlocker/storage"
+)
+
+// Migration re-issues a selection of certificates on another ACME client:
+// "CA migration in bulk". At least one selector is required.
+type Migration struct {
+	// Selectors: certificates of this ACME client, group and/or domain.
+	FromIssuerID string
+	Group        string
+	Domain       string
+	// ToIssuerID is the ACME client to move to.
+	ToIssuerID string
+	// PerMinute paces the new orders to the target CA's limits: the i-th
+	// starts i/PerMinute minutes from now. Default: 10.
+	PerMinute int
+	// DNSProviderID answers dns-01 for wildcard names of certificates
+	// that were imported (issued ones keep their own challenges).
+	DNSProviderID string
+}
+
+// MigrationResult lists what a migration started and skipped.
+type MigrationResult struct {
+	Workflows []*storage.Workflow `json:"-"`
+	Skipped   []MigrationSkip     `json:"skipped"`
+}
+
+// MigrationSkip is a certificate left alone, and why.
+type MigrationSkip struct {
+	CertificateID string `json:"certificate_id"`
+	Reason        string `json:"reason"`
+}
+
+// Migrate starts one workflow per selected active certificate on the
+// target ACME client, paced, each linked to the certificate it replaces
+// (which is marked renewed once its successor is issued).
+func (e *Engine) Migrate(ctx context.Context, m Migration) (*MigrationResult, error) {
+	if m.FromIssuerID == "" && m.Group == "" && m.Domain == "" {
+		return nil, invalid("from_issuer_id", "select certificates by from_issuer_id, group or domain")
+	}
+	if m.ToIssuerID == "" {
+		return nil, invalid("to_issuer_id", "to_issuer_id is required")
+	}
+	if m.ToIssuerID == m.FromIssuerID {
+		return nil, invalid("to_issuer_id", "to_issuer_id is the ACME client the certificates already use")
+	}
+	if m.PerMinute < 0 {
+		return nil, invalid("per_minute", "per_minute must be positive")
+	}
+	if m.PerMinute == 0 {
+		m.PerMinute = 10
+	}
+	res := &MigrationResult{Skipped: []MigrationSkip{}}
+	step := time.Minute / time.Duration(m.PerMinute)
+	start := e.opts.Clock()
+	cursor := ""
+	for {
+		certs, next, err := e.opts.Store.Certificates().List(ctx, storage.CertificateFilter{IssuerID: m.FromIssuerID, Group: m.Group,
+			Domain: m.Domain, Status: storage.CertStatusActive}, storage.Page{Cursor: cursor, Limit: 500})
+		if err != nil {
+			return res, err
+		}
+		for _, c := range certs {
+			req, reason, err := e.migrationRequest(ctx, c, m)
+			if err != nil {
+				return res, err
+			}
+			if reason != "" {
+				res.Skipped = append(res.Skipped, MigrationSkip{CertificateID: c.ID, Reason: reason})
+				continue
+			}
+			req.StartAt = start.Add(time.Duration(len(res.Workflows)) * step)
+			w, err := e.Create(ctx, req)
+			if err != nil {
+				res.Skipped = append(res.Skipped, MigrationSkip{CertificateID: c.ID, Reason: err.Error()})
+				continue
+			}
+			res.Workflows = append(res.Workflows, w)
+		}
+		if next == "" {
+			return res, nil
+		}
+		cursor = next
+	}
+}
+
+func (e *Engine) migrationRequest(ctx context.Context, c *storage.Certificate, m Migration) (Request, string, error) {
+	req := Request{IssuerID: m.ToIssuerID, Trigger: TriggerMigration, Group: c.Group, PreviousCertificateID: c.ID}
+	if c.WorkflowID != "" {
+		prev, err := e.opts.Store.Workflows().Get(ctx, c.WorkflowID)
+		if err == nil {
+			if busy, err := e.renewalUnderway(ctx, c, prev); err != nil || busy {
+				return req, "a renewal or migration of it is already under way", err
+			}
+			req.Identifiers = append([]storage.Identifier(nil), prev.Identifiers...)
+			req.KeyType, req.ParentID = prev.KeyType, prev.ID
+			return req, "", nil
+		}
+	}
+	for _, n := range c.Names {
+		id := storage.Identifier{Value: n}
+		if strings.HasPrefix(n, "*.") {
+			if m.DNSProviderID == "" {
+				return req, fmt.Sprintf("%s is a wildcard: give dns_provider_id to migrate imported wildcard certificates", n), nil
+			}
+			id.Challenge, id.DNSProviderID = ChallengeDNS01, m.DNSProviderID
+		}
+		req.Identifiers = append(req.Identifiers, id)
+	}
+	if len(req.Identifiers) == 0 {
+		return req, "the certificate names no hosts", nil
+	}
+	return req, "", nil
+}

@@ -1,0 +1,185 @@
+package workflow_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/certlocker/caddy-certlocker/internal/acmetest"
+	"github.com/certlocker/caddy-certlocker/modules/workflow"
+	"github.com/certlocker/caddy-certlocker/storage"
+)
+
+// issue runs one workflow to issued and returns it.
+func issue(t *testing.T, e *env, eng *workflow.Engine, req workflow.Request) *storage.Workflow {
+	t.Helper()
+	w, err := eng.Create(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, eng)
+	w = get(t, e.store, w.ID)
+	if w.State != storage.StateIssued {
+		t.Fatalf("workflow %s: %s", w.State, w.Status)
+	}
+	return w
+}
+
+func TestRenewals(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{})
+	eng, _ := e.engine("node-a", nil)
+	first := issue(t, e, eng, workflow.Request{IssuerID: e.issuer.ID, Identifiers: []storage.Identifier{{Value: e.name("renew")}}})
+	cert, err := e.store.Certificates().Get(t.Context(), first.CertificateID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	life := cert.NotAfter.Sub(cert.NotBefore)
+	at := func(frac float64) func() time.Time {
+		return func() time.Time { return cert.NotBefore.Add(time.Duration(float64(life) * frac)) }
+	}
+
+	// fresh: nothing to do
+	fresh, _ := e.engine("node-a", at(0.1))
+	if n, err := fresh.RenewDue(t.Context()); err != nil || n != 0 {
+		t.Fatalf("fresh certificate: %d renewals, %v", n, err)
+	}
+
+	// past half-life, before two thirds: the CA's ARI window decides
+	mid, _ := e.engine("node-a", at(0.55))
+	if n, err := mid.RenewDue(t.Context()); err != nil || n != 0 {
+		t.Fatalf("before the window: %d renewals, %v", n, err)
+	}
+	x := leaf(t, e.store, cert.ID)
+	if err := e.pebble.SetRenewalWindow(x, at(0.55)().Add(-time.Hour), at(0.55)().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := mid.RenewDue(t.Context()); err != nil || n != 1 {
+		t.Fatalf("inside the ARI window: %d renewals, %v", n, err)
+	}
+	if n, _ := mid.RenewDue(t.Context()); n != 0 {
+		t.Fatalf("a second scan started %d more renewals", n)
+	}
+	run(t, mid)
+	ws, _, _ := e.store.Workflows().List(t.Context(), storage.WorkflowFilter{Domain: first.Identifiers[0].Value}, storage.Page{})
+	var renewal *storage.Workflow
+	for _, w := range ws {
+		if w.ID != first.ID {
+			renewal = w
+		}
+	}
+	if renewal == nil || renewal.State != storage.StateIssued || renewal.Trigger != workflow.TriggerRenewal ||
+		renewal.ParentID != first.ID || renewal.PreviousCertificateID != cert.ID {
+		t.Fatalf("renewal workflow: %+v", renewal)
+	}
+	old, _ := e.store.Certificates().Get(t.Context(), cert.ID)
+	if old.Status != storage.CertStatusRenewed || old.ReplacedBy != renewal.CertificateID {
+		t.Fatalf("old certificate status %s replaced by %q", old.Status, old.ReplacedBy)
+	}
+	// the renewed certificate is not renewed again; the new one is fresh
+	if n, err := mid.RenewDue(t.Context()); err != nil || n != 0 {
+		t.Fatalf("after renewal: %d renewals, %v", n, err)
+	}
+	evs, _ := e.store.Workflows().Events(t.Context(), renewal.ID, 0, 0)
+	if !strings.Contains(evs[0].Message, "renewal order") {
+		t.Fatalf("first event of the renewal: %q", evs[0].Message)
+	}
+}
+
+// Late in the certificate's life (three quarters), past Pebble's default
+// ARI window, the scan renews it.
+func TestRenewalLateInLife(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{})
+	eng, _ := e.engine("node-a", nil)
+	first := issue(t, e, eng, workflow.Request{IssuerID: e.issuer.ID, Identifiers: []storage.Identifier{{Value: e.name("twothirds")}}})
+	cert, _ := e.store.Certificates().Get(t.Context(), first.CertificateID)
+	late, _ := e.engine("node-a", func() time.Time { return cert.NotAfter.Add(-cert.NotAfter.Sub(cert.NotBefore) / 4) })
+	if n, err := late.RenewDue(t.Context()); err != nil || n != 1 {
+		t.Fatalf("%d renewals, %v", n, err)
+	}
+}
+
+func TestFallbackIssuer(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{})
+	// the first ACME client's account is deactivated: the CA refuses it
+	cl, acct, err := e.clients.Client(t.Context(), e.issuer.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acct.Status = "deactivated"
+	if _, err := cl.UpdateAccount(t.Context(), acct); err != nil {
+		t.Fatal(err)
+	}
+	backup := &storage.Issuer{Name: "backup", DirectoryURL: e.pebble.DirectoryURL()}
+	if err := e.store.Issuers().Create(t.Context(), backup); err != nil {
+		t.Fatal(err)
+	}
+	eng, _ := e.engine("node-a", nil)
+	w := issue(t, e, eng, workflow.Request{IssuerID: e.issuer.ID, FallbackIssuerIDs: []string{backup.ID},
+		Identifiers: []storage.Identifier{{Value: e.name("fallback")}}})
+	if w.IssuerID != backup.ID {
+		t.Fatalf("issued by %s, want the fallback %s", w.IssuerID, backup.ID)
+	}
+	evs, _ := e.store.Workflows().Events(t.Context(), w.ID, 0, 0)
+	found := false
+	for _, ev := range evs {
+		if strings.Contains(ev.Message, "falling back to ACME client "+backup.ID) && len(ev.Problem) > 0 {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("the fallback is not on the timeline with the CA's problem")
+	}
+}
+
+func TestMigrateInBulk(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{})
+	eng, _ := e.engine("node-a", nil)
+	var certIDs []string
+	for _, label := range []string{"mig1", "mig2", "mig3"} {
+		w := issue(t, e, eng, workflow.Request{IssuerID: e.issuer.ID, Group: "web", Identifiers: []storage.Identifier{{Value: e.name(label)}}})
+		certIDs = append(certIDs, w.CertificateID)
+	}
+	target := &storage.Issuer{Name: "new-ca", DirectoryURL: e.pebble.DirectoryURL()}
+	if err := e.store.Issuers().Create(t.Context(), target); err != nil {
+		t.Fatal(err)
+	}
+	var inv *workflow.InvalidError
+	for name, bad := range map[string]workflow.Migration{
+		"no selector": {ToIssuerID: target.ID},
+		"no target":   {FromIssuerID: e.issuer.ID},
+		"same CA":     {FromIssuerID: e.issuer.ID, ToIssuerID: e.issuer.ID},
+	} {
+		if _, err := eng.Migrate(t.Context(), bad); !errors.As(err, &inv) {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	// 60 per minute: one second apart
+	res, err := eng.Migrate(t.Context(), workflow.Migration{FromIssuerID: e.issuer.ID, ToIssuerID: target.ID, PerMinute: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Workflows) != 3 || len(res.Skipped) != 0 {
+		t.Fatalf("started %d, skipped %v", len(res.Workflows), res.Skipped)
+	}
+	if gap := res.Workflows[2].NextRunAt.Sub(res.Workflows[0].NextRunAt); gap != 2*time.Second {
+		t.Fatalf("pacing gap %v, want 2s", gap)
+	}
+	// a second migration finds them under way
+	again, _ := eng.Migrate(t.Context(), workflow.Migration{FromIssuerID: e.issuer.ID, ToIssuerID: target.ID})
+	if len(again.Workflows) != 0 || len(again.Skipped) != 3 {
+		t.Fatalf("second migration started %d", len(again.Workflows))
+	}
+	later, _ := e.engine("node-a", func() time.Time { return time.Now().Add(time.Minute) })
+	run(t, later)
+	for i, id := range certIDs {
+		old, _ := e.store.Certificates().Get(t.Context(), id)
+		if old.Status != storage.CertStatusRenewed || old.ReplacedBy == "" {
+			t.Fatalf("certificate %d not replaced: %s", i, old.Status)
+		}
+		repl, _ := e.store.Certificates().Get(t.Context(), old.ReplacedBy)
+		if repl.IssuerID != target.ID {
+			t.Fatalf("replacement issued by %s", repl.IssuerID)
+		}
+	}
+}
