@@ -5,7 +5,6 @@
 package admin
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 
@@ -21,7 +20,6 @@ func init() {
 
 // API is the admin.api.certlocker module.
 type API struct {
-	ctx    caddy.Context
 	logger *zap.Logger
 	mux    *http.ServeMux
 }
@@ -34,10 +32,10 @@ func (API) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision builds the routes. The app is looked up per request: admin
-// routers are provisioned before the apps of the same config.
+// Provision builds the routes. The app is looked up per request
+// (certlocker.Current): admin routers are provisioned before the apps of
+// the same config, and the admin endpoint answers while they load.
 func (a *API) Provision(ctx caddy.Context) error {
-	a.ctx = ctx
 	a.logger = ctx.Logger()
 	a.mux = http.NewServeMux()
 	for _, register := range routeSets {
@@ -99,14 +97,12 @@ func (a *API) handle(pattern string, m methods) {
 
 // app returns the running certlocker app.
 func (a *API) app() (*certlocker.App, error) {
-	v, err := a.ctx.AppIfConfigured("certlocker")
-	if errors.Is(err, caddy.ErrNotConfigured) {
-		return nil, &Error{Status: http.StatusServiceUnavailable, Message: `the certlocker app is not configured: add "certlocker": {} under "apps"`}
+	app := certlocker.Current()
+	if app == nil {
+		return nil, &Error{Status: http.StatusServiceUnavailable,
+			Message: `the certlocker app is not running: it is starting, or not configured (add "certlocker": {} under "apps")`}
 	}
-	if err != nil {
-		return nil, &Error{Status: http.StatusServiceUnavailable, Message: "the certlocker app is not running: " + err.Error()}
-	}
-	return v.(*certlocker.App), nil
+	return app, nil
 }
 
 // Interface guards

@@ -10,6 +10,17 @@
 //			encryption_key <placeholder>
 //			previous_encryption_keys <placeholder>...
 //			node_id <id>
+//			inventory {
+//				key_export_roles <role>...
+//				disable_key_export
+//			}
+//			dns_provider <name> <type> {
+//				...
+//			}
+//			issuer <name> {
+//				catalog <id> | directory <url>
+//				...
+//			}
 //		}
 //	}
 //
@@ -28,6 +39,9 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 
 	"github.com/certlocker/caddy-certlocker/modules/certlocker"
+	"github.com/certlocker/caddy-certlocker/modules/dnsproviders"
+	"github.com/certlocker/caddy-certlocker/modules/inventory"
+	"github.com/certlocker/caddy-certlocker/modules/issuers"
 )
 
 func init() {
@@ -112,6 +126,32 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, d.ArgErr()
 			}
 		// Config-declared resources: one case per kind.
+		case "inventory":
+			if app.Inventory != nil {
+				return nil, d.Err("inventory may be set only once")
+			}
+			c := new(inventory.Config)
+			if err := c.UnmarshalCaddyfile(d); err != nil {
+				return nil, err
+			}
+			app.Inventory = c
+		case "issuer":
+			var c issuers.Config
+			if err := c.UnmarshalCaddyfile(d); err != nil {
+				return nil, err
+			}
+			for _, other := range app.Issuers {
+				if other.Name == c.Name {
+					return nil, d.Errf("issuer %s is declared twice", c.Name)
+				}
+			}
+			app.Issuers = append(app.Issuers, c)
+		case "dns_provider":
+			var c dnsproviders.Config
+			if err := c.UnmarshalCaddyfile(d); err != nil {
+				return nil, err
+			}
+			app.DNSProviders = append(app.DNSProviders, c)
 		default:
 			return nil, d.Errf("unrecognized certlocker option: %s", d.Val())
 		}

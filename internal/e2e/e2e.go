@@ -103,7 +103,7 @@ func (n *Node) Command(args ...string) *exec.Cmd {
 }
 
 // Start writes config to a file and runs `certlocker run --config` on it,
-// waiting until the admin endpoint answers or the process exits.
+// waiting until /certlocker/health answers 200 or the process exits.
 func (n *Node) Start(config string) error {
 	n.t.Helper()
 	cfgPath := filepath.Join(n.Dir, "caddy.json")
@@ -129,9 +129,13 @@ func (n *Node) Start(config string) error {
 			return fmt.Errorf("certlocker exited: %v\n%s", n.waitErr, n.logs.String())
 		default:
 		}
-		if resp, err := http.Get("http://" + n.Admin + "/config/"); err == nil {
+		// the admin endpoint comes up before the apps load: wait for the
+		// certlocker app itself to answer
+		if resp, err := http.Get("http://" + n.Admin + "/certlocker/health"); err == nil {
 			resp.Body.Close()
-			return nil
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
 		}
 		select {
 		case <-n.exited:

@@ -18,8 +18,14 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"go.uber.org/zap"
 
+	"github.com/certlocker/caddy-certlocker/modules/dnsproviders"
+	"github.com/certlocker/caddy-certlocker/modules/inventory"
+	"github.com/certlocker/caddy-certlocker/modules/issuers"
+	"github.com/certlocker/caddy-certlocker/modules/notify"
+	"github.com/certlocker/caddy-certlocker/modules/workflow"
 	"github.com/certlocker/caddy-certlocker/storage"
 	"github.com/certlocker/caddy-certlocker/storage/postgres"
 	"github.com/certlocker/caddy-certlocker/storage/sqlite"
@@ -68,8 +74,42 @@ type App struct {
 	// and kept in {caddy data dir}/certlocker/node-id.
 	NodeID string `json:"node_id,omitempty"`
 
+	// Workflow tunes the workflow engine. Default: see WorkflowConfig.
+	Workflow *WorkflowConfig `json:"workflow,omitempty"`
+
+	// NotifiersRaw are the notifiers events are sent to, e.g.
+	// {"notifier": "webhook", "url": "{env.HOOK_URL}"}. Default: none.
+	NotifiersRaw []json.RawMessage `json:"notifiers,omitempty" caddy:"namespace=certlocker.notifiers inline_key=notifier"`
+
 	// Config-declared resources (config as code) go here, one field per
 	// kind; Provision syncs them into the store after opening it.
+
+	// Inventory configures the certificate inventory: which roles may
+	// export private keys. Default: only the admin API (role "admin").
+	Inventory *inventory.Config `json:"inventory,omitempty"`
+
+	inv *inventory.Service
+
+	// DNSProviders are DNS provider clients declared in the config; they
+	// are created, updated or removed in the store to match it, and cannot
+	// be changed through the API. Credentials must be placeholders.
+	// Default: none.
+	DNSProviders []dnsproviders.Config `json:"dns_providers,omitempty"`
+
+	// Issuers are ACME clients declared in the config; they are created
+	// or updated in the store to match it (accounts register on first
+	// use) and cannot be changed through the API. EAB MAC keys must be
+	// placeholders. Default: none.
+	Issuers []issuers.Config `json:"issuers,omitempty"`
+
+	dns        *dnsproviders.Service
+	issuers    *issuers.Service
+	engine     *workflow.Engine
+	enginePool pooledEngine
+	engineKey  string
+	notifiers  []notify.Notifier
+	events     *caddyevents.App
+	eventsCtx  caddy.Context
 
 	store   storage.Store
 	poolKey string
@@ -184,6 +224,19 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.store, a.opened = val.(pooledStore).Store, !loaded
 
 	// Sync config-declared resources here, one call per kind.
+	if err := a.provisionIssuers(ctx); err != nil {
+		return err
+	}
+	if err := a.provisionDNSProviders(ctx); err != nil {
+		return err
+	}
+	if err := a.provisionInventory(); err != nil {
+		return err
+	}
+
+	if err := a.provisionWorkflows(ctx); err != nil {
+		return err
+	}
 
 	if a.opened {
 		h, _ := a.store.Health(ctx)
@@ -379,8 +432,11 @@ func (a *App) resolveNodeID(repl *caddy.Replacer) (string, error) {
 // could not use, so there is nothing left to check.
 func (a *App) Validate() error { return nil }
 
-// Start records the node's start when this config opened the store.
+// Start records the node's start when this config opened the store, and
+// starts (or hands this config to) the workflow engine.
 func (a *App) Start() error {
+	a.startWorkflows()
+	current.Store(a)
 	if a.opened {
 		h, _ := a.store.Health(context.Background())
 		details, _ := json.Marshal(map[string]any{"backend": a.backend, "schema_version": h.SchemaVersion,
@@ -392,12 +448,17 @@ func (a *App) Start() error {
 	return nil
 }
 
-// Stop stops nothing yet: the store stays open for the next config.
-func (a *App) Stop() error { return nil }
+// Stop stops serving this config's app; the store and the workflow
+// engine stay up for the next config (see Cleanup).
+func (a *App) Stop() error {
+	current.CompareAndSwap(a, nil)
+	return nil
+}
 
 // Cleanup releases this config's hold on the store; the store closes when
 // no config uses it.
 func (a *App) Cleanup() error {
+	a.cleanupWorkflows()
 	if a.poolKey == "" {
 		return nil
 	}

@@ -1,0 +1,53 @@
+package admin
+
+import (
+	"encoding/json"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/certlocker/caddy-certlocker/modules/certlocker"
+)
+
+// testAPI provisions the certlocker app from JSON the way Caddy does,
+// starts it (the admin API serves the running app) and the admin API
+// beside it.
+func testAPI(t *testing.T, appJSON string) (*API, *certlocker.App) {
+	t.Helper()
+	ctx, err := caddy.ProvisionContext(&caddy.Config{AppsRaw: caddy.ModuleMap{"certlocker": json.RawMessage(appJSON)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := ctx.App("certlocker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := v.(*certlocker.App)
+	t.Cleanup(func() { _ = app.Cleanup() })
+	if err := app.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = app.Stop() })
+	api := new(API)
+	if err := api.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return api, app
+}
+
+// serve sends one request through the admin API's route; a body is sent
+// as JSON.
+func serve(t *testing.T, api *API, method, path, body string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequestWithContext(t.Context(), method, path, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	rec := httptest.NewRecorder()
+	if err := api.Routes()[0].Handler.ServeHTTP(rec, req); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}

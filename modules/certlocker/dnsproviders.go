@@ -1,0 +1,33 @@
+package certlocker
+
+import (
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/certlocker/caddy-certlocker/modules/dnsproviders"
+)
+
+// DNS returns the DNS provider store: provider clients, their
+// verification, and the challenge records they publish.
+func (a *App) DNS() *dnsproviders.Service { return a.dns }
+
+// provisionDNSProviders builds the DNS provider store on the app's store,
+// syncs the config-declared provider clients into it (their credentials
+// must be placeholders, expanded here), and runs the janitor that removes
+// stale challenge records for as long as this config is loaded.
+func (a *App) provisionDNSProviders(ctx caddy.Context) error {
+	repl := caddy.NewReplacer()
+	cfgs := make([]dnsproviders.Config, 0, len(a.DNSProviders))
+	for i, c := range a.DNSProviders {
+		e, err := dnsproviders.ExpandConfig(repl, c, i)
+		if err != nil {
+			return err
+		}
+		cfgs = append(cfgs, e)
+	}
+	a.dns = dnsproviders.New(a.store, dnsproviders.Options{Context: ctx, Logger: a.logger.Named("dns"), Node: a.nodeID})
+	if err := a.dns.Sync(ctx, cfgs); err != nil {
+		return err
+	}
+	go a.dns.RunJanitor(ctx, dnsproviders.DefaultJanitorDelay, dnsproviders.DefaultJanitorEvery, dnsproviders.DefaultJanitorAge)
+	return nil
+}
