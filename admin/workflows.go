@@ -123,11 +123,10 @@ func (a *API) createWorkflow(w http.ResponseWriter, r *http.Request, app *certlo
 	}
 	wf, err := app.Workflows().Create(r.Context(), workflow.Request{IssuerID: body.IssuerID, Identifiers: body.Identifiers,
 		KeyType: body.KeyType, Profile: body.Profile, Group: body.Group, Trigger: workflow.TriggerManual,
-		FallbackIssuerIDs: body.FallbackIssuerIDs})
+		FallbackIssuerIDs: body.FallbackIssuerIDs, Actor: actor(r)})
 	if err != nil {
 		return workflowError(err)
 	}
-	audit(r, app, "workflow.create", wf.ID, map[string]any{"issuer_id": wf.IssuerID, "identifiers": wf.Identifiers})
 	writeJSON(w, http.StatusCreated, viewWorkflow(wf))
 	return nil
 }
@@ -170,9 +169,20 @@ func (a *API) startMigration(w http.ResponseWriter, r *http.Request, app *certlo
 		return err
 	}
 	res, err := app.Workflows().Migrate(r.Context(), workflow.Migration{FromIssuerID: body.FromIssuerID, Group: body.Group,
-		Domain: body.Domain, ToIssuerID: body.ToIssuerID, PerMinute: body.PerMinute, DNSProviderID: body.DNSProviderID})
-	if err != nil {
+		Domain: body.Domain, ToIssuerID: body.ToIssuerID, PerMinute: body.PerMinute, DNSProviderID: body.DNSProviderID,
+		Actor: actor(r)})
+	if err != nil && (res == nil || len(res.Workflows) == 0) {
 		return workflowError(err)
+	}
+	if err != nil {
+		// some workflows started before the failure: they run; say so
+		ids := make([]string, 0, len(res.Workflows))
+		for _, wf := range res.Workflows {
+			ids = append(ids, wf.ID)
+		}
+		audit(r, app, "workflow.migrate", body.ToIssuerID, map[string]any{"from_issuer_id": body.FromIssuerID,
+			"started": ids, "error": err.Error()})
+		return fmt.Errorf("migration stopped after starting %d workflows (%s): %w", len(ids), strings.Join(ids, ", "), err)
 	}
 	out := struct {
 		Workflows []workflowView           `json:"workflows"`
@@ -263,9 +273,9 @@ func (a *API) workflowAction(w http.ResponseWriter, r *http.Request, app *certlo
 	status := http.StatusOK
 	switch action {
 	case "retry":
-		wf, err = eng.Retry(r.Context(), id)
+		wf, err = eng.Retry(r.Context(), id, actor(r))
 	case "cancel":
-		wf, err = eng.Cancel(r.Context(), id, "by "+actor(r))
+		wf, err = eng.Cancel(r.Context(), id, actor(r))
 	case "renew":
 		var prev *storage.Workflow
 		if prev, err = app.Store().Workflows().Get(r.Context(), id); err != nil {
@@ -274,7 +284,9 @@ func (a *API) workflowAction(w http.ResponseWriter, r *http.Request, app *certlo
 		if prev.State != storage.StateIssued {
 			return &Error{Status: http.StatusConflict, Message: fmt.Sprintf("only an issued workflow can be renewed; %s is %s", id, prev.State), Field: "state"}
 		}
-		wf, err = eng.Create(r.Context(), workflow.RenewalRequest(prev, ""))
+		req := workflow.RenewalRequest(prev, "")
+		req.Actor = actor(r)
+		wf, err = eng.Create(r.Context(), req)
 		status = http.StatusCreated
 	default:
 		return &Error{Status: http.StatusNotFound, Message: fmt.Sprintf("unknown action %q: use retry, cancel or renew", action), Field: "action"}
@@ -282,7 +294,6 @@ func (a *API) workflowAction(w http.ResponseWriter, r *http.Request, app *certlo
 	if err != nil {
 		return workflowError(err)
 	}
-	audit(r, app, "workflow."+action, id, map[string]any{"result_workflow_id": wf.ID, "state": wf.State})
 	writeJSON(w, status, viewWorkflow(wf))
 	return nil
 }

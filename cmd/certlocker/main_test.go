@@ -202,6 +202,7 @@ func TestBadConfigRefused(t *testing.T) {
 	cases := map[string]struct{ app, want string }{
 		"literal key":          {`{"encryption_key":"` + strings.Repeat("ab", 32) + `"}`, "must be a placeholder"},
 		"empty key env":        {`{"encryption_key":"{env.CERTLOCKER_TEST_UNSET_KEY}"}`, "encryption_key"},
+		"partly literal key":   {`{"encryption_key":"abcd{env.SHORT_KEY}"}`, "must be a placeholder"},
 		"short key":            {`{"encryption_key":"{env.SHORT_KEY}"}`, "decodes to 4 bytes"},
 		"unknown backend":      {`{"storage":{"backend":"mysql"}}`, `is not supported: use`},
 		"postgres without dsn": {`{"storage":{"backend":"postgres"}}`, "storage.dsn is required"},

@@ -111,6 +111,10 @@ type App struct {
 	events     *caddyevents.App
 	eventsCtx  caddy.Context
 
+	previous    *App // the app current when this one started
+	janitorStop context.CancelFunc
+	janitorDone chan struct{}
+
 	store   storage.Store
 	poolKey string
 	opened  bool
@@ -276,9 +280,17 @@ func (sc StorageConfig) check() error {
 	return nil
 }
 
-var placeholderRe = regexp.MustCompile(`\{[^{}]+\}`)
+var (
+	placeholderRe     = regexp.MustCompile(`\{[^{}]+\}`)
+	onlyPlaceholderRe = regexp.MustCompile(`^(\{[^{}]+\})+$`)
+)
 
+// hasPlaceholder reports whether s contains a placeholder.
 func hasPlaceholder(s string) bool { return placeholderRe.MatchString(s) }
+
+// onlyPlaceholders reports whether s is made of placeholders alone, so no
+// part of a secret is written in the config.
+func onlyPlaceholders(s string) bool { return onlyPlaceholderRe.MatchString(strings.TrimSpace(s)) }
 
 var kvPasswordRe = regexp.MustCompile(`(^|\s)password\s*=`)
 
@@ -308,7 +320,7 @@ func expand(repl *caddy.Replacer, s, field string) (string, error) {
 // loadKeys builds the sealer from config, environment or the key file.
 func (a *App) loadKeys(repl *caddy.Replacer, backend, location string) (*storage.Sealer, error) {
 	keyFromConfig := func(s, field string) ([]byte, error) {
-		if !hasPlaceholder(s) {
+		if !onlyPlaceholders(s) {
 			return nil, fmt.Errorf(`%s must be a placeholder such as "{env.%s}" or "{file./path/to/key}": a key written in the config would be visible in GET /config/`, field, EnvEncryptionKey)
 		}
 		v, err := expand(repl, s, field)
@@ -436,7 +448,7 @@ func (a *App) Validate() error { return nil }
 // starts (or hands this config to) the workflow engine.
 func (a *App) Start() error {
 	a.startWorkflows()
-	current.Store(a)
+	a.previous = current.Swap(a)
 	if a.opened {
 		h, _ := a.store.Health(context.Background())
 		details, _ := json.Marshal(map[string]any{"backend": a.backend, "schema_version": h.SchemaVersion,
@@ -451,13 +463,19 @@ func (a *App) Start() error {
 // Stop stops serving this config's app; the store and the workflow
 // engine stay up for the next config (see Cleanup).
 func (a *App) Stop() error {
-	current.CompareAndSwap(a, nil)
+	// after a reload that failed to start, Caddy keeps running the
+	// previous config: give the API and the engine back to it
+	if current.CompareAndSwap(a, a.previous) && a.previous != nil {
+		a.previous.startWorkflows()
+	}
+	a.previous = nil
 	return nil
 }
 
 // Cleanup releases this config's hold on the store; the store closes when
 // no config uses it.
 func (a *App) Cleanup() error {
+	a.stopJanitor()
 	a.cleanupWorkflows()
 	if a.poolKey == "" {
 		return nil

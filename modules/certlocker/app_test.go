@@ -74,3 +74,31 @@ func TestReloadReusesStore(t *testing.T) {
 		t.Fatal("a config after the last cleanup reused a closed store")
 	}
 }
+
+// A reload whose new config fails to start after this app started: Caddy
+// stops the new app and keeps the old config, which must serve again.
+func TestFailedReloadRestoresTheRunningApp(t *testing.T) {
+	dir := t.TempDir()
+	cfg := `{"storage":{"path":"` + filepath.Join(dir, "c.db") + `"},"node_id":"n1"}`
+	old := provision(t, cfg)
+	defer old.Cleanup()
+	if err := old.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer old.Stop()
+	if Current() != old {
+		t.Fatal("the started app is not current")
+	}
+	next := provision(t, cfg)
+	if err := next.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if Current() != next {
+		t.Fatal("the new app is not current after it started")
+	}
+	next.Stop() // the rest of the new config failed to start
+	next.Cleanup()
+	if Current() != old {
+		t.Fatalf("after a failed reload the current app is %p, want the old one %p", Current(), old)
+	}
+}

@@ -1,6 +1,8 @@
 package certlocker
 
 import (
+	"context"
+
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/certlocker/caddy-certlocker/modules/dnsproviders"
@@ -28,6 +30,20 @@ func (a *App) provisionDNSProviders(ctx caddy.Context) error {
 	if err := a.dns.Sync(ctx, cfgs); err != nil {
 		return err
 	}
-	go a.dns.RunJanitor(ctx, dnsproviders.DefaultJanitorDelay, dnsproviders.DefaultJanitorEvery, dnsproviders.DefaultJanitorAge)
+	jctx, stop := context.WithCancel(ctx)
+	a.janitorStop, a.janitorDone = stop, make(chan struct{})
+	go func() {
+		defer close(a.janitorDone)
+		a.dns.RunJanitor(jctx, dnsproviders.DefaultJanitorDelay, dnsproviders.DefaultJanitorEvery, dnsproviders.DefaultJanitorAge)
+	}()
 	return nil
+}
+
+// stopJanitor stops this config's janitor and waits for it.
+func (a *App) stopJanitor() {
+	if a.janitorStop != nil {
+		a.janitorStop()
+		<-a.janitorDone
+		a.janitorStop = nil
+	}
 }

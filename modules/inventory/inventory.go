@@ -93,8 +93,10 @@ type Service struct {
 	now        func() time.Time
 	system     *x509.CertPool
 	extraRoots func(ctx context.Context, issuerID string) (*x509.CertPool, error)
-	matchCA    func(pkix.Name) (string, bool)
-	keyRoles   map[Role]bool
+	// defaultRoots is set when extraRoots reads the store (issuerRoots).
+	defaultRoots bool
+	matchCA      func(pkix.Name) (string, bool)
+	keyRoles     map[Role]bool
 }
 
 // New returns the inventory over st.
@@ -122,6 +124,7 @@ func New(st storage.Store, opts Options) (*Service, error) {
 		s.system = pool
 	}
 	if s.extraRoots == nil {
+		s.defaultRoots = true
 		s.extraRoots = s.issuerRoots
 	}
 	roles := opts.Config.KeyExportRoles
@@ -140,9 +143,15 @@ func New(st storage.Store, opts Options) (*Service, error) {
 // transaction-bound store passed to Store.InTx, so that a caller's own
 // writes and the inventory's commit together.
 func (s *Service) WithStore(st storage.Store) *Service {
-	c := *s
+	c := &Service{}
+	*c = *s
 	c.store = st
-	return &c
+	if c.defaultRoots {
+		// read the ACME clients' roots through st too: a copy bound to a
+		// transaction must not take a second connection from the pool
+		c.extraRoots = c.issuerRoots
+	}
+	return c
 }
 
 // CanExportKeys reports whether role may export private keys.

@@ -31,6 +31,8 @@ type DNSPresenter interface {
 	// CleanUp removes the record from DNS and forgets it; removing a
 	// record that is already gone is not an error.
 	CleanUp(ctx context.Context, rec *storage.ChallengeRecord) error
+	// CleanUpWorkflow removes every record the workflow left behind.
+	CleanUpWorkflow(ctx context.Context, workflowID string) error
 }
 
 // Inventory receives issued certificates.

@@ -221,7 +221,7 @@ func TestCancel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := eng.Cancel(t.Context(), w.ID, "changed my mind"); err != nil {
+		if _, err := eng.Cancel(t.Context(), w.ID, "operator"); err != nil {
 			t.Fatal(err)
 		}
 		run(t, eng)
@@ -229,7 +229,7 @@ func TestCancel(t *testing.T) {
 			t.Fatalf("state %s order %q", w.State, w.OrderURL)
 		}
 		var inv *workflow.InvalidError
-		if _, err := eng.Cancel(t.Context(), w.ID, "again"); !errors.As(err, &inv) {
+		if _, err := eng.Cancel(t.Context(), w.ID, "operator"); !errors.As(err, &inv) {
 			t.Fatalf("cancelling a cancelled workflow: %v", err)
 		}
 	})
@@ -296,7 +296,7 @@ func TestDNSProviderFailure(t *testing.T) {
 	}
 	// the operator fixes the provider and retries: it completes
 	e.pres.fail.Store(nil)
-	if _, err := eng.Retry(t.Context(), w.ID); err != nil {
+	if _, err := eng.Retry(t.Context(), w.ID, "operator"); err != nil {
 		t.Fatal(err)
 	}
 	run(t, eng)

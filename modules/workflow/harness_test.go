@@ -5,11 +5,8 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
-	"errors"
 	"net"
 	"net/http"
 	"net/netip"
@@ -25,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certlocker/caddy-certlocker/internal/acmetest"
+	inv "github.com/certlocker/caddy-certlocker/modules/inventory"
 	"github.com/certlocker/caddy-certlocker/modules/workflow"
 	"github.com/certlocker/caddy-certlocker/storage"
 	"github.com/certlocker/caddy-certlocker/storage/sqlite"
@@ -86,7 +84,11 @@ func newEnv(t testing.TB, opts acmetest.PebbleOptions) *env {
 	e.issuer = iss
 	e.clients = &accountClients{p: p}
 	e.pres = &dnsPresenter{dns: dns, store: st}
-	e.inv = &inventory{store: st}
+	invSvc, err := inv.New(st, inv.Options{Node: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.inv = &inventory{svc: invSvc}
 	return e
 }
 
@@ -189,36 +191,30 @@ func (p *dnsPresenter) WaitPropagation(ctx context.Context, rec *storage.Challen
 	return time.Since(start), err
 }
 
+func (p *dnsPresenter) CleanUpWorkflow(ctx context.Context, workflowID string) error {
+	recs, err := p.store.DNSProviders().WorkflowRecords(ctx, workflowID)
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		if err := p.CleanUp(ctx, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (p *dnsPresenter) CleanUp(ctx context.Context, rec *storage.ChallengeRecord) error {
 	p.dns.DeleteTXT(rec.Name, rec.Value)
 	p.cleaned.Add(1)
 	return p.store.DNSProviders().DeleteRecord(ctx, rec.ID)
 }
 
-// inventory stores issued certificates by leaf fingerprint.
-type inventory struct{ store storage.Store }
+// inventory is the real inventory service behind the engine's interface.
+type inventory struct{ svc *inv.Service }
 
 func (i *inventory) AddIssued(ctx context.Context, chainPEM, keyPEM []byte, issuerID, workflowID, profile string) (*storage.Certificate, error) {
-	b, _ := pem.Decode(chainPEM)
-	if b == nil {
-		return nil, errors.New("no PEM")
-	}
-	leaf, err := x509.ParseCertificate(b.Bytes)
-	if err != nil {
-		return nil, err
-	}
-	sum := sha256.Sum256(leaf.Raw)
-	names := append([]string{}, leaf.DNSNames...)
-	for _, ip := range leaf.IPAddresses {
-		names = append(names, ip.String())
-	}
-	c := &storage.Certificate{Fingerprint: hex.EncodeToString(sum[:]), Names: names, NotBefore: leaf.NotBefore,
-		NotAfter: leaf.NotAfter, IssuerID: issuerID, WorkflowID: workflowID, ChainPEM: string(chainPEM),
-		PrivateKey: storage.NewSecret(keyPEM), Status: "active"}
-	if err := i.store.Certificates().Put(ctx, c); err != nil && !errors.Is(err, storage.ErrDuplicate) {
-		return nil, err
-	}
-	return c, nil
+	return i.svc.AddIssued(ctx, chainPEM, keyPEM, issuerID, workflowID, profile)
 }
 
 // leaf parses the stored certificate of a workflow.

@@ -24,6 +24,8 @@ type Migration struct {
 	// DNSProviderID answers dns-01 for wildcard names of certificates
 	// that were imported (issued ones keep their own challenges).
 	DNSProviderID string
+	// Actor is recorded in the audit entry of each workflow started.
+	Actor string
 }
 
 // MigrationResult lists what a migration started and skipped.
@@ -77,12 +79,15 @@ func (e *Engine) Migrate(ctx context.Context, m Migration) (*MigrationResult, er
 				continue
 			}
 			req.StartAt = start.Add(time.Duration(len(res.Workflows)) * step)
-			w, err := e.Create(ctx, req)
-			if err != nil {
+			w, err := e.createSuccessor(ctx, c.ID, req)
+			switch {
+			case err != nil:
 				res.Skipped = append(res.Skipped, MigrationSkip{CertificateID: c.ID, Reason: err.Error()})
-				continue
+			case w == nil:
+				res.Skipped = append(res.Skipped, MigrationSkip{CertificateID: c.ID, Reason: "a renewal or migration of it is already under way"})
+			default:
+				res.Workflows = append(res.Workflows, w)
 			}
-			res.Workflows = append(res.Workflows, w)
 		}
 		if next == "" {
 			return res, nil
@@ -92,13 +97,10 @@ func (e *Engine) Migrate(ctx context.Context, m Migration) (*MigrationResult, er
 }
 
 func (e *Engine) migrationRequest(ctx context.Context, c *storage.Certificate, m Migration) (Request, string, error) {
-	req := Request{IssuerID: m.ToIssuerID, Trigger: TriggerMigration, Group: c.Group, PreviousCertificateID: c.ID}
+	req := Request{IssuerID: m.ToIssuerID, Trigger: TriggerMigration, Group: c.Group, PreviousCertificateID: c.ID, Actor: m.Actor}
 	if c.WorkflowID != "" {
 		prev, err := e.opts.Store.Workflows().Get(ctx, c.WorkflowID)
 		if err == nil {
-			if busy, err := e.renewalUnderway(ctx, c, prev); err != nil || busy {
-				return req, "a renewal or migration of it is already under way", err
-			}
 			req.Identifiers = append([]storage.Identifier(nil), prev.Identifiers...)
 			req.KeyType, req.ParentID = prev.KeyType, prev.ID
 			return req, "", nil

@@ -391,12 +391,12 @@ func (s *session) present(ctx context.Context, a *authzData, chal acme.Challenge
 // crash lost it between storing and publishing.
 func (s *session) record(ctx context.Context, a *authzData, chal acme.Challenge) (*storage.ChallengeRecord, error) {
 	fqdn, value := chal.DNS01TXTRecordName(), chal.DNS01KeyAuthorization()
-	recs, err := s.e.opts.Store.DNSProviders().ListRecords(ctx, a.DNSProviderID, time.Time{})
+	recs, err := s.e.opts.Store.DNSProviders().WorkflowRecords(ctx, s.w.ID)
 	if err != nil {
 		return nil, err
 	}
 	for _, r := range recs {
-		if r.WorkflowID == s.w.ID && r.Value == value && strings.EqualFold(strings.TrimSuffix(r.Name, "."), strings.TrimSuffix(fqdn, ".")) {
+		if r.ProviderID == a.DNSProviderID && r.Value == value && strings.EqualFold(strings.TrimSuffix(r.Name, "."), strings.TrimSuffix(fqdn, ".")) {
 			return r, nil
 		}
 	}
@@ -412,29 +412,12 @@ func (s *session) unpresent(ctx context.Context, a *authzData) {
 	}
 }
 
-// cleanup removes everything the workflow published: DNS records of every
-// provider it used and HTTP-01 responses.
+// cleanup removes everything the workflow published: its DNS records (of
+// every provider it used) and its HTTP-01 responses. It is idempotent.
 func (e *Engine) cleanup(ctx context.Context, w *storage.Workflow, d *orderData) {
-	providers := map[string]bool{}
-	for _, id := range w.Identifiers {
-		if id.DNSProviderID != "" {
-			providers[id.DNSProviderID] = true
-		}
-	}
-	deps := e.deps.Load()
-	for p := range providers {
-		recs, err := e.opts.Store.DNSProviders().ListRecords(ctx, p, time.Time{})
-		if err != nil {
-			e.log.Warn("listing challenge records to clean up", zap.String("workflow_id", w.ID), zap.Error(err))
-			continue
-		}
-		for _, r := range recs {
-			if r.WorkflowID != w.ID || deps == nil || deps.DNS == nil {
-				continue
-			}
-			if err := deps.DNS.CleanUp(ctx, r); err != nil {
-				e.log.Warn("removing challenge record", zap.String("workflow_id", w.ID), zap.String("record", r.Name), zap.Error(err))
-			}
+	if deps := e.deps.Load(); deps != nil && deps.DNS != nil {
+		if err := deps.DNS.CleanUpWorkflow(ctx, w.ID); err != nil {
+			e.log.Warn("removing challenge records", zap.String("workflow_id", w.ID), zap.Error(err))
 		}
 	}
 	if d != nil {
@@ -555,11 +538,6 @@ func (s *session) download(ctx context.Context) error {
 	// clean up before the final persist: a crash in between redoes the
 	// (idempotent) download and cleanup instead of leaving records behind
 	s.e.cleanup(ctx, w, d)
-	if w.PreviousCertificateID != "" && w.PreviousCertificateID != cert.ID {
-		if err := s.e.supersede(ctx, w.PreviousCertificateID, cert.ID); err != nil {
-			return s.failOrRetry(ctx, "downloading", "", err)
-		}
-	}
 	w.CertificateID = cert.ID
 	w.State = storage.StateIssued
 	w.Status = "issued: " + cert.ID

@@ -3,6 +3,7 @@ package workflow
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -80,63 +81,70 @@ func (e *Engine) renewOne(ctx context.Context, deps *Deps, c *storage.Certificat
 	if err != nil {
 		return false, fmt.Errorf("reading the workflow that issued %s: %w", c.ID, err)
 	}
-	if busy, err := e.renewalUnderway(ctx, c, prev); err != nil || busy {
-		return false, err
-	}
 	req := RenewalRequest(prev, ariID)
-	w, err := e.Create(ctx, req)
-	if err != nil {
+	req.Actor = "renewals@" + e.opts.Node
+	w, err := e.createSuccessor(ctx, c.ID, req)
+	if err != nil || w == nil {
 		return false, err
 	}
 	e.log.Info("renewal started", zap.String("certificate_id", c.ID), zap.String("workflow_id", w.ID), zap.String("reason", d.Reason))
 	return true, nil
 }
 
-// renewalUnderway reports whether a workflow renewing c is not finished,
-// or finished issuing (its certificate is on its way to replace c).
-func (e *Engine) renewalUnderway(ctx context.Context, c *storage.Certificate, prev *storage.Workflow) (bool, error) {
-	if len(prev.Identifiers) == 0 {
-		return false, nil
-	}
-	cursor := ""
-	for {
-		ws, next, err := e.opts.Store.Workflows().List(ctx, storage.WorkflowFilter{Domain: prev.Identifiers[0].Value},
-			storage.Page{Cursor: cursor, Limit: 200})
-		if err != nil {
-			return false, err
-		}
-		for _, w := range ws {
-			if w.PreviousCertificateID == c.ID && (w.State == storage.StateIssued || !storage.IsTerminal(w.State)) {
-				return true, nil
-			}
-		}
-		if next == "" {
-			return false, nil
-		}
-		cursor = next
-	}
+// SuccessorBucket holds, per certificate, the workflow replacing it
+// (renewal or migration), so that nodes scanning at once start one.
+const SuccessorBucket = "certlocker_successors"
+
+type successorClaim struct {
+	WorkflowID string    `json:"workflow_id,omitempty"`
+	Node       string    `json:"node"`
+	At         time.Time `json:"at"`
 }
 
-// supersede marks the certificate a renewal replaced.
-func (e *Engine) supersede(ctx context.Context, prevID, newID string) error {
-	for attempt := 0; attempt < 5; attempt++ {
-		c, err := e.opts.Store.Certificates().Get(ctx, prevID)
-		if errors.Is(err, storage.ErrNotFound) {
-			return nil // deleted meanwhile: nothing to mark
-		}
-		if err != nil {
-			return err
-		}
-		if c.ReplacedBy == newID {
-			return nil
-		}
-		c.ReplacedBy, c.Status = newID, storage.CertStatusRenewed
-		err = e.opts.Store.Certificates().Update(ctx, c)
-		if !errors.Is(err, storage.ErrConflict) {
-			return err
+// claimStale is how long a claim without a workflow (its node died
+// between claiming and creating) blocks others.
+const claimStale = 10 * time.Minute
+
+// createSuccessor starts the workflow that replaces certificate certID,
+// unless one is under way or already issued. The certificate is claimed
+// by compare-and-swap first, so concurrent scans on several nodes start
+// exactly one. It returns nil when another workflow has it.
+func (e *Engine) createSuccessor(ctx context.Context, certID string, req Request) (*storage.Workflow, error) {
+	kv := e.opts.Store.ACME()
+	cur, err := kv.Get(ctx, SuccessorBucket, certID)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		cur = nil
+	case err != nil:
+		return nil, err
+	default:
+		var cl successorClaim
+		if json.Unmarshal(cur, &cl) == nil {
+			if cl.WorkflowID == "" && e.opts.Clock().Sub(cl.At) < claimStale {
+				return nil, nil // another node is creating it right now
+			}
+			if cl.WorkflowID != "" {
+				w, err := e.opts.Store.Workflows().Get(ctx, cl.WorkflowID)
+				if err == nil && (w.State == storage.StateIssued || !storage.IsTerminal(w.State)) {
+					return nil, nil // under way, or done
+				}
+			}
 		}
 	}
-	return fmt.Errorf("marking certificate %s as renewed: %w", prevID, storage.ErrConflict)
+	claiming, _ := json.Marshal(successorClaim{Node: e.opts.Node, At: e.opts.Clock()})
+	if _, ok, err := kv.CompareAndSwap(ctx, SuccessorBucket, certID, cur, claiming); err != nil || !ok {
+		return nil, err // lost the race: the winner starts it
+	}
+	w, err := e.Create(ctx, req)
+	if err != nil {
+		_ = kv.Delete(ctx, SuccessorBucket, certID)
+		return nil, err
+	}
+	done, _ := json.Marshal(successorClaim{WorkflowID: w.ID, Node: e.opts.Node, At: e.opts.Clock()})
+	if _, _, err := kv.CompareAndSwap(ctx, SuccessorBucket, certID, claiming, done); err != nil {
+		return w, fmt.Errorf("recording the successor of %s: %w", certID, err)
+	}
+	return w, nil
 }
 
 // RunRenewals checks for due renewals every interval until ctx ends.

@@ -2,7 +2,9 @@ package workflow_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -181,5 +183,41 @@ func TestMigrateInBulk(t *testing.T) {
 		if repl.IssuerID != target.ID {
 			t.Fatalf("replacement issued by %s", repl.IssuerID)
 		}
+	}
+}
+
+// Several nodes scanning at once start exactly one renewal per certificate.
+func TestRenewalsFromManyNodes(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{})
+	eng, _ := e.engine("node-a", nil)
+	var certs []*storage.Certificate
+	for _, label := range []string{"many1", "many2"} {
+		w := issue(t, e, eng, workflow.Request{IssuerID: e.issuer.ID, Identifiers: []storage.Identifier{{Value: e.name(label)}}})
+		c, _ := e.store.Certificates().Get(t.Context(), w.CertificateID)
+		certs = append(certs, c)
+	}
+	late := func() time.Time { return certs[0].NotAfter.Add(-time.Hour) }
+	var wg sync.WaitGroup
+	started := make(chan int, 4)
+	for i := 0; i < 4; i++ {
+		node, _ := e.engine(fmt.Sprintf("node-%d", i), late)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n, err := node.RenewDue(t.Context())
+			if err != nil {
+				t.Error(err)
+			}
+			started <- n
+		}()
+	}
+	wg.Wait()
+	close(started)
+	total := 0
+	for n := range started {
+		total += n
+	}
+	if total != len(certs) {
+		t.Fatalf("%d renewals started by 4 nodes for %d certificates", total, len(certs))
 	}
 }

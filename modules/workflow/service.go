@@ -2,6 +2,7 @@ package workflow
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -37,6 +38,9 @@ type Request struct {
 	FallbackIssuerIDs []string
 	// StartAt delays the first step (pacing); zero starts at once.
 	StartAt time.Time
+	// Actor, if set, is recorded in the audit log (workflow.create) in the
+	// same transaction as the workflow.
+	Actor string
 }
 
 // InvalidError is a request the engine refuses, naming the field.
@@ -171,8 +175,16 @@ func (e *Engine) Create(ctx context.Context, r Request) (*storage.Workflow, erro
 		for _, id := range w.Identifiers {
 			names = append(names, id.Value+" ("+id.Challenge+")")
 		}
-		return tx.Workflows().AppendEvent(ctx, &storage.WorkflowEvent{WorkflowID: w.ID, Node: e.opts.Node, State: w.State,
-			Step: "created", Message: r.Trigger + " order for " + strings.Join(names, ", "), Time: e.opts.Clock()})
+		if err := tx.Workflows().AppendEvent(ctx, &storage.WorkflowEvent{WorkflowID: w.ID, Node: e.opts.Node, State: w.State,
+			Step: "created", Message: r.Trigger + " order for " + strings.Join(names, ", "), Time: e.opts.Clock()}); err != nil {
+			return err
+		}
+		if r.Actor == "" {
+			return nil
+		}
+		details, _ := json.Marshal(map[string]any{"issuer_id": w.IssuerID, "identifiers": w.Identifiers, "trigger": w.Trigger})
+		return tx.Audit().Append(ctx, &storage.AuditEntry{Node: e.opts.Node, Actor: r.Actor, Action: "workflow.create",
+			Target: w.ID, Details: details})
 	})
 	if err != nil {
 		return nil, err
@@ -184,14 +196,14 @@ func (e *Engine) Create(ctx context.Context, r Request) (*storage.Workflow, erro
 // Cancel ends a workflow that is not finished. A run in progress on this
 // node stops at once; on another node, at its next step. Records it
 // published are removed.
-func (e *Engine) Cancel(ctx context.Context, id, reason string) (*storage.Workflow, error) {
+func (e *Engine) Cancel(ctx context.Context, id, actor string) (*storage.Workflow, error) {
 	w, err := e.changeState(ctx, id, func(w *storage.Workflow) error {
 		if storage.IsTerminal(w.State) {
 			return invalid("state", "workflow %s is already %s", id, w.State)
 		}
-		w.State, w.Status = storage.StateCancelled, "cancelled: "+reason
+		w.State, w.Status = storage.StateCancelled, "cancelled by "+actor
 		return nil
-	}, "cancelled", reason)
+	}, "cancelled", "cancelled by "+actor, actor)
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +217,7 @@ func (e *Engine) Cancel(ctx context.Context, id, reason string) (*storage.Workfl
 
 // Retry puts a failed or retry-scheduled workflow back to run now, resuming
 // its order if the CA still holds it.
-func (e *Engine) Retry(ctx context.Context, id string) (*storage.Workflow, error) {
+func (e *Engine) Retry(ctx context.Context, id, actor string) (*storage.Workflow, error) {
 	w, err := e.changeState(ctx, id, func(w *storage.Workflow) error {
 		switch w.State {
 		case storage.StateFailed, storage.StateRetryScheduled:
@@ -224,7 +236,7 @@ func (e *Engine) Retry(ctx context.Context, id string) (*storage.Workflow, error
 		w.Data = raw
 		w.State, w.Status, w.NextRunAt = storage.StateRetryScheduled, "retry requested", e.opts.Clock()
 		return nil
-	}, "retry", "retry requested")
+	}, "retry", "retry requested by "+actor, actor)
 	if err != nil {
 		return nil, err
 	}
@@ -233,8 +245,9 @@ func (e *Engine) Retry(ctx context.Context, id string) (*storage.Workflow, error
 }
 
 // changeState applies fn to the latest version of the workflow, retrying
-// on concurrent changes, and records the event.
-func (e *Engine) changeState(ctx context.Context, id string, fn func(*storage.Workflow) error, step, msg string) (*storage.Workflow, error) {
+// on concurrent changes, and records the event and the audit entry
+// (workflow.<step>, by actor) in the same transaction.
+func (e *Engine) changeState(ctx context.Context, id string, fn func(*storage.Workflow) error, step, msg, actor string) (*storage.Workflow, error) {
 	for attempt := 0; attempt < 20; attempt++ {
 		w, err := e.opts.Store.Workflows().Get(ctx, id)
 		if err != nil {
@@ -249,8 +262,13 @@ func (e *Engine) changeState(ctx context.Context, id string, fn func(*storage.Wo
 			if err := tx.Workflows().Update(ctx, w); err != nil {
 				return err
 			}
-			return tx.Workflows().AppendEvent(ctx, &storage.WorkflowEvent{WorkflowID: id, Node: e.opts.Node, State: w.State,
-				Step: step, Message: msg, Time: e.opts.Clock()})
+			if err := tx.Workflows().AppendEvent(ctx, &storage.WorkflowEvent{WorkflowID: id, Node: e.opts.Node, State: w.State,
+				Step: step, Message: msg, Time: e.opts.Clock()}); err != nil {
+				return err
+			}
+			details, _ := json.Marshal(map[string]any{"state": w.State})
+			return tx.Audit().Append(ctx, &storage.AuditEntry{Node: e.opts.Node, Actor: actor, Action: "workflow." + step,
+				Target: id, Details: details})
 		})
 		w.LeaseOwner = owner
 		if errors.Is(err, storage.ErrConflict) {
