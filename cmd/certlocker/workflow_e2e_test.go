@@ -3,9 +3,12 @@ package main_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -14,6 +17,7 @@ import (
 
 	"github.com/certlocker/caddy-certlocker/internal/acmetest"
 	"github.com/certlocker/caddy-certlocker/internal/e2e"
+	"github.com/certlocker/caddy-certlocker/modules/notify"
 )
 
 // The operator's path end to end, through the real binary: an ACME client
@@ -28,12 +32,22 @@ func TestWorkflowThroughTheBinary(t *testing.T) {
 	pebble := acmetest.NewPebble(t, acmetest.PebbleOptions{DNSServer: dns.Addr(), HTTPPort: port})
 	dns.SetAddrs("www.example.test", netip.MustParseAddr("127.0.0.1"))
 
+	// a webhook receiver for the notifier
+	hooks := make(chan hook, 64)
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		hooks <- hook{body: b, sig: r.Header.Get("X-CertLocker-Signature")}
+	}))
+	defer receiver.Close()
+
 	n := e2e.NewNode(t, t.TempDir())
+	n.Env = []string{"HOOK_SECRET=e2e-hook-secret"}
 	cfg := fmt.Sprintf(`{"admin":{"listen":%q},
-		"apps":{"certlocker":{"workflow":{"scan_interval":"1s"}},
+		"apps":{"certlocker":{"workflow":{"scan_interval":"1s"},
+			"notifiers":[{"notifier":"webhook","url":%q,"secret":"{env.HOOK_SECRET}","events":["certlocker.cert_issued"]}]},
 		"http":{"servers":{"challenges":{"listen":[%q],"automatic_https":{"disable":true},
 			"routes":[{"handle":[{"handler":"certlocker_challenge"},{"handler":"static_response","status_code":404}]}]}}}}}`,
-		n.Admin, httpAddr)
+		n.Admin, receiver.URL, httpAddr)
 	if err := n.Start(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -149,4 +163,33 @@ func TestWorkflowThroughTheBinary(t *testing.T) {
 	if code, _ := n.Do("POST", "/certlocker/workflows/"+wf.ID+"/actions/cancel", nil, nil); code != http.StatusConflict {
 		t.Fatalf("cancelling an issued workflow: %d, want 409", code)
 	}
+
+	// the notifier posted the issued certificate, signed
+	select {
+	case h := <-hooks:
+		var ev struct {
+			Event string         `json:"event"`
+			Data  map[string]any `json:"data"`
+		}
+		if err := json.Unmarshal(h.body, &ev); err != nil || ev.Event != "certlocker.cert_issued" || ev.Data["certificate_id"] != wf.CertificateID {
+			t.Fatalf("webhook body %s: %v", h.body, err)
+		}
+		if h.sig != notify.Sign([]byte("e2e-hook-secret"), h.body) {
+			t.Fatalf("webhook signature %q does not match", h.sig)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no webhook for the issued certificate")
+	}
+	// the engine's metrics are in Caddy's registry
+	_, metrics := n.Do("GET", "/metrics", nil, nil)
+	for _, want := range []string{`certlocker_workflows{state="issued"} 1`, "certlocker_workflow_order_to_issued_seconds_count"} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("GET /metrics lacks %s", want)
+		}
+	}
+}
+
+type hook struct {
+	body []byte
+	sig  string
 }
