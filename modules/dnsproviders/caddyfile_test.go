@@ -51,6 +51,9 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"literal key", "dns_provider b rfc2136 {\n key c2VjcmV0\n}", "key must be a placeholder", 2},
 		{"literal module secret", "dns_provider r dns.providers.route53 {\n credential secret_access_key abc\n}", "secret_access_key must be a placeholder", 2},
 		{"literal secret in JSON", "dns_provider r dns.providers.x {\n credentials `{\"password\":\"p\"}`\n}", "password must be a placeholder", 2},
+		{"literal before placeholder", "dns_provider cf cloudflare {\n zones a.test\n api_token abc{env.X}\n}", "api_token must be a placeholder", 3},
+		{"literal after placeholder", "dns_provider b rfc2136 {\n key {env.X}def\n}", "key must be a placeholder", 2},
+		{"literal around placeholder in JSON", "dns_provider r dns.providers.x {\n credentials `{\"password\":\"abc{env.X}\"}`\n}", "password must be a placeholder", 2},
 		{"set twice", "dns_provider cf cloudflare {\n api_token {env.A}\n api_token {env.B}\n}", "api_token is set twice", 3},
 		{"bad duration", "dns_provider cf cloudflare {\n ttl soon\n}", `"soon" is not a duration`, 2},
 		{"credential arity", "dns_provider cf cloudflare {\n credential only_name\n}", "credential takes a field name and a value", 2},
@@ -66,9 +69,41 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 			if at := "Testfile:" + string(rune('0'+tc.line)); !strings.Contains(err.Error(), at) {
 				t.Fatalf("error %v does not point at %s", err, at)
 			}
-			for _, secret := range []string{"abc123", "c2VjcmV0"} {
+			for _, secret := range []string{"abc", "def", "c2VjcmV0"} {
 				noSecret(t, "error", err.Error(), secret)
 			}
 		})
+	}
+}
+
+// A secret value must be placeholders and nothing else: a literal part
+// next to one would show in GET /config/.
+func TestPlaceholderOnly(t *testing.T) {
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{"{env.X}", true},
+		{"{file./run/secrets/tsig}", true},
+		{" {env.X}\t", true},
+		{"{env.USER}{env.PASS}", true},
+		{"abc{env.X}", false},
+		{"{env.X}def", false},
+		{"s3cr3t{env.X}", false},
+		{"{env.X} {env.Y}", false},
+		{"{env.X", false},
+		{"{}", false},
+		{"{{env.X}}", false},
+		{"", false},
+		{"abc123", false},
+	} {
+		if got := isPlaceholderOnly(tc.in); got != tc.ok {
+			t.Errorf("isPlaceholderOnly(%q) = %v, want %v", tc.in, got, tc.ok)
+		}
+	}
+	// and the Caddyfile takes them
+	c, err := parse("dns_provider b rfc2136 {\n server 10.0.0.1:53\n key_name k\n key {file./run/secrets/tsig}\n credential password {env.X}\n}")
+	if err != nil || string(c.Credentials) != `{"key":"{file./run/secrets/tsig}","key_name":"k","password":"{env.X}","server":"10.0.0.1:53"}` {
+		t.Fatalf("parsed %s, %v", c.Credentials, err)
 	}
 }

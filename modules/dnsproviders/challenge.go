@@ -152,8 +152,18 @@ func (s *Service) Janitor(ctx context.Context, olderThan time.Duration) (Janitor
 }
 
 // RunJanitor runs the Janitor after delay and then every interval until ctx
-// ends, removing records older than olderThan.
+// ends, removing records older than olderThan; an interval or age of zero
+// or less takes DefaultJanitorEvery or DefaultJanitorAge. It blocks, so run
+// it in its own goroutine, and stop it by cancelling ctx: it returns as soon
+// as it sees ctx done, between runs or within one (a removal in flight is
+// abandoned and left to the next run, on this node or another).
 func (s *Service) RunJanitor(ctx context.Context, delay, interval, olderThan time.Duration) {
+	if interval <= 0 {
+		interval = DefaultJanitorEvery // never spin
+	}
+	if olderThan <= 0 {
+		olderThan = DefaultJanitorAge // never race a challenge in flight
+	}
 	wait := delay
 	for {
 		if err := sleepCtx(ctx, wait); err != nil {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,8 +40,8 @@ type Config struct {
 	// key_name, key_alg (default hmac-sha256) and key (base64). For a
 	// module: the module's own JSON config. In the app config, secret values
 	// must be placeholders such as "{env.CF_API_TOKEN}" or
-	// "{file./run/secrets/tsig}", expanded when the config is loaded, so
-	// they never show in GET /config/.
+	// "{file./run/secrets/tsig}" with nothing around them, expanded when
+	// the config is loaded, so they never show in GET /config/.
 	Credentials json.RawMessage `json:"credentials,omitempty"`
 
 	// Zones are the DNS zones this provider client may publish challenge
@@ -188,7 +189,7 @@ func normaliseZones(in []string) ([]string, error) {
 		if _, ok := dns.IsDomainName(n); !ok || n == "" || strings.ContainsAny(n, "* ") {
 			return nil, inputErr(fmt.Sprintf("zones[%d]", i), fmt.Sprintf("zone %q is not a valid domain name", z))
 		}
-		if !containsString(out, n) {
+		if !slices.Contains(out, n) {
 			out = append(out, n)
 		}
 	}
@@ -339,15 +340,6 @@ func secretStrings(raw []byte) []string {
 	return out
 }
 
-func containsString(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
-}
-
 // View is how a provider client is shown (admin API, UI): everything but
 // the credentials, of which only the field names appear.
 type View struct {
@@ -402,8 +394,8 @@ const ConfigActor = "config"
 // a secret, for the placeholder rule of config as code.
 var secretFieldRe = regexp.MustCompile(`(?i)(token|secret|password|passwd|key$|^key|_key|apikey|credential|auth)`)
 
-// ExpandConfig checks that every secret value in c's credentials is a
-// placeholder and returns c with all placeholders in its credentials
+// ExpandConfig checks that every secret value in c's credentials is made
+// of placeholders only (no literal part) and returns c with all placeholders in its credentials
 // expanded. Errors name the field, never a value.
 func ExpandConfig(repl *caddy.Replacer, c Config, index int) (Config, error) {
 	where := fmt.Sprintf("dns_providers[%d] (%s)", index, c.Name)
@@ -418,11 +410,10 @@ func ExpandConfig(repl *caddy.Replacer, c Config, index int) (Config, error) {
 	walk = func(path, key string, v any) (any, error) {
 		switch x := v.(type) {
 		case string:
-			hasPH := hasPlaceholder(x)
-			if isSecretField(key) && !hasPH {
-				return nil, fmt.Errorf(`%s: credentials.%s must be a placeholder such as "{env.VAR}" or "{file./path}": a secret written in the config would be visible in GET /config/`, where, path)
+			if isSecretField(key) && !isPlaceholderOnly(x) {
+				return nil, fmt.Errorf(`%s: credentials.%s must be a placeholder such as "{env.VAR}" or "{file./path}", with nothing around it: a secret written in the config would be visible in GET /config/`, where, path)
 			}
-			if !hasPH {
+			if !hasPlaceholder(x) {
 				return x, nil
 			}
 			out, err := repl.ReplaceOrErr(x, true, true)
@@ -467,38 +458,64 @@ func ExpandConfig(repl *caddy.Replacer, c Config, index int) (Config, error) {
 	return c, nil
 }
 
+// syncAttempts bounds how often Sync runs its transaction: nodes sharing a
+// database sync the same config at the same time, and the loser of a
+// create, update or delete race syncs again against what the winner wrote.
+const syncAttempts = 5
+
+const syncFailed = "syncing DNS providers from the config"
+
 // Sync makes the config-declared provider clients (config as code) the
 // stored ones, in one transaction: new ones are created, changed ones
 // updated, and config-managed ones no longer declared are removed unless
 // they still have challenge records to clean up. configs must already be
 // expanded (ExpandConfig). A provider client of the same name managed
-// through the API is an error, not taken over.
+// through the API is an error, not taken over. Several nodes on one
+// database may sync the same config at once: a transaction that loses a
+// race with another node's (storage.ErrDuplicate, ErrConflict or
+// ErrNotFound) is retried on the stored state it left, a few times.
 func (s *Service) Sync(ctx context.Context, configs []Config) error {
+	// validate everything first: a bad config changes nothing and is not
+	// retried
+	type declared struct {
+		index int
+		p     *storage.DNSProvider
+	}
+	var decl []declared
+	seen := map[string]bool{}
+	for i, c := range configs {
+		want, err := s.build(c)
+		if err != nil {
+			var ie *InputError
+			if errors.As(err, &ie) {
+				return fmt.Errorf("%s: dns_providers[%d] (%s): %s", syncFailed, i, c.Name, ie.Message)
+			}
+			return fmt.Errorf("%s: dns_providers[%d] (%s): %w", syncFailed, i, c.Name, err)
+		}
+		if seen[want.Name] {
+			return fmt.Errorf("%s: dns_providers[%d]: the name %q is declared twice", syncFailed, i, want.Name)
+		}
+		seen[want.Name] = true
+		want.ManagedBy = storage.ManagedByConfig
+		decl = append(decl, declared{i, want})
+	}
+	// write in name order, so that nodes whose configs list the same
+	// providers in different orders take row locks in the same order
+	slices.SortStableFunc(decl, func(a, b declared) int { return strings.Compare(a.p.Name, b.p.Name) })
+
 	type change struct {
 		action string
 		p      *storage.DNSProvider
 	}
 	var changes []change
-	err := s.store.InTx(ctx, func(tx storage.Store) error {
+	syncOnce := func(tx storage.Store) error {
 		changes = nil
-		seen := map[string]bool{}
-		for i, c := range configs {
-			want, err := s.build(c)
-			if err != nil {
-				var ie *InputError
-				if errors.As(err, &ie) {
-					return fmt.Errorf("dns_providers[%d] (%s): %s", i, c.Name, ie.Message)
-				}
-				return fmt.Errorf("dns_providers[%d] (%s): %w", i, c.Name, err)
-			}
-			if seen[want.Name] {
-				return fmt.Errorf("dns_providers[%d]: the name %q is declared twice", i, want.Name)
-			}
-			seen[want.Name] = true
+		for _, d := range decl {
+			w := *d.p // a fresh copy each attempt: Create fills in its ID and times
+			want := &w
 			cur, err := tx.DNSProviders().GetByName(ctx, want.Name)
 			switch {
 			case errors.Is(err, storage.ErrNotFound):
-				want.ManagedBy = storage.ManagedByConfig
 				if err := tx.DNSProviders().Create(ctx, want); err != nil {
 					return err
 				}
@@ -507,16 +524,16 @@ func (s *Service) Sync(ctx context.Context, configs []Config) error {
 			case err != nil:
 				return err
 			case cur.ManagedBy != storage.ManagedByConfig:
-				return fmt.Errorf("dns_providers[%d]: a DNS provider named %q already exists and is managed through the API: rename one of them, or delete the API one first", i, want.Name)
+				return fmt.Errorf("dns_providers[%d]: a DNS provider named %q already exists and is managed through the API: rename one of them, or delete the API one first", d.index, want.Name)
 			}
 			same := cur.Type == want.Type && bytes.Equal(cur.Credentials.Reveal(), want.Credentials.Reveal()) &&
-				equalStrings(cur.Zones, want.Zones) && cur.AccountID == want.AccountID && cur.Group == want.Group &&
+				slices.Equal(cur.Zones, want.Zones) && cur.AccountID == want.AccountID && cur.Group == want.Group &&
 				cur.TTL == want.TTL && bytes.Equal(cur.Settings, want.Settings)
 			if same {
 				continue
 			}
 			reverify := cur.Type != want.Type || !bytes.Equal(cur.Credentials.Reveal(), want.Credentials.Reveal()) ||
-				!equalStrings(cur.Zones, want.Zones) || cur.AccountID != want.AccountID
+				!slices.Equal(cur.Zones, want.Zones) || cur.AccountID != want.AccountID
 			cur.Type, cur.Credentials, cur.Zones, cur.AccountID, cur.Group = want.Type, want.Credentials, want.Zones, want.AccountID, want.Group
 			cur.TTL, cur.Settings = want.TTL, want.Settings
 			if reverify {
@@ -536,6 +553,9 @@ func (s *Service) Sync(ctx context.Context, configs []Config) error {
 				continue
 			}
 			if err := deletable(ctx, tx, p); err != nil {
+				if !errors.Is(err, storage.ErrInUse) {
+					return err
+				}
 				s.logger.Warn("dns provider removed from the config kept until its challenge records are cleaned up",
 					zap.String("dns_provider", p.Name))
 				continue
@@ -551,9 +571,18 @@ func (s *Service) Sync(ctx context.Context, configs []Config) error {
 			}
 		}
 		return nil
-	})
+	}
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = s.store.InTx(ctx, syncOnce)
+		lostRace := errors.Is(err, storage.ErrDuplicate) || errors.Is(err, storage.ErrConflict) || errors.Is(err, storage.ErrNotFound)
+		if !lostRace || attempt == syncAttempts || ctx.Err() != nil {
+			break
+		}
+		s.logger.Debug("dns provider sync raced another node; syncing again", zap.Int("attempt", attempt), zap.Error(err))
+	}
 	if err != nil {
-		return fmt.Errorf("syncing DNS providers from the config: %w", err)
+		return fmt.Errorf("%s: %w", syncFailed, err)
 	}
 	for _, ch := range changes {
 		s.forget(ch.p.ID)

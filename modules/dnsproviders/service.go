@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -304,7 +305,7 @@ func (s *Service) Update(ctx context.Context, actor, id string, patch Patch) (*s
 		if err != nil {
 			return err
 		}
-		reverify := credsChanged || !equalStrings(next.Zones, cur.Zones) || next.AccountID != cur.AccountID
+		reverify := credsChanged || !slices.Equal(next.Zones, cur.Zones) || next.AccountID != cur.AccountID
 		cur.Name, cur.Credentials, cur.Zones, cur.AccountID, cur.Group = next.Name, next.Credentials, next.Zones, next.AccountID, next.Group
 		cur.TTL, cur.Settings = next.TTL, next.Settings
 		if reverify {
@@ -383,18 +384,6 @@ func (s *Service) audit(ctx context.Context, tx storage.Store, actor, action str
 	b, _ := json.Marshal(d)
 	return tx.Audit().Append(ctx, &storage.AuditEntry{Node: s.options().Node, Actor: actor, Action: action,
 		Target: p.ID, Details: b})
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

@@ -3,6 +3,8 @@ package dnsproviders
 import (
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -241,11 +243,22 @@ func TestSyncConfigAsCode(t *testing.T) {
 
 func TestExpandConfigRefusesLiteralSecrets(t *testing.T) {
 	t.Setenv("TEST_KEY", "s3cr3t-value")
+	tsig := filepath.Join(t.TempDir(), "tsig")
+	if err := os.WriteFile(tsig, []byte("s3cr3t-value"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	repl := caddy.NewReplacer()
 	tests := []struct {
 		name, creds, want, err string
 	}{
 		{"placeholder", `{"api_token":"{env.TEST_KEY}"}`, `{"api_token":"s3cr3t-value"}`, ""},
+		{"file placeholder", `{"key":"{file.` + tsig + `}"}`, `{"key":"s3cr3t-value"}`, ""},
+		{"spaces around placeholder", `{"api_token":" {env.TEST_KEY} "}`, `{"api_token":" s3cr3t-value "}`, ""},
+		{"two placeholders", `{"password":"{env.TEST_KEY}{env.TEST_KEY}"}`, `{"password":"s3cr3t-values3cr3t-value"}`, ""},
+		{"literal before placeholder", `{"api_token":"abc{env.TEST_KEY}"}`, "", "credentials.api_token must be a placeholder"},
+		{"literal after placeholder", `{"api_token":"{env.TEST_KEY}def"}`, "", "credentials.api_token must be a placeholder"},
+		{"literal between placeholders", `{"key":"{env.TEST_KEY}:{env.TEST_KEY}"}`, "", "credentials.key must be a placeholder"},
+		{"non-secret around placeholder", `{"server":"{env.TEST_KEY}:53","key":"{env.TEST_KEY}","key_name":"k"}`, `{"key":"s3cr3t-value","key_name":"k","server":"s3cr3t-value:53"}`, ""},
 		{"literal token", `{"api_token":"s3cr3t-value"}`, "", "credentials.api_token must be a placeholder"},
 		{"literal nested secret", `{"auth":{"secret_access_key":"x"}}`, "", "credentials.auth"},
 		{"non-secret literal", `{"server":"10.0.0.1:53","key_name":"k","key":"{env.TEST_KEY}"}`, `{"key":"s3cr3t-value","key_name":"k","server":"10.0.0.1:53"}`, ""},
@@ -258,7 +271,7 @@ func TestExpandConfigRefusesLiteralSecrets(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("error %v, want %q", err, tc.err)
 				}
-				noSecret(t, "error", err.Error(), "s3cr3t-value")
+				noSecret(t, "error", err.Error(), "s3cr3t-value", "abc", "def")
 				return
 			}
 			if err != nil || string(c.Credentials) != tc.want {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -116,7 +117,7 @@ func (s *Service) Verify(ctx context.Context, actor, id string) (*Verification, 
 }
 
 func equalCreds(a, b *storage.DNSProvider) bool {
-	return string(a.Credentials.Reveal()) == string(b.Credentials.Reveal()) && equalStrings(a.Zones, b.Zones) &&
+	return string(a.Credentials.Reveal()) == string(b.Credentials.Reveal()) && slices.Equal(a.Zones, b.Zones) &&
 		a.AccountID == b.AccountID && a.Type == b.Type
 }
 
