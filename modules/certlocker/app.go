@@ -268,7 +268,7 @@ func (sc StorageConfig) check() error {
 		if sc.Path != "" {
 			return errors.New("storage.path is for the sqlite backend; the postgres backend takes storage.dsn")
 		}
-		if !hasPlaceholder(sc.DSN) && dsnHasPassword(sc.DSN) {
+		if dsnHasLiteralPassword(sc.DSN) {
 			return errors.New(`storage.dsn contains a password in clear: put the DSN in an environment variable or file and refer to it, e.g. "{env.CERTLOCKER_DSN}", so it stays out of GET /config/`)
 		}
 	default:
@@ -292,16 +292,31 @@ func hasPlaceholder(s string) bool { return placeholderRe.MatchString(s) }
 // part of a secret is written in the config.
 func onlyPlaceholders(s string) bool { return onlyPlaceholderRe.MatchString(strings.TrimSpace(s)) }
 
-var kvPasswordRe = regexp.MustCompile(`(^|\s)password\s*=`)
+var kvPasswordRe = regexp.MustCompile(`(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S*)`)
 
-func dsnHasPassword(dsn string) bool {
-	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
-		if _, ok := u.User.Password(); ok {
+// placeholderMark stands in for each placeholder while a DSN is parsed.
+const placeholderMark = "CERTLOCKERPLACEHOLDER"
+
+// dsnHasLiteralPassword reports whether the DSN carries a password that is
+// not wholly placeholders ("postgres://u:{env.PW}@host/db" is fine;
+// "postgres://u:secret@host/db" and "{env.HOST} password=secret" are not).
+func dsnHasLiteralPassword(dsn string) bool {
+	marked := placeholderRe.ReplaceAllString(dsn, placeholderMark)
+	literal := func(pw string) bool {
+		return strings.Trim(strings.ReplaceAll(pw, placeholderMark, ""), "'") != ""
+	}
+	if u, err := url.Parse(marked); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		if pw, ok := u.User.Password(); ok && literal(pw) {
 			return true
 		}
-		return u.Query().Has("password")
+		return u.Query().Has("password") && literal(u.Query().Get("password"))
 	}
-	return kvPasswordRe.MatchString(dsn)
+	for _, m := range kvPasswordRe.FindAllStringSubmatch(marked, -1) {
+		if literal(m[1]) {
+			return true
+		}
+	}
+	return false
 }
 
 // expand replaces placeholders; an unknown or empty placeholder is an error

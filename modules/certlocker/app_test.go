@@ -8,21 +8,28 @@ import (
 	"github.com/caddyserver/caddy/v2"
 )
 
-func TestDSNHasPassword(t *testing.T) {
+func TestDSNHasLiteralPassword(t *testing.T) {
 	cases := map[string]bool{
-		"postgres://u:pw@host/db":             true,
-		"postgresql://u:pw@host/db":           true,
-		"postgres://u@host/db?password=pw":    true,
-		"host=h user=u password=pw dbname=d":  true,
-		"password=pw host=h":                  true,
-		"postgres://u@host/db":                false,
-		"host=h user=u dbname=d":              false,
-		"host=h user=u passfile=/etc/pgpass":  false,
-		"postgres://u@host/db?sslmode=verify": false,
+		"postgres://u:{env.PW}@host/db":            false,
+		"postgres://u:pw{env.X}@host/db":           true,
+		"postgres://u:pw@{env.HOST}/db":            true,
+		"{env.CERTLOCKER_DSN}":                     false,
+		"host={env.HOST} password=secret":          true,
+		"host=h password={file./run/secrets/pgpw}": false,
+		"postgres://u@host/db?password={env.PW}":   false,
+		"postgres://u:pw@host/db":                  true,
+		"postgresql://u:pw@host/db":                true,
+		"postgres://u@host/db?password=pw":         true,
+		"host=h user=u password=pw dbname=d":       true,
+		"password=pw host=h":                       true,
+		"postgres://u@host/db":                     false,
+		"host=h user=u dbname=d":                   false,
+		"host=h user=u passfile=/etc/pgpass":       false,
+		"postgres://u@host/db?sslmode=verify":      false,
 	}
 	for dsn, want := range cases {
-		if got := dsnHasPassword(dsn); got != want {
-			t.Errorf("dsnHasPassword(%q) = %v, want %v", dsn, got, want)
+		if got := dsnHasLiteralPassword(dsn); got != want {
+			t.Errorf("dsnHasLiteralPassword(%q) = %v, want %v", dsn, got, want)
 		}
 	}
 }

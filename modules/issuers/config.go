@@ -79,13 +79,20 @@ type Config struct {
 type EABConfig struct {
 	// KeyID is the key identifier the CA issued. Placeholders are expanded.
 	KeyID string `json:"key_id"`
-	// MACKey is the HMAC key, base64url. It must be a placeholder such as
-	// "{env.GTS_EAB_MAC}" or "{file./run/secrets/eab}" so it never appears
-	// in GET /config/.
+	// MACKey is the HMAC key, base64url. It must be only placeholders,
+	// such as "{env.GTS_EAB_MAC}" or "{file./run/secrets/eab}", with no
+	// literal text around them, so no part of it appears in GET /config/.
 	MACKey string `json:"mac_key"`
 }
 
-var placeholderRe = regexp.MustCompile(`\{[^{}]+\}`)
+// placeholdersRe matches a value made only of placeholders, such as
+// "{env.EAB_MAC}" or "{env.PART1}{env.PART2}".
+var placeholdersRe = regexp.MustCompile(`^(\{[^{}]+\})+$`)
+
+// onlyPlaceholders reports whether v, without surrounding spaces, is made
+// only of placeholders: a value with any literal part would show that part
+// in GET /config/.
+func onlyPlaceholders(v string) bool { return placeholdersRe.MatchString(strings.TrimSpace(v)) }
 
 // Spec expands the config's placeholders and reads its root files. Errors
 // name the field, never a secret value.
@@ -118,8 +125,8 @@ func (c Config) Spec(repl *caddy.Replacer) (Spec, error) {
 		if spec.EABKeyID, err = expand(c.EAB.KeyID, "eab.key_id"); err != nil {
 			return spec, err
 		}
-		if c.EAB.MACKey != "" && !placeholderRe.MatchString(c.EAB.MACKey) {
-			return spec, fmt.Errorf(`issuer %s: eab.mac_key must be a placeholder such as "{env.EAB_MAC_KEY}" or "{file./run/secrets/eab-mac}": a key written in the config would be visible in GET /config/`, c.Name)
+		if c.EAB.MACKey != "" && !onlyPlaceholders(c.EAB.MACKey) {
+			return spec, fmt.Errorf(`issuer %s: eab.mac_key must be a placeholder such as "{env.EAB_MAC_KEY}" or "{file./run/secrets/eab-mac}", with nothing written around it: a key written in the config would be visible in GET /config/`, c.Name)
 		}
 		mac, err := repl.ReplaceOrErr(c.EAB.MACKey, true, true)
 		if err != nil {
@@ -364,8 +371,8 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(args) != 2 {
 				return d.Err("eab needs a key ID and a MAC key placeholder, e.g. eab {env.EAB_KID} {env.EAB_MAC}")
 			}
-			if !placeholderRe.MatchString(args[1]) {
-				return d.Err(`the eab MAC key must be a placeholder such as {env.EAB_MAC_KEY} or {file./run/secrets/eab-mac}, so it stays out of the adapted JSON`)
+			if !onlyPlaceholders(args[1]) {
+				return d.Err(`the eab MAC key must be a placeholder such as {env.EAB_MAC_KEY} or {file./run/secrets/eab-mac}, with nothing written around it, so it stays out of the adapted JSON`)
 			}
 			c.EAB = &EABConfig{KeyID: args[0], MACKey: args[1]}
 		case "key_type":

@@ -5,8 +5,12 @@
 // A Service owns the issuer records in the store. Creating an issuer
 // registers its account with the CA (with external account binding when
 // the CA requires it) before anything is saved, so a refused or unreachable
-// CA leaves nothing behind. Account keys and EAB MAC keys are
-// storage.Secret values: sealed at rest, never logged, never returned.
+// CA leaves nothing behind. An issuer declared in the config registers on
+// first use: its new account key is stored (status registering) before the
+// CA sees it, and registrations of one issuer are serialized across
+// goroutines and nodes, so neither a crash nor a race loses the key of the
+// account the CA created. Account keys and EAB MAC keys are storage.Secret
+// values: sealed at rest, never logged, never returned.
 //
 // The workflow engine gets a ready ACME client and account with
 // Service.Client. Certificates are mapped back to the catalog with
@@ -44,6 +48,10 @@ const (
 	// StatusUnregistered: declared (in config) but no account at the CA yet;
 	// the account is registered on first use or by the test action.
 	StatusUnregistered = "unregistered"
+	// StatusRegistering: a new account key is stored and the account is
+	// being registered with it; an interrupted registration resumes with
+	// that key on next use.
+	StatusRegistering = "registering"
 	// StatusValid: the account exists at the CA and answers.
 	StatusValid = "valid"
 	// StatusDeactivated: the account was deactivated; it cannot be used
@@ -69,6 +77,16 @@ type Service struct {
 	// declaredTerms records, per config-declared issuer name, whether the
 	// config agrees to the CA's terms (used when it registers later).
 	declaredTerms map[string]bool
+	// regLocks serializes registrations of one issuer (by ID) in this
+	// process; across nodes the record's version does.
+	regLocks map[string]*regLock
+}
+
+// regLock is one issuer's registration lock: a one-slot channel, so that
+// waiting for it honours context cancellation.
+type regLock struct {
+	ch   chan struct{}
+	refs int
 }
 
 // Option configures a Service.
@@ -95,7 +113,8 @@ func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = 
 
 // New returns a Service over store.
 func New(store storage.Store, opts ...Option) *Service {
-	s := &Service{store: store, clients: map[[32]byte]*http.Client{}, declaredTerms: map[string]bool{}}
+	s := &Service{store: store, clients: map[[32]byte]*http.Client{}, declaredTerms: map[string]bool{},
+		regLocks: map[string]*regLock{}}
 	for _, o := range opts {
 		o(s)
 	}
@@ -389,9 +408,14 @@ func checkAgainstMeta(iss *storage.Issuer, m DirectoryMeta, agree bool) error {
 	return nil
 }
 
-// register creates (or finds, for an existing key) the account at the CA
-// and fills the issuer's account fields. It saves nothing.
-func (s *Service) register(ctx context.Context, iss *storage.Issuer, agree bool) error {
+// register creates (or finds, for a key the CA already knows) the account
+// at the CA and fills the issuer's account fields. It signs with the
+// issuer's stored key when that has the right type. Otherwise it generates
+// a new key, puts it in iss.AccountKey and, before the CA sees it, hands
+// iss to stash to store it, so the key the CA accepts is always the one
+// that is stored; stash is nil when nothing is stored yet (Create). An
+// error from stash is returned as is. register saves nothing else.
+func (s *Service) register(ctx context.Context, iss *storage.Issuer, agree bool, stash func(*storage.Issuer) error) error {
 	m, err := s.directory(ctx, iss)
 	if err != nil {
 		return err
@@ -412,6 +436,12 @@ func (s *Service) register(ctx context.Context, iss *storage.Issuer, agree bool)
 	if key == nil {
 		if key, keyPEM, err = generateKey(iss.AccountKeyType); err != nil {
 			return err
+		}
+		iss.AccountKey = storage.NewSecret(keyPEM)
+		if stash != nil {
+			if err := stash(iss); err != nil {
+				return err
+			}
 		}
 	}
 	client, err := s.acmeClient(iss)
@@ -440,7 +470,6 @@ func (s *Service) register(ctx context.Context, iss *storage.Issuer, agree bool)
 	}
 	now := s.now().UTC()
 	metaJSON, _ := json.Marshal(m)
-	iss.AccountKey = storage.NewSecret(keyPEM)
 	iss.AccountURL = acct.Location
 	iss.Status = StatusValid
 	iss.LastMessage = "account registered"
@@ -464,7 +493,7 @@ func (s *Service) Create(ctx context.Context, actor string, spec Spec) (*storage
 	}
 	iss := d.iss
 	iss.ManagedBy = storage.ManagedByAPI
-	if err := s.register(ctx, iss, d.agree); err != nil {
+	if err := s.register(ctx, iss, d.agree, nil); err != nil {
 		return nil, err
 	}
 	err = s.store.InTx(ctx, func(tx storage.Store) error {
@@ -719,31 +748,68 @@ func (s *Service) Client(ctx context.Context, issuerID string) (*acme.Client, ac
 		}
 	}
 	if iss.AccountURL == "" {
-		if iss, err = s.registerStored(ctx, "system", iss); err != nil {
+		if iss, err = s.registerStored(ctx, "system", iss.ID); err != nil {
 			return nil, acme.Account{}, err
 		}
 	}
 	return s.clientFor(iss)
 }
 
+// maxRegisterAttempts bounds how often registerStored starts over after
+// another node changed the issuer under it.
+const maxRegisterAttempts = 5
+
 // registerStored registers a stored, unregistered issuer (declared in the
 // config) and saves the outcome: the account, or the error as the last
-// message.
-func (s *Service) registerStored(ctx context.Context, actor string, iss *storage.Issuer) (*storage.Issuer, error) {
-	s.mu.Lock()
-	agree := s.declaredTerms[iss.Name]
-	s.mu.Unlock()
-	regErr := s.register(ctx, iss, agree)
-	if regErr != nil {
-		fresh, err := s.store.Issuers().Get(ctx, iss.ID)
+// message. Registrations of one issuer are serialized: in this process by
+// a lock, across nodes by the record's version. Whoever loses a race
+// starts over from what the winner stored, so it signs with the winner's
+// key or uses the winner's account, and never marks a registered issuer
+// as failed.
+func (s *Service) registerStored(ctx context.Context, actor, id string) (*storage.Issuer, error) {
+	unlock, err := s.lockRegistration(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	for attempt := 1; ; attempt++ {
+		// read again under the lock: the issuer may have been registered
+		// meanwhile, here or by another node
+		iss, err := s.store.Issuers().Get(ctx, id)
 		if err != nil {
 			return nil, err
 		}
-		fresh.Status, fresh.LastMessage, fresh.CheckedAt = StatusError, lastMessage(regErr), s.now().UTC()
-		if err := s.save(ctx, actor, "issuer.register", fresh, map[string]any{"ok": false, "message": fresh.LastMessage}); err != nil {
-			return nil, err
+		if iss.AccountURL != "" {
+			return iss, nil
 		}
+		if iss.Status == StatusDeactivated {
+			return nil, &Error{Kind: KindState, Message: fmt.Sprintf("issuer %s is deactivated: its account cannot order certificates", iss.Name)}
+		}
+		iss, err = s.registerOnce(ctx, actor, iss)
+		if errors.Is(err, storage.ErrConflict) && attempt < maxRegisterAttempts {
+			continue
+		}
+		return iss, err
+	}
+}
+
+// registerOnce is one attempt of registerStored. It returns
+// storage.ErrConflict when another node changed the issuer since iss was
+// read; the caller then reads it again and starts over.
+func (s *Service) registerOnce(ctx context.Context, actor string, iss *storage.Issuer) (*storage.Issuer, error) {
+	s.mu.Lock()
+	agree := s.declaredTerms[iss.Name]
+	s.mu.Unlock()
+	stash := func(iss *storage.Issuer) error {
+		iss.Status, iss.LastMessage = StatusRegistering, "registering the account at the CA"
+		return s.store.Issuers().Update(ctx, iss)
+	}
+	regErr := s.register(ctx, iss, agree, stash)
+	switch {
+	case errors.Is(regErr, storage.ErrConflict):
 		return nil, regErr
+	case regErr != nil:
+		return s.registerFailed(ctx, actor, iss.ID, regErr)
 	}
 	if err := s.save(ctx, actor, "issuer.register", iss, map[string]any{"ok": true, "account_url": iss.AccountURL,
 		"terms_agreed": iss.TermsAgreed}); err != nil {
@@ -752,6 +818,58 @@ func (s *Service) registerStored(ctx context.Context, actor string, iss *storage
 	s.logger.Info("issuer account registered", zap.String("issuer", iss.Name), zap.String("issuer_id", iss.ID),
 		zap.String("ca", iss.DirectoryURL), zap.String("account_url", iss.AccountURL))
 	return iss, nil
+}
+
+// registerFailed records a failed registration as the issuer's status and
+// last message, keeping its stored key for the next attempt, and returns
+// regErr. If another node registered the issuer meanwhile, its account is
+// returned instead and nothing is recorded.
+func (s *Service) registerFailed(ctx context.Context, actor, id string, regErr error) (*storage.Issuer, error) {
+	for attempt := 1; ; attempt++ {
+		fresh, err := s.store.Issuers().Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if fresh.AccountURL != "" {
+			return fresh, nil
+		}
+		fresh.Status, fresh.LastMessage, fresh.CheckedAt = StatusError, lastMessage(regErr), s.now().UTC()
+		err = s.save(ctx, actor, "issuer.register", fresh, map[string]any{"ok": false, "message": fresh.LastMessage})
+		switch {
+		case errors.Is(err, storage.ErrConflict) && attempt < maxRegisterAttempts:
+			continue
+		case err != nil:
+			return nil, err
+		}
+		return nil, regErr
+	}
+}
+
+// lockRegistration takes this process's registration lock of one issuer,
+// waiting until it is free or ctx is done, and returns its release.
+func (s *Service) lockRegistration(ctx context.Context, id string) (unlock func(), err error) {
+	s.mu.Lock()
+	l := s.regLocks[id]
+	if l == nil {
+		l = &regLock{ch: make(chan struct{}, 1)}
+		s.regLocks[id] = l
+	}
+	l.refs++
+	s.mu.Unlock()
+	release := func() {
+		s.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(s.regLocks, id)
+		}
+		s.mu.Unlock()
+	}
+	select {
+	case l.ch <- struct{}{}:
+		return func() { <-l.ch; release() }, nil
+	case <-ctx.Done():
+		release()
+		return nil, ctx.Err()
+	}
 }
 
 func lastMessage(err error) string {
@@ -934,7 +1052,7 @@ func (s *Service) Test(ctx context.Context, actor, id string) (TestResult, error
 		}
 	}
 	if iss.AccountURL == "" {
-		if iss, err = s.registerStored(ctx, actor, iss); err != nil {
+		if iss, err = s.registerStored(ctx, actor, iss.ID); err != nil {
 			return fail(err)
 		}
 		return TestResult{OK: true, Message: "account registered", Issuer: iss}, nil

@@ -6,12 +6,15 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -699,4 +702,236 @@ func mustGetByName(t *testing.T, st storage.Store, name string) *storage.Issuer 
 		t.Fatal(err)
 	}
 	return iss
+}
+
+// caTransport sits between the service and Pebble. It counts the newAccount
+// requests that reach the CA and the accounts the CA creates (201), and can
+// interrupt the next newAccount request, as a crash would.
+type caTransport struct {
+	base           http.RoundTripper
+	newAccountPath string
+
+	mu      sync.Mutex
+	posts   int
+	created int
+	// interrupt, when set, is called once, on the next newAccount request,
+	// which then fails: after the CA answered if send is true, before the
+	// request leaves otherwise.
+	interrupt func()
+	send      bool
+	// lostLocation is the account URL of the answer lost to the interruption.
+	lostLocation string
+}
+
+func newCATransport(t *testing.T, p *acmetest.Pebble) *caTransport {
+	t.Helper()
+	dir, err := (&acme.Client{Directory: p.DirectoryURL(), HTTPClient: p.HTTPClient()}).GetDirectory(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(dir.NewAccount)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &caTransport{base: p.HTTPClient().Transport, newAccountPath: u.Path}
+}
+
+func (c *caTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method != http.MethodPost || req.URL.Path != c.newAccountPath {
+		return c.base.RoundTrip(req)
+	}
+	c.mu.Lock()
+	interrupt, send := c.interrupt, c.send
+	c.interrupt = nil
+	c.mu.Unlock()
+	if interrupt != nil && !send {
+		interrupt()
+		return nil, errors.New("interrupted before sending")
+	}
+	resp, err := c.base.RoundTrip(req)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.posts++
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusCreated {
+		c.created++
+	}
+	if interrupt != nil {
+		c.lostLocation = resp.Header.Get("Location")
+		_ = resp.Body.Close()
+		interrupt()
+		return nil, errors.New("interrupted after the CA answered")
+	}
+	return resp, nil
+}
+
+// counts returns the newAccount requests sent and the accounts created.
+func (c *caTransport) counts() (posts, created int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.posts, c.created
+}
+
+// declaredService returns a service (one node) on st that reaches Pebble
+// through tr and has synced the declared specs, as at provision.
+func declaredService(t *testing.T, st storage.Store, tr http.RoundTripper, node string, specs ...Spec) *Service {
+	t.Helper()
+	svc := New(st, WithHTTPClient(&http.Client{Transport: tr}), WithNode(node), WithClock(fixedClock))
+	if err := svc.SyncConfig(t.Context(), specs); err != nil {
+		t.Fatal(err)
+	}
+	return svc
+}
+
+func samePublicKey(a, b crypto.Signer) bool {
+	pub, ok := a.Public().(interface{ Equal(crypto.PublicKey) bool })
+	return ok && pub.Equal(b.Public())
+}
+
+// A registration interrupted once its key is stored, whether or not the CA
+// created the account, resumes on the next node's first use with the same
+// key and ends with one account, the one the CA created.
+func TestInterruptedRegistrationResumes(t *testing.T) {
+	t.Parallel()
+	cases := map[string]struct {
+		caAnswered bool
+	}{
+		"after the CA created the account":  {caAnswered: true},
+		"before the request reached the CA": {caAnswered: false},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			p := acmetest.NewPebble(t, acmetest.PebbleOptions{RequireEAB: true})
+			tr := newCATransport(t, p)
+			st := newStore(t)
+			spec := customSpec(p, "declared")
+			spec.EABKeyID, spec.EABMACKey = "kid-1", storage.NewSecret([]byte(p.NewExternalAccountKey("kid-1")))
+			crashed := declaredService(t, st, tr, "node-1", spec)
+			id := mustGetByName(t, st, "declared").ID
+
+			ctx, crash := context.WithCancel(t.Context())
+			tr.mu.Lock()
+			tr.interrupt, tr.send = crash, c.caAnswered
+			tr.mu.Unlock()
+			if _, _, err := crashed.Client(ctx, id); err == nil {
+				t.Fatal("the interrupted registration succeeded")
+			}
+			stored := mustGetByName(t, st, "declared")
+			if stored.Status != StatusRegistering || stored.AccountURL != "" || stored.AccountKey.IsZero() {
+				t.Fatalf("after the interruption: status %s, account %q, key stored %v", stored.Status, stored.AccountURL, !stored.AccountKey.IsZero())
+			}
+			key, err := parseKey(stored.AccountKey.Reveal())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, created := tr.counts(); c.caAnswered {
+				// the CA knows the account by the stored key
+				lookup := &acme.Client{Directory: p.DirectoryURL(), HTTPClient: p.HTTPClient()}
+				acct, err := lookup.GetAccount(t.Context(), acme.Account{PrivateKey: key})
+				if err != nil || created != 1 || acct.Location != tr.lostLocation {
+					t.Fatalf("the CA created %d accounts; lookup by the stored key: %v %s", created, err, acct.Location)
+				}
+			}
+
+			// the node restarts (or another node takes over) and uses the issuer
+			restarted := declaredService(t, st, tr, "node-2", spec)
+			_, acct, err := restarted.Client(t.Context(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			final := mustGetByName(t, st, "declared")
+			_, created := tr.counts()
+			switch {
+			case final.Status != StatusValid || final.AccountURL == "" || acct.Location != final.AccountURL:
+				t.Fatalf("after resuming: status %s, account %q, client account %q", final.Status, final.AccountURL, acct.Location)
+			case string(final.AccountKey.Reveal()) != string(stored.AccountKey.Reveal()) || !samePublicKey(acct.PrivateKey, key):
+				t.Fatal("the registration resumed with another key")
+			case created != 1:
+				t.Fatalf("the CA created %d accounts, want 1", created)
+			case c.caAnswered && final.AccountURL != tr.lostLocation:
+				t.Fatalf("account %s, want the one the CA created before the interruption, %s", final.AccountURL, tr.lostLocation)
+			}
+		})
+	}
+}
+
+// Concurrent first uses of a declared issuer, in one process or on several
+// nodes sharing the store, register one account and all get it.
+func TestConcurrentFirstUseRegistersOnce(t *testing.T) {
+	t.Parallel()
+	cases := map[string]struct {
+		nodes int
+	}{
+		"one node":  {nodes: 1},
+		"two nodes": {nodes: 2},
+	}
+	const callers = 8
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			p := acmetest.NewPebble(t, acmetest.PebbleOptions{RequireEAB: true})
+			tr := newCATransport(t, p)
+			st := newStore(t)
+			spec := customSpec(p, "shared")
+			spec.EABKeyID, spec.EABMACKey = "kid-1", storage.NewSecret([]byte(p.NewExternalAccountKey("kid-1")))
+			var nodes []*Service
+			for i := range c.nodes {
+				nodes = append(nodes, declaredService(t, st, tr, fmt.Sprintf("node-%d", i+1), spec))
+			}
+			id := mustGetByName(t, st, "shared").ID
+
+			type result struct {
+				acct acme.Account
+				err  error
+			}
+			start := make(chan struct{})
+			results := make(chan result, callers)
+			for i := range callers {
+				svc := nodes[i%len(nodes)]
+				go func() {
+					<-start
+					_, acct, err := svc.Client(t.Context(), id)
+					results <- result{acct, err}
+				}()
+			}
+			close(start)
+			stored := (*storage.Issuer)(nil)
+			var key crypto.Signer
+			for range callers {
+				r := <-results
+				if r.err != nil {
+					t.Fatal(r.err)
+				}
+				if stored == nil {
+					stored = mustGetByName(t, st, "shared")
+					if key, r.err = parseKey(stored.AccountKey.Reveal()); r.err != nil {
+						t.Fatal(r.err)
+					}
+				}
+				if r.acct.Location != stored.AccountURL || !samePublicKey(r.acct.PrivateKey, key) {
+					t.Fatalf("a caller got account %s, the store holds %s (same key: %v)", r.acct.Location, stored.AccountURL, samePublicKey(r.acct.PrivateKey, key))
+				}
+			}
+			final := mustGetByName(t, st, "shared")
+			posts, created := tr.counts()
+			switch {
+			case final.Status != StatusValid || final.AccountURL != stored.AccountURL || string(final.AccountKey.Reveal()) != string(stored.AccountKey.Reveal()):
+				t.Fatalf("stored status %s account %s (%s)", final.Status, final.AccountURL, final.LastMessage)
+			case created != 1:
+				t.Fatalf("the CA created %d accounts, want 1", created)
+			case posts > c.nodes:
+				t.Fatalf("%d newAccount requests from %d nodes", posts, c.nodes)
+			}
+			entries, _, err := st.Audit().List(t.Context(), storage.AuditFilter{Action: "issuer.register"}, storage.Page{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(entries) != 1 || !strings.Contains(string(entries[0].Details), `"ok":true`) {
+				t.Fatalf("register audit entries: %d", len(entries))
+			}
+		})
+	}
 }
