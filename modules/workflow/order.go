@@ -3,14 +3,10 @@ package workflow
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -20,6 +16,7 @@ import (
 	"github.com/mholt/acmez/v3/acme"
 	"go.uber.org/zap"
 
+	"github.com/certlocker/caddy-certlocker/internal/keys"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
 
@@ -475,17 +472,13 @@ func (s *session) finalize(ctx context.Context) error {
 // it (sealed) before it is used.
 func (s *session) certKey(ctx context.Context) (crypto.Signer, error) {
 	if !s.w.PrivateKey.IsZero() {
-		return parseKey(s.w.PrivateKey.Reveal())
+		return keys.Parse(s.w.PrivateKey.Reveal())
 	}
-	key, err := generateKey(s.w.KeyType)
+	key, keyPEM, err := keys.Generate(keyTypeName(s.w.KeyType))
 	if err != nil {
 		return nil, err
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("encoding certificate key: %w", err)
-	}
-	s.w.PrivateKey = storage.NewSecret(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	s.w.PrivateKey = storage.NewSecret(keyPEM)
 	if err := s.e.persist(ctx, s.w, s.d, storage.WorkflowEvent{Step: "finalizing", Message: "certificate key generated (" + keyTypeName(s.w.KeyType) + ")"}); err != nil {
 		return nil, err
 	}
@@ -655,62 +648,15 @@ func authzProblem(a acme.Authorization) *acme.Problem {
 	return nil
 }
 
-// Key types for certificate keys.
-const (
-	KeyP256    = "p256"
-	KeyP384    = "p384"
-	KeyRSA2048 = "rsa2048"
-	KeyRSA3072 = "rsa3072"
-	KeyRSA4096 = "rsa4096"
-)
-
 // ValidKeyType reports whether t names a supported certificate key type
 // ("" means the default, P-256).
-func ValidKeyType(t string) bool {
-	switch t {
-	case "", KeyP256, KeyP384, KeyRSA2048, KeyRSA3072, KeyRSA4096:
-		return true
-	}
-	return false
-}
+func ValidKeyType(t string) bool { return t == "" || keys.Valid(t) }
 
 func keyTypeName(t string) string {
 	if t == "" {
-		return KeyP256
+		return keys.P256
 	}
 	return t
-}
-
-func generateKey(t string) (crypto.Signer, error) {
-	switch t {
-	case "", KeyP256:
-		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case KeyP384:
-		return ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	case KeyRSA2048:
-		return rsa.GenerateKey(rand.Reader, 2048)
-	case KeyRSA3072:
-		return rsa.GenerateKey(rand.Reader, 3072)
-	case KeyRSA4096:
-		return rsa.GenerateKey(rand.Reader, 4096)
-	}
-	return nil, fmt.Errorf("unsupported key type %q", t)
-}
-
-func parseKey(pemBytes []byte) (crypto.Signer, error) {
-	b, _ := pem.Decode(pemBytes)
-	if b == nil {
-		return nil, errors.New("certificate key is not PEM")
-	}
-	k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("parsing certificate key: %w", err)
-	}
-	s, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, errors.New("certificate key cannot sign")
-	}
-	return s, nil
 }
 
 // HTTP01Bucket is where pending HTTP-01 responses live (ACME state store),
