@@ -111,9 +111,8 @@ type App struct {
 	events     *caddyevents.App
 	eventsCtx  caddy.Context
 
-	previous    *App // the app current when this one started
-	janitorStop context.CancelFunc
-	janitorDone chan struct{}
+	previous   *App // the app current when this one started
+	background []stopper
 
 	store   storage.Store
 	poolKey string
@@ -234,7 +233,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := a.provisionDNSProviders(ctx); err != nil {
 		return err
 	}
-	if err := a.provisionInventory(); err != nil {
+	if err := a.provisionInventory(ctx); err != nil {
 		return err
 	}
 
@@ -490,7 +489,7 @@ func (a *App) Stop() error {
 // Cleanup releases this config's hold on the store; the store closes when
 // no config uses it.
 func (a *App) Cleanup() error {
-	a.stopJanitor()
+	a.stopBackground()
 	a.cleanupWorkflows()
 	if a.poolKey == "" {
 		return nil

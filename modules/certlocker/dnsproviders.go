@@ -30,20 +30,8 @@ func (a *App) provisionDNSProviders(ctx caddy.Context) error {
 	if err := a.dns.Sync(ctx, cfgs); err != nil {
 		return err
 	}
-	jctx, stop := context.WithCancel(ctx)
-	a.janitorStop, a.janitorDone = stop, make(chan struct{})
-	go func() {
-		defer close(a.janitorDone)
-		a.dns.RunJanitor(jctx, dnsproviders.DefaultJanitorDelay, dnsproviders.DefaultJanitorEvery, dnsproviders.DefaultJanitorAge)
-	}()
+	a.runBackground(ctx, func(ctx context.Context) {
+		a.dns.RunJanitor(ctx, dnsproviders.DefaultJanitorDelay, dnsproviders.DefaultJanitorEvery, dnsproviders.DefaultJanitorAge)
+	})
 	return nil
-}
-
-// stopJanitor stops this config's janitor and waits for it.
-func (a *App) stopJanitor() {
-	if a.janitorStop != nil {
-		a.janitorStop()
-		<-a.janitorDone
-		a.janitorStop = nil
-	}
 }

@@ -1,6 +1,7 @@
 package certlocker
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/certlocker/caddy-certlocker/modules/inventory"
@@ -10,7 +11,7 @@ import (
 // provisionInventory builds the inventory service over the open store.
 // Certificates are mapped to CA catalog entries by their issuer name; the
 // ACME clients' custom roots come from the store.
-func (a *App) provisionInventory() error {
+func (a *App) provisionInventory(ctx context.Context) error {
 	cfg := inventory.Config{}
 	if a.Inventory != nil {
 		cfg = *a.Inventory
@@ -21,6 +22,7 @@ func (a *App) provisionInventory() error {
 		return fmt.Errorf("provisioning inventory: %w", err)
 	}
 	a.inv = svc
+	a.runBackground(ctx, a.refreshInventory)
 	return nil
 }
 
