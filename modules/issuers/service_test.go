@@ -921,9 +921,12 @@ func TestConcurrentFirstUseRegistersOnce(t *testing.T) {
 			case final.Status != StatusValid || final.AccountURL != stored.AccountURL || string(final.AccountKey.Reveal()) != string(stored.AccountKey.Reveal()):
 				t.Fatalf("stored status %s account %s (%s)", final.Status, final.AccountURL, final.LastMessage)
 			case created != 1:
-				t.Fatalf("the CA created %d accounts, want 1", created)
-			case posts > c.nodes:
-				t.Fatalf("%d newAccount requests from %d nodes", posts, c.nodes)
+				t.Fatalf("the CA created %d accounts (%d newAccount requests), want 1", created, posts)
+			case c.nodes == 1 && posts != 1:
+				// within one process registration is serialized; across
+				// nodes a loser may repeat the request with the stored
+				// key, which the CA answers with the same account
+				t.Fatalf("%d newAccount requests from one node, want 1", posts)
 			}
 			entries, _, err := st.Audit().List(t.Context(), storage.AuditFilter{Action: "issuer.register"}, storage.Page{})
 			if err != nil {
