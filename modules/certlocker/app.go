@@ -461,8 +461,6 @@ func (a *App) Validate() error { return nil }
 // Start records the node's start when this config opened the store, and
 // starts (or hands this config to) the workflow engine.
 func (a *App) Start() error {
-	a.startWorkflows()
-	a.previous = current.Swap(a)
 	if a.opened {
 		h, _ := a.store.Health(context.Background())
 		details, _ := json.Marshal(map[string]any{"backend": a.backend, "schema_version": h.SchemaVersion,
@@ -471,6 +469,9 @@ func (a *App) Start() error {
 			return fmt.Errorf("recording node start: %w", err)
 		}
 	}
+	a.startWorkflows()
+	// last: from here on the admin API serves this app
+	a.previous = current.Swap(a)
 	return nil
 }
 
