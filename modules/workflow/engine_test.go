@@ -380,3 +380,25 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// An IP address identifier over http-01 (Pebble allows them).
+func TestIssueIPAddress(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{})
+	eng, _ := e.engine("node-a", nil)
+	w, err := eng.Create(t.Context(), workflow.Request{IssuerID: e.issuer.ID, Identifiers: []storage.Identifier{{Value: "127.0.0.1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Identifiers[0].Type != "ip" || w.Identifiers[0].Challenge != "http-01" {
+		t.Fatalf("identifier %+v", w.Identifiers[0])
+	}
+	run(t, eng)
+	w = get(t, e.store, w.ID)
+	if w.State != storage.StateIssued {
+		t.Fatalf("workflow %s: %s", w.State, w.Status)
+	}
+	x := leaf(t, e.store, w.CertificateID)
+	if len(x.IPAddresses) != 1 || x.IPAddresses[0].String() != "127.0.0.1" {
+		t.Fatalf("certificate IPs %v", x.IPAddresses)
+	}
+}
