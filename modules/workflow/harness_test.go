@@ -82,6 +82,11 @@ func newEnv(t testing.TB, opts acmetest.PebbleOptions) *env {
 		t.Fatal(err)
 	}
 	e.issuer = iss
+	// the DNS provider client the tests' dns-01 identifiers name; records
+	// must belong to an existing provider
+	if err := st.DNSProviders().Create(t.Context(), &storage.DNSProvider{ID: "dns_test", Name: "harness-dns", Type: "harness"}); err != nil {
+		t.Fatal(err)
+	}
 	e.clients = &accountClients{p: p}
 	e.pres = &dnsPresenter{dns: dns, store: st}
 	invSvc, err := inv.New(st, inv.Options{Node: "test"})

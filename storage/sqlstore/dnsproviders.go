@@ -140,6 +140,9 @@ func (x dnsProviders) PutRecord(ctx context.Context, r *storage.ChallengeRecord)
 		published_at = excluded.published_at, cleanup_attempts = excluded.cleanup_attempts, last_error = excluded.last_error`,
 		r.ID, r.ProviderID, r.WorkflowID, r.Zone, r.Name, r.Type, r.Value, r.ProviderRecordID, ts(r.CreatedAt),
 		ts(r.PublishedAt), int64(r.CleanupAttempts), r.LastError)
+	if err != nil && x.s.db.dialect.IsForeignKey != nil && x.s.db.dialect.IsForeignKey(err) {
+		return fmt.Errorf("storing challenge record %s: DNS provider %s: %w", r.Name, r.ProviderID, storage.ErrNotFound)
+	}
 	return x.s.classify(err, "storing challenge record "+r.Name)
 }
 

@@ -206,6 +206,12 @@ func testDNSProviders(t *testing.T, b Backend) {
 		t.Fatalf("all records = %d", len(all))
 	}
 	must(t, st.DNSProviders().DeleteRecord(ctx, old.ID))
+	// a provider with a record still to clean up cannot be deleted, and a
+	// record cannot name a provider that does not exist
+	wantErr(t, st.DNSProviders().Delete(ctx, p.ID), storage.ErrInUse)
+	wantErr(t, st.DNSProviders().PutRecord(ctx, &storage.ChallengeRecord{ProviderID: "dns_missing", Zone: "example.com",
+		Name: "_acme-challenge", Type: "TXT", Value: "x"}), storage.ErrNotFound)
+	must(t, st.DNSProviders().DeleteRecord(ctx, fresh.ID))
 	must(t, st.DNSProviders().Delete(ctx, p.ID))
 	wantErr(t, st.DNSProviders().Delete(ctx, p.ID), storage.ErrNotFound)
 }
