@@ -21,6 +21,22 @@
 //				catalog <id> | directory <url>
 //				...
 //			}
+//			workflow {
+//				concurrency <n>
+//				per_issuer_concurrency <n>
+//				max_attempts <n>
+//				lease_ttl <duration>
+//				scan_interval <duration>
+//				renewal_interval <duration>
+//			}
+//			notifier webhook {
+//				url <url>
+//				events <event>...
+//				format generic|slack
+//				secret <placeholder>
+//				max_attempts <n>
+//				timeout <duration>
+//			}
 //		}
 //	}
 //
@@ -152,11 +168,88 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, err
 			}
 			app.DNSProviders = append(app.DNSProviders, c)
+		case "workflow":
+			if app.Workflow != nil {
+				return nil, d.Err("workflow may be set only once")
+			}
+			wc, err := parseWorkflow(d)
+			if err != nil {
+				return nil, err
+			}
+			app.Workflow = wc
+		case "notifier":
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			name := d.Val()
+			unm, err := caddyfile.UnmarshalModule(d, "certlocker.notifiers."+name)
+			if err != nil {
+				return nil, err
+			}
+			app.NotifiersRaw = append(app.NotifiersRaw, caddyconfig.JSONModuleObject(unm, "notifier", name, nil))
 		default:
 			return nil, d.Errf("unrecognized certlocker option: %s", d.Val())
 		}
 	}
 	return httpcaddyfile.App{Name: "certlocker", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// parseWorkflow reads
+//
+//	workflow {
+//		concurrency <n>
+//		per_issuer_concurrency <n>
+//		max_attempts <n>
+//		lease_ttl <duration>
+//		scan_interval <duration>
+//		renewal_interval <duration>
+//	}
+func parseWorkflow(d *caddyfile.Dispenser) (*certlocker.WorkflowConfig, error) {
+	wc := new(certlocker.WorkflowConfig)
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for d.NextBlock(1) {
+		opt := d.Val()
+		if !d.NextArg() {
+			return nil, d.ArgErr()
+		}
+		val := d.Val()
+		if d.NextArg() {
+			return nil, d.ArgErr()
+		}
+		switch opt {
+		case "concurrency", "per_issuer_concurrency", "max_attempts":
+			n, err := strconv.Atoi(val)
+			if err != nil || n < 1 {
+				return nil, d.Errf("%s must be a positive number, not %q", opt, val)
+			}
+			switch opt {
+			case "concurrency":
+				wc.Concurrency = n
+			case "per_issuer_concurrency":
+				wc.PerIssuerConcurrency = n
+			default:
+				wc.MaxAttempts = n
+			}
+		case "lease_ttl", "scan_interval", "renewal_interval":
+			dur, err := caddy.ParseDuration(val)
+			if err != nil {
+				return nil, d.Errf("%s: %v", opt, err)
+			}
+			switch opt {
+			case "lease_ttl":
+				wc.LeaseTTL = caddy.Duration(dur)
+			case "scan_interval":
+				wc.ScanInterval = caddy.Duration(dur)
+			default:
+				wc.RenewalInterval = caddy.Duration(dur)
+			}
+		default:
+			return nil, d.Errf("unrecognized workflow option: %s", opt)
+		}
+	}
+	return wc, nil
 }
 
 // Adapt adapts a Caddyfile to indented JSON, as `certlocker adapt` does;

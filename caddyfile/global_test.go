@@ -62,6 +62,11 @@ func TestAdaptErrors(t *testing.T) {
 		"missing key":         {"{\n\tcertlocker {\n\t\tencryption_key\n\t}\n}\n", "wrong argument count", "at Caddyfile:3"},
 		"bad max_connections": {"{\n\tcertlocker {\n\t\tstorage postgres {env.DSN} {\n\t\t\tmax_connections lots\n\t\t}\n\t}\n}\n", "max_connections must be a positive number", "at Caddyfile:4"},
 		"twice":               {"{\n\tcertlocker {\n\t\tstorage sqlite\n\t\tstorage sqlite\n\t}\n}\n", "storage may be set only once", "at Caddyfile:4"},
+		"workflow option":     {"{\n\tcertlocker {\n\t\tworkflow {\n\t\t\tspeed fast\n\t\t}\n\t}\n}\n", "unrecognized workflow option: speed", "at Caddyfile:4"},
+		"bad concurrency":     {"{\n\tcertlocker {\n\t\tworkflow {\n\t\t\tconcurrency 0\n\t\t}\n\t}\n}\n", "concurrency must be a positive number", "at Caddyfile:4"},
+		"bad lease":           {"{\n\tcertlocker {\n\t\tworkflow {\n\t\t\tlease_ttl soon\n\t\t}\n\t}\n}\n", "lease_ttl", "at Caddyfile:4"},
+		"unknown notifier":    {"{\n\tcertlocker {\n\t\tnotifier pager {\n\t\t}\n\t}\n}\n", "certlocker.notifiers.pager", ""},
+		"webhook without url": {"{\n\tcertlocker {\n\t\tnotifier webhook {\n\t\t\tformat slack\n\t\t}\n\t}\n}\n", "webhook needs a url", ""},
 		"argument on option":  {"{\n\tcertlocker now\n}\n", "wrong argument count", "at Caddyfile:2"},
 	}
 	for name, c := range cases {

@@ -68,6 +68,9 @@ func validate(t *testing.T, cfgJSON []byte) {
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	t.Setenv("CERTLOCKER_ENCRYPTION_KEY", hex.EncodeToString(key))
+	// what the examples read from their environment
+	t.Setenv("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T000/B000/example")
+	t.Setenv("CERTLOCKER_HOOK_SECRET", "example-hook-secret")
 	if strings.Contains(string(cfgJSON), "CERTLOCKER_DSN") {
 		t.Setenv("CERTLOCKER_DSN", pgtest.DSN(t))
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 )
 
@@ -278,10 +279,72 @@ func SlackText(ev Event) string {
 	}
 }
 
+// UnmarshalCaddyfile reads
+//
+//	notifier webhook {
+//		url <url>
+//		events <event>...
+//		format generic|slack
+//		secret <placeholder>
+//		max_attempts <n>
+//		timeout <duration>
+//	}
+func (wh *Webhook) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the module name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		switch opt {
+		case "events":
+			wh.Events = d.RemainingArgs()
+			if len(wh.Events) == 0 {
+				return d.ArgErr()
+			}
+			continue
+		}
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		val := d.Val()
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		switch opt {
+		case "url":
+			wh.URL = val
+		case "format":
+			wh.Format = val
+		case "secret":
+			wh.Secret = val
+		case "max_attempts":
+			n, err := strconv.Atoi(val)
+			if err != nil || n < 1 {
+				return d.Errf("max_attempts must be a positive number, not %q", val)
+			}
+			wh.MaxAttempts = n
+		case "timeout":
+			dur, err := caddy.ParseDuration(val)
+			if err != nil {
+				return d.Errf("timeout: %v", err)
+			}
+			wh.Timeout = caddy.Duration(dur)
+		default:
+			return d.Errf("unrecognized webhook option: %s", opt)
+		}
+	}
+	if wh.URL == "" {
+		return d.Err("webhook needs a url")
+	}
+	return nil
+}
+
 // Interface guards
 var (
-	_ caddy.Provisioner  = (*Webhook)(nil)
-	_ caddy.Validator    = (*Webhook)(nil)
-	_ caddy.CleanerUpper = (*Webhook)(nil)
-	_ Notifier           = (*Webhook)(nil)
+	_ caddy.Provisioner     = (*Webhook)(nil)
+	_ caddy.Validator       = (*Webhook)(nil)
+	_ caddy.CleanerUpper    = (*Webhook)(nil)
+	_ Notifier              = (*Webhook)(nil)
+	_ caddyfile.Unmarshaler = (*Webhook)(nil)
 )
