@@ -281,12 +281,9 @@ func (a *API) workflowAction(w http.ResponseWriter, r *http.Request, app *certlo
 		if prev, err = app.Store().Workflows().Get(r.Context(), id); err != nil {
 			return err
 		}
-		if prev.State != storage.StateIssued {
-			return &Error{Status: http.StatusConflict, Message: fmt.Sprintf("only an issued workflow can be renewed; %s is %s", id, prev.State), Field: "state"}
+		if wf, err = eng.Renew(r.Context(), prev, actor(r)); err == nil && wf == nil {
+			return &Error{Status: http.StatusConflict, Message: "a renewal of this certificate is already under way", Field: "state"}
 		}
-		req := workflow.RenewalRequest(prev, "")
-		req.Actor = actor(r)
-		wf, err = eng.Create(r.Context(), req)
 		status = http.StatusCreated
 	default:
 		return &Error{Status: http.StatusNotFound, Message: fmt.Sprintf("unknown action %q: use retry, cancel or renew", action), Field: "action"}
@@ -304,7 +301,8 @@ func (a *API) workflowAction(w http.ResponseWriter, r *http.Request, app *certlo
 // persisted, until the workflow is finished and its last event sent.
 func (a *API) workflowEvents(w http.ResponseWriter, r *http.Request, app *certlocker.App) error {
 	id := r.PathValue("id")
-	if _, err := app.Store().Workflows().Get(r.Context(), id); err != nil {
+	current, err := app.Store().Workflows().Get(r.Context(), id)
+	if err != nil {
 		return err
 	}
 	var after int64
@@ -314,6 +312,13 @@ func (a *API) workflowEvents(w http.ResponseWriter, r *http.Request, app *certlo
 			return BadRequest("Last-Event-ID", "Last-Event-ID must be an event sequence number")
 		}
 		after = n
+	}
+	if storage.IsTerminal(current.State) && after > 0 {
+		// a client reconnecting after the end: nothing more will come
+		if more, err := app.Store().Workflows().Events(r.Context(), id, after, 1); err == nil && len(more) == 0 {
+			w.WriteHeader(http.StatusNoContent) // tells EventSource to stop reconnecting
+			return nil
+		}
 	}
 	// Caddy's admin server wraps the writer: find the flusher beneath
 	rc := http.NewResponseController(w)

@@ -2,6 +2,7 @@ package certlocker
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
@@ -61,7 +62,10 @@ func (a *App) provisionWorkflows(ctx caddy.Context) error {
 	if wc.Concurrency < 0 || wc.PerIssuerConcurrency < 0 || wc.MaxAttempts < 0 || wc.LeaseTTL < 0 || wc.ScanInterval < 0 {
 		return fmt.Errorf("workflow: limits must not be negative")
 	}
-	key := a.poolKey + "\x00" + a.nodeID
+	// a changed engine config makes a new engine: the old one stops when
+	// its config is cleaned up, releasing its leases to the new one
+	wcJSON, _ := json.Marshal(wc)
+	key := a.poolKey + "\x00" + a.nodeID + "\x00" + string(wcJSON)
 	val, _, err := engines.LoadOrNew(key, func() (caddy.Destructor, error) {
 		m := workflow.NewMetrics(a.store)
 		eng, err := workflow.New(workflow.Options{Store: a.store, Node: a.nodeID, Logger: a.logger.Named("workflow"),

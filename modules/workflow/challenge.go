@@ -95,7 +95,12 @@ func ServeChallenge(store storage.Store, logger *zap.Logger, w http.ResponseWrit
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
-	if !strings.EqualFold(strings.TrimSuffix(host, "."), e.Identifier) {
+	host = strings.Trim(host, "[]") // an IPv6 literal without a port
+	same := strings.EqualFold(strings.TrimSuffix(host, "."), e.Identifier)
+	if ip, want := net.ParseIP(host), net.ParseIP(e.Identifier); ip != nil && want != nil {
+		same = ip.Equal(want)
+	}
+	if !same {
 		return false // the token belongs to another name
 	}
 	w.Header().Set("Content-Type", "text/plain")

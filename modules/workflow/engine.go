@@ -191,8 +191,24 @@ func (e *Engine) schedule(ctx context.Context) {
 }
 
 func (e *Engine) launch(parent context.Context, w *storage.Workflow) {
+	e.start(parent, w, func() {
+		select {
+		case e.done <- struct{}{}:
+		default:
+		}
+	})
+}
+
+// start runs w in its own goroutine unless this node already runs it, and
+// calls finished when the run ends. It reports whether it started.
+func (e *Engine) start(parent context.Context, w *storage.Workflow, finished func()) bool {
 	ctx, cancel := context.WithCancel(parent)
 	e.mu.Lock()
+	if _, dup := e.running[w.ID]; dup {
+		e.mu.Unlock()
+		cancel()
+		return false
+	}
 	e.running[w.ID] = cancel
 	e.mu.Unlock()
 	e.wg.Add(1)
@@ -203,13 +219,11 @@ func (e *Engine) launch(parent context.Context, w *storage.Workflow) {
 			e.mu.Lock()
 			delete(e.running, w.ID)
 			e.mu.Unlock()
-			select {
-			case e.done <- struct{}{}:
-			default:
-			}
+			finished()
 		}()
 		e.run(ctx, w)
 	}()
+	return true
 }
 
 // RunDue leases and runs due workflows until none is left due and none
@@ -219,8 +233,6 @@ func (e *Engine) launch(parent context.Context, w *storage.Workflow) {
 func (e *Engine) RunDue(ctx context.Context) error {
 	done := make(chan struct{}, e.opts.Concurrency)
 	inFlight := 0
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	for {
 		if free := e.opts.Concurrency - inFlight; free > 0 {
 			ws, err := e.opts.Store.Workflows().Acquire(ctx, e.opts.Node, e.opts.Clock(), e.opts.LeaseTTL, free)
@@ -228,24 +240,17 @@ func (e *Engine) RunDue(ctx context.Context) error {
 				return err
 			}
 			for _, w := range ws {
-				inFlight++
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					e.run(ctx, w)
-					done <- struct{}{}
-				}()
+				if e.start(ctx, w, func() { done <- struct{}{} }) {
+					inFlight++
+				}
 			}
 		}
 		if inFlight == 0 {
 			return ctx.Err()
 		}
-		select {
-		case <-done:
-			inFlight--
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		// runs end through done even when ctx is cancelled
+		<-done
+		inFlight--
 	}
 }
 
@@ -256,16 +261,8 @@ var errCrash = errors.New("simulated crash")
 // run holds the lease on w while advancing it.
 func (e *Engine) run(ctx context.Context, w *storage.Workflow) {
 	log := e.log.With(zap.String("workflow_id", w.ID))
-	sem := e.issuerSem(w.IssuerID)
-	select {
-	case sem <- struct{}{}:
-		defer func() { <-sem }()
-	case <-ctx.Done():
-		e.release(w)
-		return
-	}
-
-	// keep the lease while working; losing it stops the work
+	// keep the lease from the start, also while waiting for a slot of the
+	// ACME client; losing it stops the work
 	lctx, lost := context.WithCancel(ctx)
 	defer lost()
 	renewDone := make(chan struct{})
@@ -287,18 +284,31 @@ func (e *Engine) run(ctx context.Context, w *storage.Workflow) {
 		}
 	}()
 
+	sem := e.issuerSem(w.IssuerID)
+	select {
+	case sem <- struct{}{}:
+		defer func() { <-sem }()
+	case <-lctx.Done():
+		lost()
+		<-renewDone
+		e.release(w)
+		return
+	}
+
 	err := e.advance(lctx, w)
 	lost()
 	<-renewDone
 	switch {
 	case errors.Is(err, errCrash):
 		return // as if the process died: keep the lease, persist nothing more
-	case errors.Is(err, storage.ErrConflict):
+	case errors.Is(err, storage.ErrConflict), ctx.Err() != nil:
 		// changed behind our back (cancelled through the API, or the
-		// lease was lost): look at it again
+		// lease was lost), or stopped: look at it again, cleaning up if
+		// it ended
 		e.reconsider(w.ID, log)
-	case err != nil && ctx.Err() == nil:
+	case err != nil:
 		log.Error("advancing workflow", zap.Error(err))
+		e.postpone(w.ID)
 	}
 	e.release(w)
 }
@@ -323,6 +333,21 @@ func (e *Engine) reconsider(id string, log *zap.Logger) {
 	if storage.IsTerminal(w.State) {
 		d, _ := decodeData(w.Data)
 		e.cleanup(ctx, w, d)
+	}
+}
+
+// postpone moves an errored workflow's next run a minute out, so an error
+// outside the retry policy (a store failure) does not spin.
+func (e *Engine) postpone(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	w, err := e.opts.Store.Workflows().Get(ctx, id)
+	if err != nil || storage.IsTerminal(w.State) {
+		return
+	}
+	w.NextRunAt = e.opts.Clock().Add(time.Minute)
+	if err := e.opts.Store.Workflows().Update(ctx, w); err != nil {
+		e.log.Warn("postponing workflow", zap.String("workflow_id", id), zap.Error(err))
 	}
 }
 

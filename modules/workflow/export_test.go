@@ -1,9 +1,13 @@
 package workflow
 
 import (
+	"path/filepath"
 	"strings"
+	"testing"
 
 	"github.com/certlocker/caddy-certlocker/storage"
+	"github.com/certlocker/caddy-certlocker/storage/sqlite"
+	"github.com/certlocker/caddy-certlocker/storage/storagetest"
 )
 
 // SetAfterPersist installs the crash-test hook.
@@ -23,3 +27,12 @@ func DecodeOrders(w *storage.Workflow) int {
 type storageIdentifier = storage.Identifier
 
 func splitFields(s string) []string { return strings.Fields(s) }
+
+func newTestStore(t *testing.T) storage.Store {
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "c.db"), storagetest.NewSealer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}

@@ -70,6 +70,10 @@ func (e *Engine) Migrate(ctx context.Context, m Migration) (*MigrationResult, er
 			return res, err
 		}
 		for _, c := range certs {
+			if c.IssuerID == m.ToIssuerID {
+				res.Skipped = append(res.Skipped, MigrationSkip{CertificateID: c.ID, Reason: "already on the target ACME client"})
+				continue
+			}
 			req, reason, err := e.migrationRequest(ctx, c, m)
 			if err != nil {
 				return res, err
@@ -79,7 +83,7 @@ func (e *Engine) Migrate(ctx context.Context, m Migration) (*MigrationResult, er
 				continue
 			}
 			req.StartAt = start.Add(time.Duration(len(res.Workflows)) * step)
-			w, err := e.createSuccessor(ctx, c.ID, req)
+			w, err := e.createSuccessor(ctx, c.ID, req, true)
 			switch {
 			case err != nil:
 				res.Skipped = append(res.Skipped, MigrationSkip{CertificateID: c.ID, Reason: err.Error()})

@@ -34,6 +34,9 @@ const (
 	ChallengeHTTP01 = "http-01"
 )
 
+// errEnded tells a caller that the step already ended the workflow.
+var errEnded = errors.New("workflow ended")
+
 // orderData is the engine's persisted step data (Workflow.Data).
 type orderData struct {
 	Finalize string      `json:"finalize,omitempty"`
@@ -144,7 +147,7 @@ func (e *Engine) advance(ctx context.Context, w *storage.Workflow) error {
 		case storage.StateDownloading:
 			err = s.download(ctx)
 		default:
-			return fmt.Errorf("workflow %s is in unknown state %q", w.ID, w.State)
+			return s.fail(ctx, w.State, "", fmt.Sprintf("unknown state %q", w.State), nil)
 		}
 		if err != nil {
 			return err
@@ -177,6 +180,14 @@ func (s *session) order(ctx context.Context) error {
 		}
 		start := s.e.opts.Clock()
 		created, err := s.cl.NewOrder(ctx, s.acct, o)
+		var p acme.Problem
+		if err != nil && d.Replaces != "" && errors.As(err, &p) && strings.HasSuffix(p.Type, ":alreadyReplaced") {
+			// an earlier successor already replaced that certificate at the
+			// CA: order without the ARI link
+			d.Replaces = ""
+			return s.e.persist(ctx, w, d, storage.WorkflowEvent{Step: "ordering", Problem: problemJSON(&p),
+				Message: "the CA says the certificate was already replaced; ordering without replaces"})
+		}
 		if err != nil {
 			return s.failOrRetry(ctx, "ordering", "", err)
 		}
@@ -303,7 +314,18 @@ func (s *session) authorizeOne(ctx context.Context, a *authzData) error {
 		}
 	}
 	start := s.e.opts.Clock()
-	if !a.Initiated {
+	if !a.Initiated && chal.Status == "pending" {
+		if want == ChallengeDNS01 {
+			// a retry may come after the janitor removed a stale record:
+			// make sure it is (still, or again) published and served
+			rec, err := s.record(ctx, a, *chal)
+			if err != nil {
+				return s.failOrRetry(ctx, StepPropagating, a.Identifier, err)
+			}
+			if _, err := s.deps.DNS.WaitPropagation(ctx, rec); err != nil {
+				return s.failOrRetry(ctx, StepPropagating, a.Identifier, err)
+			}
+		}
 		if _, err := s.cl.InitiateChallenge(ctx, s.acct, *chal); err != nil {
 			return s.failOrRetry(ctx, StepValidating, a.Identifier, err)
 		}
@@ -438,6 +460,9 @@ func (s *session) finalize(ctx context.Context) error {
 	switch order.Status {
 	case "ready":
 		key, err := s.certKey(ctx)
+		if errors.Is(err, errEnded) {
+			return nil // failed and persisted
+		}
 		if err != nil {
 			return err
 		}
@@ -472,7 +497,14 @@ func (s *session) finalize(ctx context.Context) error {
 // it (sealed) before it is used.
 func (s *session) certKey(ctx context.Context) (crypto.Signer, error) {
 	if !s.w.PrivateKey.IsZero() {
-		return keys.Parse(s.w.PrivateKey.Reveal())
+		k, err := keys.Parse(s.w.PrivateKey.Reveal())
+		if err != nil {
+			if ferr := s.fail(ctx, "finalizing", "", "the stored certificate key cannot be read: "+err.Error(), nil); ferr != nil {
+				return nil, ferr
+			}
+			return nil, errEnded
+		}
+		return k, nil
 	}
 	key, keyPEM, err := keys.Generate(keyTypeName(s.w.KeyType))
 	if err != nil {
@@ -522,7 +554,7 @@ func (s *session) download(ctx context.Context) error {
 	}
 	chain := chains[0].ChainPEM
 	if s.deps.Inventory == nil {
-		return errors.New("no inventory configured")
+		return s.failOrRetry(ctx, "downloading", "", errors.New("no inventory configured"))
 	}
 	cert, err := s.deps.Inventory.AddIssued(ctx, chain, s.w.PrivateKey.Reveal(), w.IssuerID, w.ID, w.Profile)
 	if err != nil {
@@ -575,6 +607,7 @@ func (s *session) fallBack(ctx context.Context, step, identifier, msg string, p 
 	s.e.cleanup(ctx, s.w, s.d)
 	s.w.IssuerID, s.d.Fallbacks = s.d.Fallbacks[0], s.d.Fallbacks[1:]
 	s.w.OrderURL, s.d.Authzs, s.d.Finalize, s.d.CertURL, s.d.Replaces = "", nil, "", "", ""
+	s.w.Profile = "" // profiles are per CA
 	s.w.Attempt, s.w.State, s.w.NextRunAt = 0, storage.StateRetryScheduled, s.e.opts.Clock()
 	s.d.Resume, s.d.Problem = storage.StateOrdering, problemJSON(p)
 	s.w.Status = "falling back to ACME client " + s.w.IssuerID + " after: " + msg

@@ -1,6 +1,8 @@
 package workflow
 
 import (
+	"encoding/json"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -135,4 +137,40 @@ func parseID(s string) (id storageIdentifier) {
 		id.DNSProviderID = f[2]
 	}
 	return id
+}
+
+func TestServeChallengeMatchesHost(t *testing.T) {
+	st := newTestStore(t)
+	put := func(token, identifier string) {
+		b, _ := json.Marshal(http01Entry{Identifier: identifier, KeyAuth: "ka-" + token})
+		if err := st.ACME().Set(t.Context(), HTTP01Bucket, token, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("t1", "www.example.com")
+	put("t6", "2001:db8::1")
+	cases := map[string]struct {
+		host, token string
+		served      bool
+	}{
+		"name":                {"www.example.com", "t1", true},
+		"name with port":      {"www.example.com:80", "t1", true},
+		"name, other case":    {"WWW.example.com.", "t1", true},
+		"other name":          {"api.example.com", "t1", false},
+		"ipv6 with port":      {"[2001:db8::1]:80", "t6", true},
+		"ipv6 without port":   {"[2001:db8::1]", "t6", true},
+		"ipv6 other spelling": {"[2001:0db8:0:0::1]", "t6", true},
+		"unknown token":       {"www.example.com", "nope", false},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/.well-known/acme-challenge/"+c.token, nil)
+			r.Host = c.host
+			w := httptest.NewRecorder()
+			served := ServeChallenge(st, nil, w, r)
+			if served != c.served || (served && w.Body.String() != "ka-"+c.token) {
+				t.Fatalf("served %v body %q", served, w.Body.String())
+			}
+		})
+	}
 }

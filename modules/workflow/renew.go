@@ -83,7 +83,7 @@ func (e *Engine) renewOne(ctx context.Context, deps *Deps, c *storage.Certificat
 	}
 	req := RenewalRequest(prev, ariID)
 	req.Actor = "renewals@" + e.opts.Node
-	w, err := e.createSuccessor(ctx, c.ID, req)
+	w, err := e.createSuccessor(ctx, c.ID, req, false)
 	if err != nil || w == nil {
 		return false, err
 	}
@@ -96,21 +96,40 @@ func (e *Engine) renewOne(ctx context.Context, deps *Deps, c *storage.Certificat
 const SuccessorBucket = "certlocker_successors"
 
 type successorClaim struct {
-	WorkflowID string    `json:"workflow_id,omitempty"`
+	// WorkflowID is the successor, named before it is created.
+	WorkflowID string    `json:"workflow_id"`
 	Node       string    `json:"node"`
 	At         time.Time `json:"at"`
+	// Failures counts successors that ended without a certificate; each
+	// doubles the wait before the next (1h, 2h, 4h … capped at a day).
+	Failures int `json:"failures,omitempty"`
 }
 
-// claimStale is how long a claim without a workflow (its node died
-// between claiming and creating) blocks others.
+// claimStale is how long a claim whose workflow does not exist yet (its
+// node died between claiming and creating) blocks others.
 const claimStale = 10 * time.Minute
 
+// successorBackoff is the wait after n failed successors.
+func successorBackoff(n int) time.Duration {
+	if n <= 0 {
+		return 0
+	}
+	d := time.Hour << min(n-1, 5)
+	if d > 24*time.Hour {
+		d = 24 * time.Hour
+	}
+	return d
+}
+
 // createSuccessor starts the workflow that replaces certificate certID,
-// unless one is under way or already issued. The certificate is claimed
-// by compare-and-swap first, so concurrent scans on several nodes start
-// exactly one. It returns nil when another workflow has it.
-func (e *Engine) createSuccessor(ctx context.Context, certID string, req Request) (*storage.Workflow, error) {
+// unless one is under way, already issued, or the last ones failed too
+// recently. The certificate is claimed by compare-and-swap, naming the new
+// workflow's ID before it is created, so concurrent scans on several nodes
+// start exactly one. It returns nil when nothing is to be started now.
+func (e *Engine) createSuccessor(ctx context.Context, certID string, req Request, force bool) (*storage.Workflow, error) {
 	kv := e.opts.Store.ACME()
+	now := e.opts.Clock()
+	failures := 0
 	cur, err := kv.Get(ctx, SuccessorBucket, certID)
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
@@ -119,32 +138,54 @@ func (e *Engine) createSuccessor(ctx context.Context, certID string, req Request
 		return nil, err
 	default:
 		var cl successorClaim
-		if json.Unmarshal(cur, &cl) == nil {
-			if cl.WorkflowID == "" && e.opts.Clock().Sub(cl.At) < claimStale {
-				return nil, nil // another node is creating it right now
+		if err := json.Unmarshal(cur, &cl); err != nil {
+			return nil, fmt.Errorf("reading the successor claim of %s: %w", certID, err)
+		}
+		w, err := e.opts.Store.Workflows().Get(ctx, cl.WorkflowID)
+		switch {
+		case errors.Is(err, storage.ErrNotFound):
+			if now.Sub(cl.At) < claimStale {
+				return nil, nil // its node is creating it right now
 			}
-			if cl.WorkflowID != "" {
-				w, err := e.opts.Store.Workflows().Get(ctx, cl.WorkflowID)
-				if err == nil && (w.State == storage.StateIssued || !storage.IsTerminal(w.State)) {
-					return nil, nil // under way, or done
-				}
+			failures = cl.Failures // the claiming node died before creating it
+		case err != nil:
+			return nil, err
+		case w.State == storage.StateIssued || !storage.IsTerminal(w.State):
+			return nil, nil // under way, or done
+		default: // failed or cancelled
+			failures = cl.Failures + 1
+			// measured from when that successor started (the engine's clock)
+			if !force && now.Before(cl.At.Add(successorBackoff(failures))) {
+				return nil, nil
 			}
 		}
 	}
-	claiming, _ := json.Marshal(successorClaim{Node: e.opts.Node, At: e.opts.Clock()})
-	if _, ok, err := kv.CompareAndSwap(ctx, SuccessorBucket, certID, cur, claiming); err != nil || !ok {
+	req.ID = storage.NewID("wf")
+	claim, _ := json.Marshal(successorClaim{WorkflowID: req.ID, Node: e.opts.Node, At: now, Failures: failures})
+	if _, ok, err := kv.CompareAndSwap(ctx, SuccessorBucket, certID, cur, claim); err != nil || !ok {
 		return nil, err // lost the race: the winner starts it
 	}
 	w, err := e.Create(ctx, req)
 	if err != nil {
-		_ = kv.Delete(ctx, SuccessorBucket, certID)
+		if cur == nil {
+			_ = kv.Delete(ctx, SuccessorBucket, certID)
+		} else {
+			_, _, _ = kv.CompareAndSwap(ctx, SuccessorBucket, certID, claim, cur)
+		}
 		return nil, err
 	}
-	done, _ := json.Marshal(successorClaim{WorkflowID: w.ID, Node: e.opts.Node, At: e.opts.Clock()})
-	if _, _, err := kv.CompareAndSwap(ctx, SuccessorBucket, certID, claiming, done); err != nil {
-		return w, fmt.Errorf("recording the successor of %s: %w", certID, err)
-	}
 	return w, nil
+}
+
+// Renew starts a renewal of an issued workflow's certificate now, unless
+// one is already under way (then it returns nil).
+func (e *Engine) Renew(ctx context.Context, w *storage.Workflow, actor string) (*storage.Workflow, error) {
+	if w.State != storage.StateIssued || w.CertificateID == "" {
+		return nil, invalid("state", "only an issued workflow can be renewed; %s is %s", w.ID, w.State)
+	}
+	req := RenewalRequest(w, "")
+	req.Actor = actor
+	return e.createSuccessor(ctx, w.CertificateID, req, true)
 }
 
 // RunRenewals checks for due renewals every interval until ctx ends.

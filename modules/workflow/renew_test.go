@@ -221,3 +221,43 @@ func TestRenewalsFromManyNodes(t *testing.T) {
 		t.Fatalf("%d renewals started by 4 nodes for %d certificates", total, len(certs))
 	}
 }
+
+// A renewal that fails is not started again at once: the next waits an
+// hour, then two, and so on; a manual renewal does not wait.
+func TestFailedRenewalBacksOff(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{})
+	eng, _ := e.engine("node-a", nil)
+	first := issue(t, e, eng, workflow.Request{IssuerID: e.issuer.ID, Identifiers: []storage.Identifier{{Value: e.name("backoff")}}})
+	cert, _ := e.store.Certificates().Get(t.Context(), first.CertificateID)
+	now := cert.NotAfter.Add(-time.Hour)
+	at := func(d time.Duration) func() time.Time { return func() time.Time { return now.Add(d) } }
+	scan := func(clock func() time.Time) int {
+		node, _ := e.engine("node-a", clock)
+		n, err := node.RenewDue(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := scan(at(0)); n != 1 {
+		t.Fatalf("first scan started %d", n)
+	}
+	// the renewal fails (an operator cancels it)
+	ws, _, _ := e.store.Workflows().List(t.Context(), storage.WorkflowFilter{State: storage.StatePending}, storage.Page{})
+	if len(ws) != 1 {
+		t.Fatalf("%d pending renewals", len(ws))
+	}
+	if _, err := eng.Cancel(t.Context(), ws[0].ID, "operator"); err != nil {
+		t.Fatal(err)
+	}
+	if n := scan(at(time.Minute)); n != 0 {
+		t.Fatalf("a failed renewal was restarted at once (%d)", n)
+	}
+	if n := scan(at(3 * time.Hour)); n != 1 {
+		t.Fatalf("after the back-off: %d renewals", n)
+	}
+	// a manual renewal while one is under way is refused, not doubled
+	if w, err := eng.Renew(t.Context(), first, "operator"); err != nil || w != nil {
+		t.Fatalf("manual renewal during one under way: %v %v", w, err)
+	}
+}

@@ -41,6 +41,8 @@ type Request struct {
 	// Actor, if set, is recorded in the audit log (workflow.create) in the
 	// same transaction as the workflow.
 	Actor string
+	// ID, if set, is the new workflow's ID (made with storage.NewID("wf")).
+	ID string
 }
 
 // InvalidError is a request the engine refuses, naming the field.
@@ -72,7 +74,7 @@ func (r *Request) Validate() error {
 		id.Value = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(id.Value), "."))
 		if id.Type == "" {
 			id.Type = "dns"
-			if net.ParseIP(id.Value) != nil {
+			if net.ParseIP(strings.Trim(id.Value, "[]")) != nil {
 				id.Type = "ip"
 			}
 		}
@@ -82,9 +84,11 @@ func (r *Request) Validate() error {
 				return invalid(field+".value", "%s: %v", field, err)
 			}
 		case "ip":
-			if net.ParseIP(id.Value) == nil {
+			ip := net.ParseIP(strings.Trim(id.Value, "[]"))
+			if ip == nil {
 				return invalid(field+".value", "%s: %q is not an IP address", field, id.Value)
 			}
+			id.Value = ip.String()
 		default:
 			return invalid(field+".type", "%s: type must be dns or ip", field)
 		}
@@ -161,7 +165,7 @@ func (e *Engine) Create(ctx context.Context, r Request) (*storage.Workflow, erro
 	if err != nil {
 		return nil, err
 	}
-	w := &storage.Workflow{IssuerID: r.IssuerID, Identifiers: r.Identifiers, KeyType: r.KeyType, Profile: r.Profile,
+	w := &storage.Workflow{ID: r.ID, IssuerID: r.IssuerID, Identifiers: r.Identifiers, KeyType: r.KeyType, Profile: r.Profile,
 		Trigger: r.Trigger, Group: r.Group, State: storage.StatePending, Status: "waiting to start",
 		PreviousCertificateID: r.PreviousCertificateID, ParentID: r.ParentID, NextRunAt: e.opts.Clock(), Data: raw}
 	if !r.StartAt.IsZero() {
@@ -208,7 +212,10 @@ func (e *Engine) Cancel(ctx context.Context, id, actor string) (*storage.Workflo
 		return nil, err
 	}
 	e.cancelLocal(id)
-	if w.LeaseOwner == "" || w.LeaseOwner == e.opts.Node {
+	// clean up now unless another live node holds it (that node cleans up
+	// when its next step finds the workflow cancelled); a local run also
+	// looks again when it stops
+	if w.LeaseOwner == "" || w.LeaseOwner == e.opts.Node || !w.LeaseUntil.After(e.opts.Clock()) {
 		d, _ := decodeData(w.Data)
 		e.cleanup(ctx, w, d)
 	}
