@@ -3,6 +3,8 @@ package certlocker
 import (
 	"runtime/debug"
 	"sync"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // ModulePath is CertLocker's Go module path.
@@ -30,3 +32,23 @@ var version = sync.OnceValue(func() string {
 // Version returns CertLocker's module version as built ("(devel)" for a
 // build from a checkout).
 func Version() string { return version() }
+
+// CaddyVersion is the version of the Caddy module in the binary.
+func CaddyVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == "github.com/caddyserver/caddy/v2" {
+				return d.Version
+			}
+		}
+	}
+	return "unknown"
+}
+
+func init() {
+	// `certlocker version` (and `caddy version` of any build with
+	// CertLocker in it, xcaddy's included) names CertLocker first
+	if caddy.CustomVersion == "" {
+		caddy.CustomVersion = "CertLocker " + Version() + " (Caddy " + CaddyVersion() + ")"
+	}
+}
