@@ -25,3 +25,14 @@ func TestNewIDSortsInCreationOrder(t *testing.T) {
 		}
 	}
 }
+
+func TestValidGroup(t *testing.T) {
+	for g, want := range map[string]bool{
+		"": true, "web": true, "platform-eu.prod_2": true, strings.Repeat("a", 63): true,
+		strings.Repeat("a", 64): false, "-web": false, ".hidden": false, "has space": false, "ünï": false,
+	} {
+		if ValidGroup(g) != want {
+			t.Errorf("ValidGroup(%q) = %v, want %v", g, !want, want)
+		}
+	}
+}

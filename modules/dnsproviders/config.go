@@ -142,8 +142,8 @@ func (s *Service) build(c Config) (*storage.DNSProvider, error) {
 	if len(c.AccountID) > 64 || !printableRe.MatchString(c.AccountID) {
 		return nil, inputErr("account_id", "account_id must be up to 64 printable characters without spaces")
 	}
-	if len(c.Group) > 64 {
-		return nil, inputErr("group", "group must be at most 64 characters")
+	if !storage.ValidGroup(c.Group) {
+		return nil, inputErr("group", "group must be "+storage.GroupRule)
 	}
 	ttl := time.Duration(c.TTL)
 	switch {

@@ -8,7 +8,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
 	"go.uber.org/zap"
@@ -27,15 +26,13 @@ type ImportRequest struct {
 	Group string
 }
 
-var groupRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
-
 // Import adds a certificate from PEM, its key (if given) sealed at rest.
 // Importing a certificate already in the inventory (same SHA-256
 // fingerprint) changes nothing and returns the stored one with created
 // false. Bad input is an *InputError and stores nothing.
 func (s *Service) Import(ctx context.Context, req ImportRequest, actor string) (c *storage.Certificate, created bool, err error) {
-	if req.Group != "" && !groupRe.MatchString(req.Group) {
-		return nil, false, inputErr("group", "%q is not a group name: use up to 63 letters, digits, '.', '_' or '-'", req.Group)
+	if !storage.ValidGroup(req.Group) {
+		return nil, false, inputErr("group", "%q is not a group name: use %s", req.Group, storage.GroupRule)
 	}
 	p, err := Parse([]byte(req.PEM), []byte(req.KeyPEM))
 	if err != nil {

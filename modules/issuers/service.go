@@ -166,8 +166,7 @@ type draft struct {
 }
 
 var (
-	nameRe  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
-	groupRe = regexp.MustCompile(`^[A-Za-z0-9._-]{0,63}$`)
+	nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 )
 
 // check validates spec without contacting the CA.
@@ -175,8 +174,8 @@ func (s *Service) check(spec Spec) (*draft, error) {
 	if !nameRe.MatchString(spec.Name) {
 		return nil, invalid("name", "name must be 1 to 63 letters, digits, dots, dashes or underscores, starting with a letter or digit")
 	}
-	if !groupRe.MatchString(spec.Group) {
-		return nil, invalid("group", "group must be up to 63 letters, digits, dots, dashes or underscores")
+	if !storage.ValidGroup(spec.Group) {
+		return nil, invalid("group", "group must be "+storage.GroupRule)
 	}
 	catalogID := spec.CatalogID
 	if catalogID == "" {
@@ -576,8 +575,8 @@ func (s *Service) Update(ctx context.Context, actor, id string, p Patch) (*stora
 		iss.Name, changed = *p.Name, append(changed, "name")
 	}
 	if p.Group != nil && *p.Group != iss.Group {
-		if !groupRe.MatchString(*p.Group) {
-			return nil, invalid("group", "group must be up to 63 letters, digits, dots, dashes or underscores")
+		if !storage.ValidGroup(*p.Group) {
+			return nil, invalid("group", "group must be "+storage.GroupRule)
 		}
 		iss.Group, changed = *p.Group, append(changed, "group")
 	}

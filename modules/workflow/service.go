@@ -117,6 +117,9 @@ func (r *Request) Validate() error {
 			return invalid(field+".dns_provider_id", "%s: dns-01 needs a dns_provider_id", field)
 		}
 	}
+	if !storage.ValidGroup(r.Group) {
+		return invalid("group", "group must be %s", storage.GroupRule)
+	}
 	if !ValidKeyType(r.KeyType) {
 		return invalid("key_type", "key_type must be one of p256, p384, rsa2048, rsa3072, rsa4096")
 	}
