@@ -134,10 +134,13 @@ func TestWaitPropagation(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t)
 		p := e.cloudflare("cf", nil)
-		setSettings(t, e, p, settings{PropagationTimeout: 200 * time.Millisecond})
+		setSettings(t, e, p, settings{PropagationTimeout: time.Second})
 		rec := storedRecord(t, e, p, name, "never")
 		_, err := e.svc.WaitPropagation(t.Context(), rec)
-		if !errors.Is(err, ErrPropagationTimeout) || !strings.Contains(err.Error(), "ns1.example.test. (NXDOMAIN)") {
+		// the reason is the nameserver's last answer: NXDOMAIN, or a query
+		// timeout when the machine is busy; either way the laggard is named
+		if !errors.Is(err, ErrPropagationTimeout) || !strings.Contains(err.Error(), "not served by 1 of 1 authoritative nameservers") ||
+			!strings.Contains(err.Error(), "ns1.example.test. (") {
 			t.Fatalf("got %v", err)
 		}
 	})
