@@ -2,14 +2,10 @@ package storage_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 
-	"github.com/certlocker/caddy-certlocker/internal/pgtest"
 	"github.com/certlocker/caddy-certlocker/storage"
-	"github.com/certlocker/caddy-certlocker/storage/postgres"
-	"github.com/certlocker/caddy-certlocker/storage/sqlite"
 	"github.com/certlocker/caddy-certlocker/storage/storagetest"
 )
 
@@ -20,26 +16,9 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkStore -benchtime 2000x ./storage/
 func BenchmarkStore(b *testing.B) {
-	backends := map[string]func(b *testing.B) storage.Store{
-		"sqlite": func(b *testing.B) storage.Store {
-			st, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "bench.db"), storagetest.NewSealer(b))
-			if err != nil {
-				b.Fatal(err)
-			}
-			return st
-		},
-		"postgres": func(b *testing.B) storage.Store {
-			st, err := postgres.Open(b.Context(), pgtest.DSN(b), storagetest.NewSealer(b), 16)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return st
-		},
-	}
-	for _, name := range []string{"sqlite", "postgres"} {
+	for _, name := range storagetest.Backends {
 		b.Run(name, func(b *testing.B) {
-			st := backends[name](b)
-			defer st.Close()
+			st := storagetest.OpenStore(b, name, 16)
 			iss := &storage.Issuer{Name: "bench", DirectoryURL: "https://ca/dir", AccountKey: storage.NewSecret([]byte("k"))}
 			if err := st.Issuers().Create(b.Context(), iss); err != nil {
 				b.Fatal(err)

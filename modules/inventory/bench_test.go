@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"math/big"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,10 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certlocker/caddy-certlocker/internal/pgtest"
 	"github.com/certlocker/caddy-certlocker/storage"
-	"github.com/certlocker/caddy-certlocker/storage/postgres"
-	"github.com/certlocker/caddy-certlocker/storage/sqlite"
 	"github.com/certlocker/caddy-certlocker/storage/storagetest"
 )
 
@@ -40,27 +36,10 @@ func BenchmarkInventory(b *testing.B) {
 			b.Fatalf("CERTLOCKER_BENCH_CERTS=%q: want a number >= 1000", v)
 		}
 	}
-	backends := map[string]func(b *testing.B) storage.Store{
-		"sqlite": func(b *testing.B) storage.Store {
-			st, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "bench.db"), storagetest.NewSealer(b))
-			if err != nil {
-				b.Fatal(err)
-			}
-			return st
-		},
-		"postgres": func(b *testing.B) storage.Store {
-			st, err := postgres.Open(b.Context(), pgtest.DSN(b), storagetest.NewSealer(b), 8)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return st
-		},
-	}
 	p := newPKI(b)
-	for _, name := range []string{"sqlite", "postgres"} {
+	for _, name := range storagetest.Backends {
 		b.Run(name, func(b *testing.B) {
-			st := backends[name](b)
-			defer st.Close()
+			st := storagetest.OpenStore(b, name, 8)
 			for b.Loop() {
 				benchInventory(b, st, p, n)
 			}

@@ -307,14 +307,7 @@ func TestDNSProviderFailure(t *testing.T) {
 
 func TestDeactivatedAccount(t *testing.T) {
 	e := newEnv(t, acmetest.PebbleOptions{})
-	cl, acct, err := e.clients.Client(t.Context(), e.issuer.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	acct.Status = "deactivated"
-	if _, err := cl.UpdateAccount(t.Context(), acct); err != nil {
-		t.Fatal(err)
-	}
+	e.deactivateAccount(t)
 	eng, _ := e.engine("node-a", nil)
 	w, err := eng.Create(t.Context(), workflow.Request{IssuerID: e.issuer.ID, Identifiers: []storage.Identifier{{Value: e.name("deact")}}})
 	if err != nil {

@@ -120,6 +120,20 @@ func (e *env) newEngine(opts workflow.Options) *workflow.Engine {
 	return eng
 }
 
+// deactivateAccount deactivates the env issuer's account at the CA, which
+// then refuses its orders.
+func (e *env) deactivateAccount(t *testing.T) {
+	t.Helper()
+	cl, acct, err := e.clients.Client(t.Context(), e.issuer.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acct.Status = "deactivated"
+	if _, err := cl.UpdateAccount(t.Context(), acct); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // accountClients registers one account at Pebble and counts new orders.
 type accountClients struct {
 	p         *acmetest.Pebble

@@ -104,14 +104,7 @@ func TestRenewalLateInLife(t *testing.T) {
 func TestFallbackIssuer(t *testing.T) {
 	e := newEnv(t, acmetest.PebbleOptions{})
 	// the first ACME client's account is deactivated: the CA refuses it
-	cl, acct, err := e.clients.Client(t.Context(), e.issuer.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	acct.Status = "deactivated"
-	if _, err := cl.UpdateAccount(t.Context(), acct); err != nil {
-		t.Fatal(err)
-	}
+	e.deactivateAccount(t)
 	backup := &storage.Issuer{Name: "backup", DirectoryURL: e.pebble.DirectoryURL()}
 	if err := e.store.Issuers().Create(t.Context(), backup); err != nil {
 		t.Fatal(err)
