@@ -90,7 +90,7 @@ func (a *API) handle(pattern string, m methods) {
 			return
 		}
 		if err := h(w, r, app); err != nil {
-			writeError(w, a.logger, err)
+			writeError(w, a.logger.With(zap.String("method", r.Method), zap.String("uri", r.URL.Path)), err)
 		}
 	})
 }

@@ -1,6 +1,8 @@
 package admin
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,7 +34,8 @@ func BadRequest(field, format string, args ...any) *Error {
 }
 
 // writeError writes err as a JSON problem, mapping storage errors to their
-// statuses. Unexpected errors are logged and answered 500.
+// statuses. Unexpected errors are logged and answered 500 with a generic
+// message (see internalError).
 func writeError(w http.ResponseWriter, logger *zap.Logger, err error) {
 	var e *Error
 	switch {
@@ -44,10 +47,27 @@ func writeError(w http.ResponseWriter, logger *zap.Logger, err error) {
 	case errors.Is(err, storage.ErrDuplicate), errors.Is(err, storage.ErrConflict), errors.Is(err, storage.ErrInUse):
 		e = &Error{Status: http.StatusConflict, Message: err.Error()}
 	default:
-		logger.Error("admin API request failed", zap.Error(err))
-		e = &Error{Status: http.StatusInternalServerError, Message: "internal error: " + err.Error()}
+		e = &Error{Status: http.StatusInternalServerError, Message: internalError(logger, "admin API request failed", err)}
 	}
 	writeJSON(w, e.Status, e)
+}
+
+// internalError logs err under a new error ID and returns what the client
+// is told instead: the ID and where to look. The text of an unexpected
+// error is for the node's log only, since errors from below (the database
+// driver, the network) can name hosts, users, file paths or SQL.
+func internalError(logger *zap.Logger, msg string, err error) string {
+	id := newErrorID()
+	logger.Error(msg, zap.String("error_id", id), zap.Error(err))
+	return fmt.Sprintf("internal error (id %s); see the node's log", id)
+}
+
+// newErrorID returns 8 random hex characters: short enough to read out,
+// unique enough to find one entry in a node's log.
+func newErrorID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // writeJSON writes v with the given status.

@@ -91,6 +91,9 @@ func TestWriteErrorMapsStorageErrors(t *testing.T) {
 			if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body["error"] == "" {
 				t.Fatalf("body %q is not a JSON error", rec.Body.String())
 			}
+			if c.status == 500 && strings.Contains(rec.Body.String(), "disk on fire") {
+				t.Fatalf("the 500 echoes the error: %s", rec.Body.String())
+			}
 		})
 	}
 }

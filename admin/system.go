@@ -25,7 +25,7 @@ func (a *API) health(w http.ResponseWriter, r *http.Request, app *certlocker.App
 		writeJSON(w, http.StatusServiceUnavailable, struct {
 			certlocker.NodeHealth
 			Error string `json:"error"`
-		}{h, "storage unreachable: " + err.Error()})
+		}{h, "storage unreachable: " + internalError(a.logger, "health check failed", err)})
 		return nil
 	}
 	writeJSON(w, http.StatusOK, h)

@@ -180,9 +180,11 @@ func (a *API) startMigration(w http.ResponseWriter, r *http.Request, app *certlo
 		for _, wf := range res.Workflows {
 			ids = append(ids, wf.ID)
 		}
+		msg := internalError(a.logger, "migration stopped", err)
 		audit(r, app, "workflow.migrate", body.ToIssuerID, map[string]any{"from_issuer_id": body.FromIssuerID,
-			"started": ids, "error": err.Error()})
-		return fmt.Errorf("migration stopped after starting %d workflows (%s): %w", len(ids), strings.Join(ids, ", "), err)
+			"started": ids, "error": msg})
+		return &Error{Status: http.StatusInternalServerError,
+			Message: fmt.Sprintf("migration stopped after starting %d workflows (%s): %s", len(ids), strings.Join(ids, ", "), msg)}
 	}
 	out := struct {
 		Workflows []workflowView           `json:"workflows"`
