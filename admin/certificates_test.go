@@ -126,7 +126,7 @@ func TestCertificatesAPI(t *testing.T) {
 			}
 		})
 	}
-	if list, _, _ := app.Store().Certificates().List(ctx, storage.CertificateFilter{}, storage.Page{}); len(list) != 0 {
+	if list, _, _ := app.Certificates().List(ctx, storage.CertificateFilter{}, storage.Page{}); len(list) != 0 {
 		t.Fatalf("bad imports stored %d certificates", len(list))
 	}
 
@@ -275,7 +275,7 @@ func TestCertificatesAPI(t *testing.T) {
 				}
 			})
 		}
-		entries, _, err := app.Store().Audit().List(ctx, storage.AuditFilter{Action: "certificate.export", Target: id}, storage.Page{})
+		entries, _, err := app.AuditLog(ctx, storage.AuditFilter{Action: "certificate.export", Target: id}, storage.Page{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -332,7 +332,7 @@ func TestCertificatesAPI(t *testing.T) {
 		if rec := certCall(t, api, "DELETE", "/certlocker/certificates/"+id, ""); rec.Code != 404 {
 			t.Fatalf("second delete: %d", rec.Code)
 		}
-		entries, _, _ := app.Store().Audit().List(ctx, storage.AuditFilter{Action: "certificate.delete", Target: id}, storage.Page{})
+		entries, _, _ := app.AuditLog(ctx, storage.AuditFilter{Action: "certificate.delete", Target: id}, storage.Page{})
 		if len(entries) != 1 || !strings.HasPrefix(entries[0].Actor, "admin-api@") {
 			t.Fatalf("delete audit %+v", entries)
 		}
@@ -370,7 +370,7 @@ func TestCertificatesKeyExportRefused(t *testing.T) {
 			if rec := certCall(t, api, "GET", "/certlocker/certificates/"+id+"/pem", ""); rec.Code != 200 {
 				t.Fatalf("chain export: %d", rec.Code)
 			}
-			entries, _, _ := app.Store().Audit().List(t.Context(), storage.AuditFilter{Action: "certificate.export"}, storage.Page{})
+			entries, _, _ := app.AuditLog(t.Context(), storage.AuditFilter{Action: "certificate.export"}, storage.Page{})
 			refused := 0
 			for _, e := range entries {
 				if strings.Contains(string(e.Details), `"allowed":false`) {

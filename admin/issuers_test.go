@@ -60,11 +60,12 @@ func TestIssuersAPI(t *testing.T) {
 			"trusted_roots_pem_files": []string{rootsFile},
 		}},
 	}))
-	st := app.Store()
-	declared, err := st.Issuers().GetByName(t.Context(), "declared")
-	if err != nil || declared.ManagedBy != storage.ManagedByConfig {
-		t.Fatalf("config-declared issuer: %v", err)
+	reg := app.IssuerRegistry()
+	cfgIssuers, err := reg.List(t.Context(), storage.IssuerFilter{ManagedBy: storage.ManagedByConfig})
+	if err != nil || len(cfgIssuers) != 1 || cfgIssuers[0].Name != "declared" {
+		t.Fatalf("config-declared issuer: %v %v", cfgIssuers, err)
 	}
+	declared := cfgIssuers[0]
 
 	t.Run("catalog", func(t *testing.T) {
 		r := call(t, api, http.MethodGet, "/certlocker/catalog", "")
@@ -115,7 +116,7 @@ func TestIssuersAPI(t *testing.T) {
 		return mustJSON(m)
 	}
 	t.Run("refusals", func(t *testing.T) {
-		_, auditsBefore, _ := st.Audit().List(t.Context(), storage.AuditFilter{}, storage.Page{Limit: storage.MaxLimit})
+		_, auditsBefore, _ := app.AuditLog(t.Context(), storage.AuditFilter{}, storage.Page{Limit: storage.MaxLimit})
 		cases := map[string]struct {
 			body, field string
 			status      int
@@ -150,8 +151,8 @@ func TestIssuersAPI(t *testing.T) {
 				}
 			})
 		}
-		list, _ := st.Issuers().List(t.Context(), storage.IssuerFilter{})
-		_, auditsAfter, _ := st.Audit().List(t.Context(), storage.AuditFilter{}, storage.Page{Limit: storage.MaxLimit})
+		list, _ := reg.List(t.Context(), storage.IssuerFilter{})
+		_, auditsAfter, _ := app.AuditLog(t.Context(), storage.AuditFilter{}, storage.Page{Limit: storage.MaxLimit})
 		if len(list) != 2 || len(auditsAfter) != len(auditsBefore) {
 			t.Fatalf("refusals left %d issuers, audit %d -> %d", len(list), len(auditsBefore), len(auditsAfter))
 		}
@@ -243,7 +244,7 @@ func TestIssuersAPI(t *testing.T) {
 	t.Run("audit", func(t *testing.T) {
 		want := []string{"issuer.create", "issuer.update", "issuer.register", "issuer.test", "issuer.refresh", "issuer.rollover", "issuer.deactivate", "issuer.delete"}
 		for _, action := range want {
-			entries, _, err := st.Audit().List(t.Context(), storage.AuditFilter{Action: action}, storage.Page{})
+			entries, _, err := app.AuditLog(t.Context(), storage.AuditFilter{Action: action}, storage.Page{})
 			if err != nil || len(entries) == 0 {
 				t.Errorf("no %s audit entry (%v)", action, err)
 			}

@@ -57,7 +57,7 @@ func (a *API) listAudit(w http.ResponseWriter, r *http.Request, app *certlocker.
 	if err != nil {
 		return err
 	}
-	entries, next, err := app.Store().Audit().List(r.Context(), f, p)
+	entries, next, err := app.AuditLog(r.Context(), f, p)
 	if err != nil {
 		return err
 	}
@@ -94,7 +94,7 @@ func (a *API) rekey(w http.ResponseWriter, r *http.Request, app *certlocker.App)
 	if err != nil {
 		return err
 	}
-	h, _ := app.Store().Health(r.Context())
+	h, _ := app.Health(r.Context())
 	writeJSON(w, http.StatusOK, map[string]any{"resealed": n, "key_id": h.KeyID})
 	return nil
 }

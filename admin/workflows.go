@@ -115,11 +115,14 @@ func (a *API) createWorkflow(w http.ResponseWriter, r *http.Request, app *certlo
 		if id.DNSProviderID == "" {
 			continue
 		}
-		if _, err := app.Store().DNSProviders().Get(r.Context(), id.DNSProviderID); errors.Is(err, storage.ErrNotFound) {
+		// by ID or name; the workflow keeps the ID
+		p, err := app.DNS().Get(r.Context(), id.DNSProviderID)
+		if errors.Is(err, storage.ErrNotFound) {
 			return BadRequest(fmt.Sprintf("identifiers[%d].dns_provider_id", i), "no DNS provider client %q", id.DNSProviderID)
 		} else if err != nil {
 			return err
 		}
+		body.Identifiers[i].DNSProviderID = p.ID
 	}
 	wf, err := app.Workflows().Create(r.Context(), workflow.Request{IssuerID: body.IssuerID, Identifiers: body.Identifiers,
 		KeyType: body.KeyType, Profile: body.Profile, Group: body.Group, Trigger: workflow.TriggerManual,
@@ -137,7 +140,7 @@ func checkIssuer(r *http.Request, app *certlocker.App, field, id string) error {
 	if id == "" {
 		return nil
 	}
-	if _, err := app.Store().Issuers().Get(r.Context(), id); errors.Is(err, storage.ErrNotFound) {
+	if _, err := app.IssuerRegistry().Get(r.Context(), id); errors.Is(err, storage.ErrNotFound) {
 		return BadRequest(field, "no ACME client %q", id)
 	} else if err != nil {
 		return err
@@ -221,7 +224,7 @@ func (a *API) listWorkflows(w http.ResponseWriter, r *http.Request, app *certloc
 	if err != nil {
 		return err
 	}
-	ws, next, err := app.Store().Workflows().List(r.Context(), f, p)
+	ws, next, err := app.Workflows().List(r.Context(), f, p)
 	if err != nil {
 		return err
 	}
@@ -247,11 +250,11 @@ func validState(s string) bool {
 
 // getWorkflow answers GET /certlocker/workflows/{id} with the timeline.
 func (a *API) getWorkflow(w http.ResponseWriter, r *http.Request, app *certlocker.App) error {
-	wf, err := app.Store().Workflows().Get(r.Context(), r.PathValue("id"))
+	wf, err := app.Workflows().Get(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}
-	evs, err := app.Store().Workflows().Events(r.Context(), wf.ID, 0, storage.MaxLimit)
+	evs, err := app.Workflows().Events(r.Context(), wf.ID, 0, storage.MaxLimit)
 	if err != nil {
 		return err
 	}
@@ -280,7 +283,7 @@ func (a *API) workflowAction(w http.ResponseWriter, r *http.Request, app *certlo
 		wf, err = eng.Cancel(r.Context(), id, actor(r))
 	case "renew":
 		var prev *storage.Workflow
-		if prev, err = app.Store().Workflows().Get(r.Context(), id); err != nil {
+		if prev, err = app.Workflows().Get(r.Context(), id); err != nil {
 			return err
 		}
 		if wf, err = eng.Renew(r.Context(), prev, actor(r)); err == nil && wf == nil {
@@ -303,7 +306,7 @@ func (a *API) workflowAction(w http.ResponseWriter, r *http.Request, app *certlo
 // persisted, until the workflow is finished and its last event sent.
 func (a *API) workflowEvents(w http.ResponseWriter, r *http.Request, app *certlocker.App) error {
 	id := r.PathValue("id")
-	current, err := app.Store().Workflows().Get(r.Context(), id)
+	current, err := app.Workflows().Get(r.Context(), id)
 	if err != nil {
 		return err
 	}
@@ -317,7 +320,7 @@ func (a *API) workflowEvents(w http.ResponseWriter, r *http.Request, app *certlo
 	}
 	if storage.IsTerminal(current.State) && after > 0 {
 		// a client reconnecting after the end: nothing more will come
-		if more, err := app.Store().Workflows().Events(r.Context(), id, after, 1); err == nil && len(more) == 0 {
+		if more, err := app.Workflows().Events(r.Context(), id, after, 1); err == nil && len(more) == 0 {
 			w.WriteHeader(http.StatusNoContent) // tells EventSource to stop reconnecting
 			return nil
 		}
@@ -335,7 +338,7 @@ func (a *API) workflowEvents(w http.ResponseWriter, r *http.Request, app *certlo
 	// at least this often
 	const recheck = time.Second
 	for {
-		evs, err := app.Store().Workflows().Events(r.Context(), id, after, storage.MaxLimit)
+		evs, err := app.Workflows().Events(r.Context(), id, after, storage.MaxLimit)
 		if err != nil {
 			return nil // the client went away or the store failed; the stream ends
 		}
@@ -347,13 +350,13 @@ func (a *API) workflowEvents(w http.ResponseWriter, r *http.Request, app *certlo
 		if len(evs) > 0 {
 			flusher.Flush()
 		}
-		wf, err := app.Store().Workflows().Get(r.Context(), id)
+		wf, err := app.Workflows().Get(r.Context(), id)
 		if err != nil {
 			return nil
 		}
 		if storage.IsTerminal(wf.State) {
 			// drain what the final persist wrote, then end
-			if more, _ := app.Store().Workflows().Events(r.Context(), id, after, storage.MaxLimit); len(more) == 0 {
+			if more, _ := app.Workflows().Events(r.Context(), id, after, storage.MaxLimit); len(more) == 0 {
 				fmt.Fprintf(w, "event: end\ndata: {\"state\":%q}\n\n", wf.State)
 				flusher.Flush()
 				return nil

@@ -158,6 +158,23 @@ func checkDNSName(name string) error {
 	return nil
 }
 
+// Get returns a workflow (storage.ErrNotFound if there is none).
+func (e *Engine) Get(ctx context.Context, id string) (*storage.Workflow, error) {
+	return e.opts.Store.Workflows().Get(ctx, id)
+}
+
+// List returns the workflows matching f, a page at a time, and the cursor
+// of the next page ("" after the last).
+func (e *Engine) List(ctx context.Context, f storage.WorkflowFilter, p storage.Page) ([]*storage.Workflow, string, error) {
+	return e.opts.Store.Workflows().List(ctx, f, p)
+}
+
+// Events returns up to limit entries of a workflow's timeline after the
+// one numbered after (0: from the start), oldest first.
+func (e *Engine) Events(ctx context.Context, id string, after int64, limit int) ([]*storage.WorkflowEvent, error) {
+	return e.opts.Store.Workflows().Events(ctx, id, after, limit)
+}
+
 // Create stores a new workflow and wakes the scheduler.
 func (e *Engine) Create(ctx context.Context, r Request) (*storage.Workflow, error) {
 	if err := r.Validate(); err != nil {

@@ -1,0 +1,13 @@
+package certlocker
+
+import (
+	"context"
+
+	"github.com/certlocker/caddy-certlocker/storage"
+)
+
+// AuditLog returns the audit entries matching f, newest first, a page at
+// a time, and the cursor of the next page ("" after the last).
+func (a *App) AuditLog(ctx context.Context, f storage.AuditFilter, p storage.Page) ([]*storage.AuditEntry, string, error) {
+	return a.store.Audit().List(ctx, f, p)
+}
