@@ -3,6 +3,8 @@ package admin
 import (
 	"bytes"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -55,15 +57,18 @@ func TestDNSProvidersAPI(t *testing.T) {
 			"zones[0]", "not a valid domain name", 400},
 		{"no token", `{"name":"cf","type":"cloudflare","zones":["example.test"],"credentials":{}}`,
 			"credentials.api_token", "api_token is required", 400},
-		{"bad duration", `{"name":"cf","type":"cloudflare","ttl":"soon"}`, "", "", 400},
+		{"bad duration", `{"name":"cf","type":"cloudflare","ttl":"soon"}`, "ttl", `ttl must be a duration such as "2m" or "90s"`, 400},
+		{"ttl not whole seconds", `{"name":"cf","type":"cloudflare","zones":["example.test"],"ttl":"90500ms","credentials":{"api_token":"` + testToken + `"}}`,
+			"ttl", "ttl must be a whole number of seconds", 400},
 		{"not JSON", `{"name":`, "", "reading request body", 400},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
 			r := api.call(t, http.MethodPost, "/certlocker/dns-providers", tc.body)
 			msg, _ := r.body["error"].(string)
-			if r.status != tc.status || (tc.field != "" && r.body["field"] != tc.field) || !strings.Contains(msg, tc.want) {
-				t.Fatalf("got %d %s", r.status, r.raw)
+			field, _ := r.body["field"].(string)
+			if r.status != tc.status || field != tc.field || !strings.Contains(msg, tc.want) {
+				t.Fatalf("got %d %s; want %d field %q message %q", r.status, r.raw, tc.status, tc.field, tc.want)
 			}
 		})
 	}
@@ -126,8 +131,13 @@ func TestDNSProvidersAPI(t *testing.T) {
 		!strings.Contains(r.raw, "challenge record(s) to clean up") {
 		t.Fatalf("delete in use: %d %s", r.status, r.raw)
 	}
-	if r := api.call(t, http.MethodPost, "/certlocker/dns-providers/actions/cleanup", `{"older_than":"-1s"}`); r.status != 400 {
+	if r := api.call(t, http.MethodPost, "/certlocker/dns-providers/actions/cleanup", `{"older_than":"-1s"}`); r.status != 400 ||
+		r.body["field"] != "older_than" || !strings.Contains(r.raw, "must not be negative") {
 		t.Fatalf("negative age: %d %s", r.status, r.raw)
+	}
+	if r := api.call(t, http.MethodPost, "/certlocker/dns-providers/actions/cleanup", `{"older_than":"soon"}`); r.status != 400 ||
+		r.body["field"] != "older_than" || !strings.Contains(r.raw, `older_than must be a duration such as`) {
+		t.Fatalf("age not a duration: %d %s", r.status, r.raw)
 	}
 	r = api.call(t, http.MethodPost, "/certlocker/dns-providers/actions/cleanup", `{"older_than":"1ns"}`)
 	if r.status != 200 || r.body["removed"] != float64(1) || len(cf.Records("example.test")) != 0 {
@@ -173,14 +183,64 @@ func TestDNSProvidersFromConfig(t *testing.T) {
 	if r := api.call(t, http.MethodDelete, "/certlocker/dns-providers/cf", ""); r.status != http.StatusConflict {
 		t.Fatalf("delete config provider: %d %s", r.status, r.raw)
 	}
+}
 
-	// a token written in the config is refused, and not echoed
-	cfg := &caddy.Config{AppsRaw: caddy.ModuleMap{"certlocker": json.RawMessage(`{` + storage + `,"dns_providers":[{"name":"cf",
-		"type":"cloudflare","zones":["example.test"],"credentials":{"api_token":"` + testToken + `"}}]}`)}}
-	_, err := caddy.ProvisionContext(cfg)
-	if err == nil || !strings.Contains(err.Error(), "credentials.api_token must be a placeholder") || strings.Contains(err.Error(), testToken) {
-		t.Fatalf("literal token: %v", err)
+// TestConfigTokenNotEchoed loads configs through Caddy's real admin
+// endpoint: a token written in the config is refused without the response
+// repeating it, and GET /config/ of the running config shows the
+// placeholder, never the token.
+func TestConfigTokenNotEchoed(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
+	t.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
+	t.Setenv("TEST_DNS_TOKEN", testToken)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	var buf bytes.Buffer
-	_ = json.NewEncoder(&buf).Encode(cfg)
+	adminAddr := ln.Addr().String()
+	ln.Close()
+	config := func(token string) []byte {
+		return []byte(`{"admin":{"listen":"` + adminAddr + `","config":{"persist":false}},"apps":{"certlocker":{
+			"storage":{"path":"` + filepath.Join(dir, "c.db") + `"},"node_id":"cfg-node",
+			"dns_providers":[{"name":"cf","type":"cloudflare","zones":["example.test"],"credentials":{"api_token":"` + token + `"}}]}}}`)
+	}
+	if err := caddy.Load(config("{env.TEST_DNS_TOKEN}"), true); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = caddy.Stop() })
+	admin := func(method, path string, body []byte) (int, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), method, "http://"+adminAddr+path, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), testToken) {
+			t.Fatalf("%s %s revealed the token: %s", method, path, b)
+		}
+		return resp.StatusCode, string(b)
+	}
+	if status, body := admin(http.MethodGet, "/config/", nil); status != 200 || !strings.Contains(body, `"{env.TEST_DNS_TOKEN}"`) {
+		t.Fatalf("GET /config/: %d %s", status, body)
+	}
+	if status, body := admin(http.MethodGet, "/certlocker/dns-providers/cf", nil); status != 200 || !strings.Contains(body, `"managed_by": "config"`) {
+		t.Fatalf("the loaded config's provider: %d %s", status, body)
+	}
+	status, body := admin(http.MethodPost, "/load", config(testToken))
+	if status != http.StatusBadRequest || !strings.Contains(body, "credentials.api_token must be a placeholder") {
+		t.Fatalf("POST /load with a literal token: %d %s", status, body)
+	}
+	if status, body := admin(http.MethodGet, "/config/", nil); status != 200 || !strings.Contains(body, `"{env.TEST_DNS_TOKEN}"`) {
+		t.Fatalf("GET /config/ after the refused load: %d %s", status, body)
+	}
 }

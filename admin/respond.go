@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -8,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/certlocker/caddy-certlocker/storage"
@@ -86,18 +89,23 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		return &Error{Status: http.StatusUnsupportedMediaType, Message: "send the body as application/json"}
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	var maxErr *http.MaxBytesError
+	switch {
+	case errors.As(err, &maxErr):
+		return &Error{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf("request body is larger than %d bytes", MaxBodyBytes)}
+	case err != nil:
+		return BadRequest("", "reading request body: %v", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
+	err = dec.Decode(v)
 	var (
-		maxErr    *http.MaxBytesError
 		typeErr   *json.UnmarshalTypeError
 		syntaxErr *json.SyntaxError
 	)
 	switch {
 	case err == nil:
-	case errors.As(err, &maxErr):
-		return &Error{Status: http.StatusRequestEntityTooLarge, Message: fmt.Sprintf("request body is larger than %d bytes", MaxBodyBytes)}
 	case errors.Is(err, io.EOF):
 		return BadRequest("", "request body is empty: send a JSON object")
 	case errors.As(err, &typeErr):
@@ -108,10 +116,122 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 		f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
 		return BadRequest(f, "unknown field %q", f)
 	default:
+		// a field's own UnmarshalJSON refused its value; encoding/json
+		// does not say which field that was
+		if field, typ, ferr := locateField(body, reflect.TypeOf(v)); field != "" {
+			if typ == durationType {
+				return BadRequest(field, `%s must be a duration such as "2m" or "90s"`, field)
+			}
+			return BadRequest(field, "%s: %v", field, ferr)
+		}
 		return BadRequest("", "reading request body: %v", err)
 	}
 	if dec.More() {
 		return BadRequest("", "request body holds more than one JSON value")
 	}
 	return nil
+}
+
+var durationType = reflect.TypeFor[caddy.Duration]()
+
+// locateField finds the field of a JSON value of type t whose value fails
+// to decode: its path as the API names fields ("ttl", "zones[0]",
+// "credentials.api_token"), its Go type, and the error. It returns "" if
+// no single field is at fault.
+func locateField(raw []byte, t reflect.Type) (string, reflect.Type, error) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(raw, &obj) != nil {
+			return "", nil, nil
+		}
+		for name, val := range obj {
+			f, ok := jsonField(t, name)
+			if !ok {
+				continue
+			}
+			if err := json.Unmarshal(val, reflect.New(f.Type).Interface()); err != nil {
+				if sub, typ, serr := locateField(val, f.Type); sub != "" {
+					return joinPath(name, sub), typ, serr
+				}
+				return name, f.Type, err
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		var list []json.RawMessage
+		if json.Unmarshal(raw, &list) != nil {
+			return "", nil, nil
+		}
+		for i, val := range list {
+			if err := json.Unmarshal(val, reflect.New(t.Elem()).Interface()); err != nil {
+				idx := fmt.Sprintf("[%d]", i)
+				if sub, typ, serr := locateField(val, t.Elem()); sub != "" {
+					return joinPath(idx, sub), typ, serr
+				}
+				return idx, t.Elem(), err
+			}
+		}
+	case reflect.Map:
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(raw, &obj) != nil {
+			return "", nil, nil
+		}
+		for k, val := range obj {
+			if err := json.Unmarshal(val, reflect.New(t.Elem()).Interface()); err != nil {
+				if sub, typ, serr := locateField(val, t.Elem()); sub != "" {
+					return joinPath(k, sub), typ, serr
+				}
+				return k, t.Elem(), err
+			}
+		}
+	}
+	return "", nil, nil
+}
+
+// joinPath appends a field path to its parent's: "zones" + "[0]",
+// "credentials" + "api_token".
+func joinPath(parent, sub string) string {
+	if strings.HasPrefix(sub, "[") {
+		return parent + sub
+	}
+	return parent + "." + sub
+}
+
+// jsonField finds the struct field encoding/json decodes the key name
+// into (embedded structs included; names match case-insensitively, as
+// encoding/json does).
+func jsonField(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		key, _, _ := strings.Cut(tag, ",")
+		if f.Anonymous && key == "" {
+			et := f.Type
+			if et.Kind() == reflect.Pointer {
+				et = et.Elem()
+			}
+			if et.Kind() == reflect.Struct {
+				if sf, ok := jsonField(et, name); ok {
+					return sf, true
+				}
+			}
+			continue
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if key == "" {
+			key = f.Name
+		}
+		if strings.EqualFold(key, name) {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
 }

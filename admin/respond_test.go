@@ -8,15 +8,20 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/certlocker/caddy-certlocker/storage"
 )
 
 type sample struct {
-	Name     string   `json:"name"`
-	Contacts []string `json:"contacts"`
-	TTL      int      `json:"ttl"`
+	Name     string         `json:"name"`
+	Contacts []string       `json:"contacts"`
+	TTL      int            `json:"ttl"`
+	Wait     caddy.Duration `json:"wait"`
+	Steps    []struct {
+		After caddy.Duration `json:"after"`
+	} `json:"steps"`
 }
 
 func TestDecodeJSON(t *testing.T) {
@@ -37,6 +42,8 @@ func TestDecodeJSON(t *testing.T) {
 		"form type":      {`{"name":"le"}`, "application/x-www-form-urlencoded", 415, ""},
 		"too large":      {`{"name":"` + strings.Repeat("a", MaxBodyBytes) + `"}`, "application/json", 413, ""},
 		"charset suffix": {`{"name":"le"}`, "application/json; charset=utf-8", 0, ""},
+		"bad duration":   {`{"name":"le","wait":"soon"}`, "application/json", 400, "wait"},
+		"nested":         {`{"steps":[{"after":"1s"},{"after":"later"}]}`, "application/json", 400, "steps[1].after"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
