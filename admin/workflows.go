@@ -214,11 +214,14 @@ func workflowError(err error) error {
 }
 
 // listWorkflows answers GET /certlocker/workflows?state=&issuer=&domain=&group=&limit=&cursor=
+// (see workflow.FilterFromQuery).
 func (a *API) listWorkflows(w http.ResponseWriter, r *http.Request, app *certlocker.App) error {
-	q := r.URL.Query()
-	f := storage.WorkflowFilter{State: q.Get("state"), IssuerID: q.Get("issuer"), Domain: q.Get("domain"), Group: q.Get("group")}
-	if f.State != "" && !validState(f.State) {
-		return BadRequest("state", "unknown state %q", f.State)
+	f, err := workflow.FilterFromQuery(r.URL.Query(), "limit", "cursor")
+	var inv *workflow.InvalidError
+	if errors.As(err, &inv) {
+		return BadRequest(inv.Field, "%s", inv.Message)
+	} else if err != nil {
+		return err
 	}
 	p, err := page(r)
 	if err != nil {
@@ -237,15 +240,6 @@ func (a *API) listWorkflows(w http.ResponseWriter, r *http.Request, app *certloc
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
-}
-
-func validState(s string) bool {
-	switch s {
-	case storage.StatePending, storage.StateOrdering, storage.StateAuthorizing, storage.StateFinalizing, storage.StateDownloading,
-		storage.StateIssued, storage.StateFailed, storage.StateCancelled, storage.StateRetryScheduled:
-		return true
-	}
-	return false
 }
 
 // getWorkflow answers GET /certlocker/workflows/{id} with the timeline.

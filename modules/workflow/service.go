@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -157,6 +159,41 @@ func checkDNSName(name string) error {
 	}
 	return nil
 }
+
+// Query parameters of the workflow list, as the admin API and the UI take
+// them.
+var listParams = []string{"state", "issuer", "domain", "group"}
+
+// FilterFromQuery reads list filters from URL query parameters:
+//
+//	state=   a workflow state (pending, ordering, ..., issued, failed)
+//	issuer=  ACME client ID
+//	domain=  a DNS name or IP among the workflow's identifiers
+//	group=   group
+//
+// Parameters named in extra are allowed and left to the caller; any other
+// parameter, or a value that can match nothing, is an *InvalidError
+// naming it, so a typo does not silently match all or nothing.
+func FilterFromQuery(q url.Values, extra ...string) (storage.WorkflowFilter, error) {
+	for k := range q {
+		if !slices.Contains(listParams, k) && !slices.Contains(extra, k) {
+			return storage.WorkflowFilter{}, invalid(k, "unknown query parameter %q: use %s", k,
+				strings.Join(append(slices.Clone(listParams), extra...), ", "))
+		}
+	}
+	f := storage.WorkflowFilter{State: q.Get("state"), IssuerID: q.Get("issuer"), Domain: q.Get("domain"), Group: q.Get("group")}
+	if f.State != "" && !slices.Contains(states, f.State) {
+		return f, invalid("state", "unknown state %q: use one of %s", f.State, strings.Join(states, ", "))
+	}
+	if !storage.ValidGroup(f.Group) {
+		return f, invalid("group", "group must be %s", storage.GroupRule)
+	}
+	return f, nil
+}
+
+// states are every state a workflow can be in.
+var states = []string{storage.StatePending, storage.StateOrdering, storage.StateAuthorizing, storage.StateFinalizing,
+	storage.StateDownloading, storage.StateIssued, storage.StateFailed, storage.StateCancelled, storage.StateRetryScheduled}
 
 // Get returns a workflow (storage.ErrNotFound if there is none).
 func (e *Engine) Get(ctx context.Context, id string) (*storage.Workflow, error) {
