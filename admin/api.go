@@ -36,7 +36,10 @@ func (API) CaddyModule() caddy.ModuleInfo {
 // (certlocker.Current): admin routers are provisioned before the apps of
 // the same config, and the admin endpoint answers while they load.
 func (a *API) Provision(ctx caddy.Context) error {
-	a.logger = ctx.Logger()
+	// Caddy provisions admin routers outside any module's context, so the
+	// module is named here (as caddypki's admin API does) for the config's
+	// logs to apply to this one
+	a.logger = ctx.Logger(a)
 	a.mux = http.NewServeMux()
 	for _, register := range routeSets {
 		register(a)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/certlocker/caddy-certlocker/storage"
 )
@@ -51,6 +52,11 @@ func writeError(w http.ResponseWriter, logger *zap.Logger, err error) {
 		e = &Error{Status: http.StatusConflict, Message: err.Error()}
 	default:
 		e = &Error{Status: http.StatusInternalServerError, Message: internalError(logger, "admin API request failed", err)}
+	}
+	if e.Status < 500 {
+		if ce := logger.Check(zapcore.DebugLevel, "admin API request refused"); ce != nil {
+			ce.Write(zap.Int("status", e.Status), zap.String("field", e.Field), zap.String("message", e.Message))
+		}
 	}
 	writeJSON(w, e.Status, e)
 }
