@@ -183,7 +183,8 @@ func (a *API) startMigration(w http.ResponseWriter, r *http.Request, app *certlo
 		for _, wf := range res.Workflows {
 			ids = append(ids, wf.ID)
 		}
-		msg := internalError(a.logger, "migration stopped", err)
+		msg := internalError(a.logger.With(zap.String("issuer_id", body.ToIssuerID), zap.String("from_issuer_id", body.FromIssuerID),
+			zap.Int("started", len(ids))), "migration stopped", err)
 		audit(r, app, "workflow.migrate", body.ToIssuerID, map[string]any{"from_issuer_id": body.FromIssuerID,
 			"started": ids, "error": msg})
 		return &Error{Status: http.StatusInternalServerError,
@@ -381,6 +382,6 @@ func sseName(state string) string { return "state." + strings.ReplaceAll(state, 
 func audit(r *http.Request, app *certlocker.App, action, target string, details map[string]any) {
 	b, _ := json.Marshal(details)
 	if err := app.Audit(r.Context(), actor(r), action, target, b); err != nil {
-		app.Logger().Error("recording audit entry", zap.String("action", action), zap.Error(err))
+		app.Logger().Error("recording audit entry", zap.String("action", action), zap.String("target", target), zap.Error(err))
 	}
 }

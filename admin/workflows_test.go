@@ -16,7 +16,9 @@ import (
 
 	"github.com/certlocker/caddy-certlocker/internal/acmetest"
 	"github.com/certlocker/caddy-certlocker/modules/certlocker"
+	"github.com/certlocker/caddy-certlocker/modules/workflow"
 	"github.com/certlocker/caddy-certlocker/storage"
+	"github.com/certlocker/caddy-certlocker/storage/sqlite"
 )
 
 // sseEvent is one Server-Sent Event of a workflow's timeline stream.
@@ -317,6 +319,45 @@ func TestWorkflowsAPI(t *testing.T) {
 			t.Fatalf("migration of a wildcard: %d %s", r.status, r.body)
 		}
 
+		// a store that fails under one certificate: the skip reason does
+		// not repeat the error (a second handle on the same SQLite file
+		// writes a successor claim that cannot be read)
+		plain := newCertFixture(t, []string{"c.example.test"}, time.Now().Add(60*24*time.Hour))
+		r = call(t, api, http.MethodPost, "/certlocker/certificates", mustJSON(map[string]string{"pem": plain.chain, "group": "broken"}))
+		plainID, _ := r.json["certificate"].(map[string]any)["id"].(string)
+		if r.status != http.StatusCreated {
+			t.Fatalf("import: %d %s", r.status, r.body)
+		}
+		keyText, err := os.ReadFile(filepath.Join(dir, "certlocker.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := storage.ParseKey(string(keyText))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sealer, err := storage.NewSealer(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		other, err := sqlite.Open(t.Context(), filepath.Join(dir, "c.db"), sealer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		if err := other.ACME().Set(t.Context(), workflow.SuccessorBucket, plainID, []byte("garbage")); err != nil {
+			t.Fatal(err)
+		}
+		r = call(t, api, http.MethodPost, "/certlocker/migrations", `{"group":"broken","to_issuer_id":"`+ids["pebble2"]+`"}`)
+		skipped, _ = r.json["skipped"].([]any)
+		if r.status != http.StatusAccepted || len(skipped) != 1 {
+			t.Fatalf("migration over a broken claim: %d %s", r.status, r.body)
+		}
+		if reason, _ := skipped[0].(map[string]any)["reason"].(string); strings.Contains(reason, "invalid character") ||
+			!strings.Contains(reason, "see the log of node n1") {
+			t.Fatalf("the skip reason echoes the store's error: %q", reason)
+		}
+
 		// the active certificate of "pebble" (the renewal's) moves to "pebble2"
 		r = call(t, api, http.MethodPost, "/certlocker/migrations", `{"from_issuer_id":"`+ids["pebble"]+`","to_issuer_id":"`+ids["pebble2"]+`","per_minute":60}`)
 		started, _ := r.json["workflows"].([]any)
@@ -331,7 +372,7 @@ func TestWorkflowsAPI(t *testing.T) {
 			t.Fatalf("migrated order: %d %v", status, evs)
 		}
 		entries, _, _ := app.AuditLog(t.Context(), storage.AuditFilter{Action: "workflow.migrate"}, storage.Page{})
-		if len(entries) != 2 || !strings.Contains(string(entries[0].Details), `"started":1`) {
+		if len(entries) != 3 || !strings.Contains(string(entries[0].Details), `"started":1`) {
 			t.Fatalf("migration audit: %d entries", len(entries))
 		}
 	})

@@ -2,9 +2,12 @@ package workflow
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/certlocker/caddy-certlocker/storage"
 )
@@ -86,7 +89,7 @@ func (e *Engine) Migrate(ctx context.Context, m Migration) (*MigrationResult, er
 			w, err := e.createSuccessor(ctx, c.ID, req, true)
 			switch {
 			case err != nil:
-				res.Skipped = append(res.Skipped, MigrationSkip{CertificateID: c.ID, Reason: err.Error()})
+				res.Skipped = append(res.Skipped, MigrationSkip{CertificateID: c.ID, Reason: e.skipReason(c, m, err)})
 			case w == nil:
 				res.Skipped = append(res.Skipped, MigrationSkip{CertificateID: c.ID, Reason: "a renewal or migration of it is already under way"})
 			default:
@@ -98,6 +101,19 @@ func (e *Engine) Migrate(ctx context.Context, m Migration) (*MigrationResult, er
 		}
 		cursor = next
 	}
+}
+
+// skipReason says why a certificate's workflow could not start: a refused
+// request in its own words; anything else (the store failing) is logged
+// here and named only, since its text can hold hosts or SQL.
+func (e *Engine) skipReason(c *storage.Certificate, m Migration, err error) string {
+	var inv *InvalidError
+	if errors.As(err, &inv) {
+		return inv.Message
+	}
+	e.log.Error("starting a migration workflow", zap.String("certificate_id", c.ID), zap.String("issuer_id", m.ToIssuerID),
+		zap.Error(err))
+	return fmt.Sprintf("starting its workflow failed; see the log of node %s (certificate_id %s)", e.opts.Node, c.ID)
 }
 
 func (e *Engine) migrationRequest(ctx context.Context, c *storage.Certificate, m Migration) (Request, string, error) {
