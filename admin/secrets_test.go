@@ -187,9 +187,13 @@ func TestSecretsStayOutOfLogs(t *testing.T) {
 
 	// an order: dns-01 through Cloudflare and http-01, to its end
 	status, v = admin(http.MethodPost, "/certlocker/workflows", mustJSON(map[string]any{"issuer_id": issuerID,
-		"identifiers": []any{map[string]any{"value": "*.example.test", "dns_provider_id": cfID}, map[string]any{"value": "www.example.test"}}}))
+		"identifiers": []any{map[string]any{"value": "*.example.test", "dns_provider_id": "cf"}, map[string]any{"value": "www.example.test"}}}))
 	if status != http.StatusCreated {
 		t.Fatalf("workflow: %d %v", status, v)
+	}
+	// the provider client named "cf" is kept by its ID
+	if ids, _ := v["identifiers"].([]any); len(ids) != 2 || ids[0].(map[string]any)["dns_provider_id"] != cfID {
+		t.Fatalf("workflow identifiers: %v", v["identifiers"])
 	}
 	wfID := v["id"].(string)
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+adminAddr+"/certlocker/workflows/"+wfID+"/events", nil)
