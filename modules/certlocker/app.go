@@ -21,6 +21,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"go.uber.org/zap"
 
+	"github.com/certlocker/caddy-certlocker/internal/placeholder"
 	"github.com/certlocker/caddy-certlocker/modules/dnsproviders"
 	"github.com/certlocker/caddy-certlocker/modules/inventory"
 	"github.com/certlocker/caddy-certlocker/modules/issuers"
@@ -279,18 +280,6 @@ func (sc StorageConfig) check() error {
 	return nil
 }
 
-var (
-	placeholderRe     = regexp.MustCompile(`\{[^{}]+\}`)
-	onlyPlaceholderRe = regexp.MustCompile(`^(\{[^{}]+\})+$`)
-)
-
-// hasPlaceholder reports whether s contains a placeholder.
-func hasPlaceholder(s string) bool { return placeholderRe.MatchString(s) }
-
-// onlyPlaceholders reports whether s is made of placeholders alone, so no
-// part of a secret is written in the config.
-func onlyPlaceholders(s string) bool { return onlyPlaceholderRe.MatchString(strings.TrimSpace(s)) }
-
 var kvPasswordRe = regexp.MustCompile(`(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S*)`)
 
 // placeholderMark stands in for each placeholder while a DSN is parsed.
@@ -300,7 +289,7 @@ const placeholderMark = "CERTLOCKERPLACEHOLDER"
 // not wholly placeholders ("postgres://u:{env.PW}@host/db" is fine;
 // "postgres://u:secret@host/db" and "{env.HOST} password=secret" are not).
 func dsnHasLiteralPassword(dsn string) bool {
-	marked := placeholderRe.ReplaceAllString(dsn, placeholderMark)
+	marked := placeholder.Mask(dsn, placeholderMark)
 	literal := func(pw string) bool {
 		return strings.Trim(strings.ReplaceAll(pw, placeholderMark, ""), "'") != ""
 	}
@@ -334,7 +323,7 @@ func expand(repl *caddy.Replacer, s, field string) (string, error) {
 // loadKeys builds the sealer from config, environment or the key file.
 func (a *App) loadKeys(repl *caddy.Replacer, backend, location string) (*storage.Sealer, error) {
 	keyFromConfig := func(s, field string) ([]byte, error) {
-		if !onlyPlaceholders(s) {
+		if !placeholder.Only(s) {
 			return nil, fmt.Errorf(`%s must be a placeholder such as "{env.%s}" or "{file./path/to/key}": a key written in the config would be visible in GET /config/`, field, EnvEncryptionKey)
 		}
 		v, err := expand(repl, s, field)
@@ -420,8 +409,6 @@ func (a *App) keyFile(path, backend string) ([]byte, error) {
 	return k, nil
 }
 
-var nodeIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
-
 func (a *App) resolveNodeID(repl *caddy.Replacer) (string, error) {
 	id, err := expand(repl, a.NodeID, "node_id")
 	if err != nil {
@@ -448,8 +435,8 @@ func (a *App) resolveNodeID(repl *caddy.Replacer) (string, error) {
 			}
 		}
 	}
-	if !nodeIDRe.MatchString(id) {
-		return "", fmt.Errorf("node_id %q: use up to 63 letters, digits, dots, dashes or underscores", id)
+	if !storage.ValidName(id) {
+		return "", fmt.Errorf("node_id %q: use %s", id, storage.NameRule)
 	}
 	return id, nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 
+	"github.com/certlocker/caddy-certlocker/internal/placeholder"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
 
@@ -108,7 +109,6 @@ func configOf(p *storage.DNSProvider) Config {
 }
 
 var (
-	nameRe       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 	cfTokenRe    = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 	printableRe  = regexp.MustCompile(`^[\x21-\x7e]*$`)
 	tsigAlgNames = map[string]string{
@@ -132,8 +132,8 @@ type rfc2136Creds struct {
 // build validates c and returns the provider client it defines (not
 // stored). Errors are InputErrors naming the field; none echoes a secret.
 func (s *Service) build(c Config) (*storage.DNSProvider, error) {
-	if !nameRe.MatchString(c.Name) {
-		return nil, inputErr("name", "name must be 1 to 63 letters, digits, dots, dashes or underscores, starting with a letter or digit")
+	if !storage.ValidName(c.Name) {
+		return nil, inputErr("name", "name must be "+storage.NameRule)
 	}
 	zones, err := normaliseZones(c.Zones)
 	if err != nil {
@@ -387,9 +387,6 @@ func NewView(p *storage.DNSProvider) View {
 	return v
 }
 
-// ConfigActor is the audit actor of changes made by config as code.
-const ConfigActor = "config"
-
 // secretField reports whether a credentials field name looks like it holds
 // a secret, for the placeholder rule of config as code.
 var secretFieldRe = regexp.MustCompile(`(?i)(token|secret|password|passwd|key$|^key|_key|apikey|credential|auth)`)
@@ -410,10 +407,10 @@ func ExpandConfig(repl *caddy.Replacer, c Config, index int) (Config, error) {
 	walk = func(path, key string, v any) (any, error) {
 		switch x := v.(type) {
 		case string:
-			if isSecretField(key) && !isPlaceholderOnly(x) {
+			if isSecretField(key) && !placeholder.Only(x) {
 				return nil, fmt.Errorf(`%s: credentials.%s must be a placeholder such as "{env.VAR}" or "{file./path}", with nothing around it: a secret written in the config would be visible in GET /config/`, where, path)
 			}
-			if !hasPlaceholder(x) {
+			if !placeholder.Has(x) {
 				return x, nil
 			}
 			out, err := repl.ReplaceOrErr(x, true, true)
@@ -566,7 +563,7 @@ func (s *Service) Sync(ctx context.Context, configs []Config) error {
 			changes = append(changes, change{"dns_provider.delete", p})
 		}
 		for _, ch := range changes {
-			if err := s.audit(ctx, tx, ConfigActor, ch.action, ch.p, nil); err != nil {
+			if err := s.audit(ctx, tx, storage.ActorConfig, ch.action, ch.p, nil); err != nil {
 				return err
 			}
 		}

@@ -72,7 +72,7 @@ func checkSynced(t *testing.T, st storage.Store, group string, names []string, a
 	if !slices.Equal(got, want) {
 		t.Fatalf("stored providers %v, want one each of %v", got, want)
 	}
-	entries, _, err := st.Audit().List(t.Context(), storage.AuditFilter{Actor: ConfigActor}, storage.Page{Limit: 100})
+	entries, _, err := st.Audit().List(t.Context(), storage.AuditFilter{Actor: storage.ActorConfig}, storage.Page{Limit: 100})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 
+	"github.com/certlocker/caddy-certlocker/internal/placeholder"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
 
@@ -85,15 +85,6 @@ type EABConfig struct {
 	MACKey string `json:"mac_key"`
 }
 
-// placeholdersRe matches a value made only of placeholders, such as
-// "{env.EAB_MAC}" or "{env.PART1}{env.PART2}".
-var placeholdersRe = regexp.MustCompile(`^(\{[^{}]+\})+$`)
-
-// onlyPlaceholders reports whether v, without surrounding spaces, is made
-// only of placeholders: a value with any literal part would show that part
-// in GET /config/.
-func onlyPlaceholders(v string) bool { return placeholdersRe.MatchString(strings.TrimSpace(v)) }
-
 // Spec expands the config's placeholders and reads its root files. Errors
 // name the field, never a secret value.
 func (c Config) Spec(repl *caddy.Replacer) (Spec, error) {
@@ -125,7 +116,7 @@ func (c Config) Spec(repl *caddy.Replacer) (Spec, error) {
 		if spec.EABKeyID, err = expand(c.EAB.KeyID, "eab.key_id"); err != nil {
 			return spec, err
 		}
-		if c.EAB.MACKey != "" && !onlyPlaceholders(c.EAB.MACKey) {
+		if c.EAB.MACKey != "" && !placeholder.Only(c.EAB.MACKey) {
 			return spec, fmt.Errorf(`issuer %s: eab.mac_key must be a placeholder such as "{env.EAB_MAC_KEY}" or "{file./run/secrets/eab-mac}", with nothing written around it: a key written in the config would be visible in GET /config/`, c.Name)
 		}
 		mac, err := repl.ReplaceOrErr(c.EAB.MACKey, true, true)
@@ -145,9 +136,6 @@ func (c Config) Spec(repl *caddy.Replacer) (Spec, error) {
 	spec.CustomRootsPEM = strings.Join(roots, "\n")
 	return spec, nil
 }
-
-// ConfigActor is the audit actor of changes made from the config.
-const ConfigActor = "config"
 
 // SyncConfig makes the store hold exactly the declared issuers as
 // managed_by "config", in one transaction: new ones are created
@@ -216,7 +204,7 @@ func (s *Service) syncOnce(ctx context.Context, drafts []*draft, seen map[string
 				if err := tx.Issuers().Create(ctx, want); err != nil {
 					return err
 				}
-				if err := s.audit(ctx, tx, ConfigActor, "issuer.create", want, map[string]any{"catalog_id": want.CatalogID,
+				if err := s.audit(ctx, tx, storage.ActorConfig, "issuer.create", want, map[string]any{"catalog_id": want.CatalogID,
 					"directory_url": want.DirectoryURL, "eab": want.EABKeyID != "", "managed_by": storage.ManagedByConfig}); err != nil {
 					return err
 				}
@@ -236,7 +224,7 @@ func (s *Service) syncOnce(ctx context.Context, drafts []*draft, seen map[string
 			if err := tx.Issuers().Update(ctx, cur); err != nil {
 				return err
 			}
-			if err := s.audit(ctx, tx, ConfigActor, "issuer.update", cur, map[string]any{"fields": changed}); err != nil {
+			if err := s.audit(ctx, tx, storage.ActorConfig, "issuer.update", cur, map[string]any{"fields": changed}); err != nil {
 				return err
 			}
 			logs = append(logs, func() {
@@ -255,7 +243,7 @@ func (s *Service) syncOnce(ctx context.Context, drafts []*draft, seen map[string
 			if err := tx.Issuers().Update(ctx, iss); err != nil {
 				return err
 			}
-			if err := s.audit(ctx, tx, ConfigActor, "issuer.release", iss, map[string]any{"managed_by": storage.ManagedByAPI}); err != nil {
+			if err := s.audit(ctx, tx, storage.ActorConfig, "issuer.release", iss, map[string]any{"managed_by": storage.ManagedByAPI}); err != nil {
 				return err
 			}
 			logs = append(logs, func() {
@@ -371,7 +359,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(args) != 2 {
 				return d.Err("eab needs a key ID and a MAC key placeholder, e.g. eab {env.EAB_KID} {env.EAB_MAC}")
 			}
-			if !onlyPlaceholders(args[1]) {
+			if !placeholder.Only(args[1]) {
 				return d.Err(`the eab MAC key must be a placeholder such as {env.EAB_MAC_KEY} or {file./run/secrets/eab-mac}, with nothing written around it, so it stays out of the adapted JSON`)
 			}
 			c.EAB = &EABConfig{KeyID: args[0], MACKey: args[1]}
