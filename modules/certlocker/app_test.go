@@ -194,7 +194,7 @@ func snapshot(t *testing.T, a *App) map[string]string {
 		t.Fatal(err)
 	}
 	for _, p := range ps {
-		out["dns "+p.Name] = fmt.Sprintf("%s %s ttl=%s v%d", p.ID, p.ManagedBy, p.TTL, p.Version)
+		out["dns "+p.Name] = fmt.Sprintf("%s %s ttl=%s zones=%v", p.ID, p.ManagedBy, p.TTL, p.Zones)
 	}
 	is, err := a.Store().Issuers().List(t.Context(), storage.IssuerFilter{})
 	if err != nil {
