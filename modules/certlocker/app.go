@@ -91,15 +91,16 @@ type App struct {
 
 	inv *inventory.Service
 
-	// DNSProviders are DNS provider clients declared in the config; they
-	// are created, updated or removed in the store to match it, and cannot
-	// be changed through the API. Credentials must be placeholders.
+	// DNSProviders are DNS provider clients declared in the config; when
+	// the config starts they are created, updated or removed in the store
+	// to match it, and cannot be changed through the API. Credentials must be placeholders.
 	// Default: none.
 	DNSProviders []dnsproviders.Config `json:"dns_providers,omitempty"`
 
-	// Issuers are ACME clients declared in the config; they are created
-	// or updated in the store to match it (accounts register on first
-	// use) and cannot be changed through the API. EAB MAC keys must be
+	// Issuers are ACME clients declared in the config; when the config
+	// starts they are created or updated in the store to match it
+	// (accounts register on first use) and cannot be changed through the
+	// API. EAB MAC keys must be
 	// placeholders. Default: none.
 	Issuers []issuers.Config `json:"issuers,omitempty"`
 

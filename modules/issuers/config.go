@@ -19,7 +19,8 @@ import (
 )
 
 // Config declares an issuer in the app's configuration (config as code).
-// At provision the issuer is created or updated in the store and marked
+// It is validated when the config is provisioned (caddy validate included)
+// and, when the config starts, created or updated in the store and marked
 // managed_by "config": the admin API shows it but cannot change or delete
 // it. Its account is registered on first use (or by the test action), so a
 // CA that is down does not stop CertLocker from starting.
