@@ -578,8 +578,9 @@ func (a *App) Stop() error {
 	// for good
 	if next := current.Load(); next != nil && next.previous == a {
 		next.committed, next.previous = true, nil
+		next.syncedDNS, next.syncedIssuers = nil, nil
 	}
-	a.previous = nil
+	a.previous, a.syncedDNS, a.syncedIssuers = nil, nil, nil
 	return nil
 }
 
