@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -131,6 +132,40 @@ func TestReloadWithoutTheApp(t *testing.T) {
 		code, body := n.Do("GET", path, nil, nil)
 		if code != http.StatusServiceUnavailable || !strings.Contains(string(body), "not running") {
 			t.Fatalf("GET %s without the app = %d %s, want 503: not running", path, code, body)
+		}
+	}
+}
+
+// A reload that fails to start (its http app cannot bind a taken port)
+// keeps the running config and its declarations: the API still serves
+// them, same IDs, managed by the config. Apps start in map order, so the
+// reload is tried until the certlocker app was among those started.
+func TestFailedReloadKeepsTheDeclarations(t *testing.T) {
+	n := e2e.NewNode(t, t.TempDir())
+	n.Env = []string{"TSIG_KEY=" + "c2VjcmV0LXRzaWcta2V5"}
+	if err := n.Start(n.Config(declaredApp)); err != nil {
+		t.Fatal(err)
+	}
+	want := readDeclared(t, n)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	failing := `{"admin":{"listen":"` + n.Admin + `"},"apps":{"certlocker":{},
+		"http":{"servers":{"taken":{"listen":["` + l.Addr().String() + `"],"automatic_https":{"disable":true}}}}}}`
+	for attempt := 1; ; attempt++ {
+		if code, body := n.Do("POST", "/load", failing, nil); code < 400 {
+			t.Fatalf("the failing reload answered %d %s", code, body)
+		}
+		if got := readDeclared(t, n); got != want {
+			t.Fatalf("after a failed reload the declared resources are %+v, want %+v", got, want)
+		}
+		if strings.Contains(n.Logs(), "dns provider sync reverted") {
+			break
+		}
+		if attempt == 32 {
+			t.Fatal("the certlocker app never started before the http app failed")
 		}
 	}
 }
