@@ -11,6 +11,10 @@ const (
 	ManagedByConfig = "config"
 )
 
+// ActorConfig is the audit actor of changes made by config as code (the
+// resources declared in apps.certlocker, synced when a config starts).
+const ActorConfig = "config"
+
 // Issuer is an ACME client: one account at one CA directory.
 type Issuer struct {
 	ID        string

@@ -21,6 +21,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"go.uber.org/zap"
 
+	"github.com/certlocker/caddy-certlocker/internal/placeholder"
 	"github.com/certlocker/caddy-certlocker/modules/dnsproviders"
 	"github.com/certlocker/caddy-certlocker/modules/inventory"
 	"github.com/certlocker/caddy-certlocker/modules/issuers"
@@ -82,7 +83,7 @@ type App struct {
 	NotifiersRaw []json.RawMessage `json:"notifiers,omitempty" caddy:"namespace=certlocker.notifiers inline_key=notifier"`
 
 	// Config-declared resources (config as code) go here, one field per
-	// kind; Provision syncs them into the store after opening it.
+	// kind; Provision validates them, and Start syncs them into the store.
 
 	// Inventory configures the certificate inventory: which roles may
 	// export private keys. Default: only the admin API (role "admin").
@@ -90,15 +91,16 @@ type App struct {
 
 	inv *inventory.Service
 
-	// DNSProviders are DNS provider clients declared in the config; they
-	// are created, updated or removed in the store to match it, and cannot
-	// be changed through the API. Credentials must be placeholders.
+	// DNSProviders are DNS provider clients declared in the config; when
+	// the config starts they are created, updated or removed in the store
+	// to match it, and cannot be changed through the API. Credentials must be placeholders.
 	// Default: none.
 	DNSProviders []dnsproviders.Config `json:"dns_providers,omitempty"`
 
-	// Issuers are ACME clients declared in the config; they are created
-	// or updated in the store to match it (accounts register on first
-	// use) and cannot be changed through the API. EAB MAC keys must be
+	// Issuers are ACME clients declared in the config; when the config
+	// starts they are created or updated in the store to match it
+	// (accounts register on first use) and cannot be changed through the
+	// API. EAB MAC keys must be
 	// placeholders. Default: none.
 	Issuers []issuers.Config `json:"issuers,omitempty"`
 
@@ -111,7 +113,19 @@ type App struct {
 	events     *caddyevents.App
 	eventsCtx  caddy.Context
 
-	previous   *App // the app current when this one started
+	declaredDNS     *dnsproviders.Declaration
+	declaredIssuers *issuers.Declaration
+	syncedDNS       *dnsproviders.Applied // what Start changed, for an aborted start
+	syncedIssuers   *issuers.Applied
+
+	// The lifecycle, driven by Caddy one config at a time (see Start).
+	ctx       caddy.Context
+	previous  *App // the app current when this one started
+	started   bool // Start succeeded
+	committed bool // the whole config started: Caddy runs it
+	watched   bool // the "started" event will say so
+	stopped   bool // Stop ran
+
 	background []stopper
 
 	store   storage.Store
@@ -159,6 +173,7 @@ func (p pooledStore) Destruct() error { return p.Close() }
 
 // Provision opens (or reuses) the store.
 func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
 	a.logger = ctx.Logger()
 	repl := caddy.NewReplacer()
 
@@ -226,7 +241,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.store, a.opened = val.(pooledStore).Store, !loaded
 
-	// Sync config-declared resources here, one call per kind.
+	// Validate config-declared resources here, one call per kind; Start
+	// syncs them.
 	if err := a.provisionIssuers(ctx); err != nil {
 		return err
 	}
@@ -240,6 +256,16 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := a.provisionWorkflows(ctx); err != nil {
 		return err
 	}
+	// Caddy emits "started" once every app of the config started: from
+	// then on this config runs, and a Stop is no longer an aborted start
+	ev, err := ctx.App("events")
+	if err == nil {
+		err = ev.(*caddyevents.App).On("started", configStarted{a})
+	}
+	if err != nil {
+		a.logger.Warn("cannot tell when the config has started: a reload that fails after this app started leaves what it synced", zap.Error(err))
+	}
+	a.watched = err == nil
 
 	if a.opened {
 		h, _ := a.store.Health(ctx)
@@ -279,18 +305,6 @@ func (sc StorageConfig) check() error {
 	return nil
 }
 
-var (
-	placeholderRe     = regexp.MustCompile(`\{[^{}]+\}`)
-	onlyPlaceholderRe = regexp.MustCompile(`^(\{[^{}]+\})+$`)
-)
-
-// hasPlaceholder reports whether s contains a placeholder.
-func hasPlaceholder(s string) bool { return placeholderRe.MatchString(s) }
-
-// onlyPlaceholders reports whether s is made of placeholders alone, so no
-// part of a secret is written in the config.
-func onlyPlaceholders(s string) bool { return onlyPlaceholderRe.MatchString(strings.TrimSpace(s)) }
-
 var kvPasswordRe = regexp.MustCompile(`(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S*)`)
 
 // placeholderMark stands in for each placeholder while a DSN is parsed.
@@ -300,7 +314,7 @@ const placeholderMark = "CERTLOCKERPLACEHOLDER"
 // not wholly placeholders ("postgres://u:{env.PW}@host/db" is fine;
 // "postgres://u:secret@host/db" and "{env.HOST} password=secret" are not).
 func dsnHasLiteralPassword(dsn string) bool {
-	marked := placeholderRe.ReplaceAllString(dsn, placeholderMark)
+	marked := placeholder.Mask(dsn, placeholderMark)
 	literal := func(pw string) bool {
 		return strings.Trim(strings.ReplaceAll(pw, placeholderMark, ""), "'") != ""
 	}
@@ -334,7 +348,7 @@ func expand(repl *caddy.Replacer, s, field string) (string, error) {
 // loadKeys builds the sealer from config, environment or the key file.
 func (a *App) loadKeys(repl *caddy.Replacer, backend, location string) (*storage.Sealer, error) {
 	keyFromConfig := func(s, field string) ([]byte, error) {
-		if !onlyPlaceholders(s) {
+		if !placeholder.Only(s) {
 			return nil, fmt.Errorf(`%s must be a placeholder such as "{env.%s}" or "{file./path/to/key}": a key written in the config would be visible in GET /config/`, field, EnvEncryptionKey)
 		}
 		v, err := expand(repl, s, field)
@@ -420,8 +434,6 @@ func (a *App) keyFile(path, backend string) ([]byte, error) {
 	return k, nil
 }
 
-var nodeIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
-
 func (a *App) resolveNodeID(repl *caddy.Replacer) (string, error) {
 	id, err := expand(repl, a.NodeID, "node_id")
 	if err != nil {
@@ -448,8 +460,8 @@ func (a *App) resolveNodeID(repl *caddy.Replacer) (string, error) {
 			}
 		}
 	}
-	if !nodeIDRe.MatchString(id) {
-		return "", fmt.Errorf("node_id %q: use up to 63 letters, digits, dots, dashes or underscores", id)
+	if !storage.ValidName(id) {
+		return "", fmt.Errorf("node_id %q: use %s", id, storage.NameRule)
 	}
 	return id, nil
 }
@@ -458,38 +470,130 @@ func (a *App) resolveNodeID(repl *caddy.Replacer) (string, error) {
 // could not use, so there is nothing left to check.
 func (a *App) Validate() error { return nil }
 
-// Start records the node's start when this config opened the store, and
-// starts (or hands this config to) the workflow engine.
+// Start syncs the config-declared resources into the store, records the
+// node's start when this config opened the store, starts (or hands this
+// config to) the workflow engine and the background tasks, and makes this
+// the app the admin API serves.
+//
+// Only Start writes: Provision also runs for caddy validate, adapt and
+// one-off commands such as rekey. A config can still fail after this app
+// started, when another of its apps fails to start: Caddy then stops this
+// app (without the "started" event) and keeps running the previous config,
+// so Stop puts back what Start synced and hands over to the previous app.
 func (a *App) Start() error {
+	ctx := context.Background()
+	if err := a.syncDeclared(ctx); err != nil {
+		return err
+	}
 	if a.opened {
-		h, _ := a.store.Health(context.Background())
+		h, _ := a.store.Health(ctx)
 		details, _ := json.Marshal(map[string]any{"backend": a.backend, "schema_version": h.SchemaVersion,
 			"version": Version(), "key_id": h.KeyID})
-		if err := a.Audit(context.Background(), "system", "node.start", a.nodeID, details); err != nil {
+		if err := a.Audit(ctx, "system", "node.start", a.nodeID, details); err != nil {
+			a.revertDeclared(ctx)
 			return fmt.Errorf("recording node start: %w", err)
 		}
 	}
 	a.startWorkflows()
+	a.runBackground(a.ctx, a.runJanitor)
+	a.runBackground(a.ctx, a.refreshInventory)
+	// without the "started" event, an aborted start cannot be told from
+	// a stop: keep what was synced rather than revert it at shutdown
+	a.started, a.stopped, a.committed = true, false, !a.watched
 	// last: from here on the admin API serves this app
 	a.previous = current.Swap(a)
 	return nil
 }
 
+// syncDeclared writes the config-declared resources, kind by kind; if one
+// kind fails, the kinds already written are put back.
+func (a *App) syncDeclared(ctx context.Context) error {
+	var err error
+	if a.syncedIssuers, err = a.issuers.Apply(ctx, a.declaredIssuers); err != nil {
+		return err
+	}
+	if a.syncedDNS, err = a.dns.Apply(ctx, a.declaredDNS); err != nil {
+		a.revertDeclared(ctx)
+		return err
+	}
+	return nil
+}
+
+// revertDeclared puts back what syncDeclared wrote, in reverse order.
+func (a *App) revertDeclared(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := a.dns.Revert(ctx, a.syncedDNS); err != nil {
+		a.logger.Error("reverting the DNS providers this config synced", zap.Error(err))
+	}
+	if err := a.issuers.Revert(ctx, a.syncedIssuers); err != nil {
+		a.logger.Error("reverting the issuers this config synced", zap.Error(err))
+	}
+	a.syncedDNS, a.syncedIssuers = nil, nil
+}
+
+// configStarted marks the app's config as running when Caddy emits its
+// "started" event, after every app of the config started.
+type configStarted struct{ a *App }
+
+func (h configStarted) Handle(context.Context, caddy.Event) error {
+	h.a.committed = true
+	return nil
+}
+
 // Stop stops serving this config's app; the store and the workflow
 // engine stay up for the next config (see Cleanup).
+//
+// Caddy calls Stop in three cases. The config is replaced (this app is no
+// longer current: its successor took over when it started) or stopped, or
+// the reload drops apps.certlocker: no app serves after this one. Or the
+// config failed to start after this app started: the previous config keeps
+// running, so what Start synced is put back and the previous app serves
+// again.
 func (a *App) Stop() error {
-	// after a reload that failed to start, Caddy keeps running the
-	// previous config: give the API and the engine back to it
-	if current.CompareAndSwap(a, a.previous) && a.previous != nil {
-		a.previous.startWorkflows()
+	if a.stopped || !a.started {
+		return nil
 	}
-	a.previous = nil
+	a.stopped = true
+	a.stopBackground()
+	if current.Load() != a {
+		// a successor started, which Caddy does only once this config ran
+		a.committed = true
+	}
+	if !a.committed {
+		a.revertDeclared(context.Background())
+		prev := a.previous
+		if prev != nil && prev.stopped {
+			prev = nil
+		}
+		if current.CompareAndSwap(a, prev) && prev != nil {
+			prev.startWorkflows()
+		}
+		a.previous = nil
+		return nil
+	}
+	current.CompareAndSwap(a, nil)
+	// Caddy stops the old config only after the new one started: if a
+	// successor replaced this app, its config runs, and this app is gone
+	// for good
+	if next := current.Load(); next != nil && next.previous == a {
+		next.committed, next.previous = true, nil
+		next.syncedDNS, next.syncedIssuers = nil, nil
+	}
+	a.previous, a.syncedDNS, a.syncedIssuers = nil, nil, nil
 	return nil
 }
 
 // Cleanup releases this config's hold on the store; the store closes when
 // no config uses it.
 func (a *App) Cleanup() error {
+	if a.started && !a.stopped {
+		// Caddy cleans up without stopping when a config fails after its
+		// apps started (while finishing its setup): it keeps running the
+		// previous config, as after a failed start
+		a.committed = false
+		_ = a.Stop()
+	}
 	a.stopBackground()
 	a.cleanupWorkflows()
 	if a.poolKey == "" {
@@ -551,8 +655,9 @@ func (a *App) Rekey(ctx context.Context, actor string) (int, error) {
 
 // Interface guards
 var (
-	_ caddy.App          = (*App)(nil)
-	_ caddy.Provisioner  = (*App)(nil)
-	_ caddy.Validator    = (*App)(nil)
-	_ caddy.CleanerUpper = (*App)(nil)
+	_ caddy.App           = (*App)(nil)
+	_ caddy.Provisioner   = (*App)(nil)
+	_ caddy.Validator     = (*App)(nil)
+	_ caddy.CleanerUpper  = (*App)(nil)
+	_ caddyevents.Handler = configStarted{}
 )

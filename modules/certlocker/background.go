@@ -13,8 +13,8 @@ type stopper struct {
 	done   chan struct{}
 }
 
-// runBackground runs fn for as long as this config is loaded: until ctx
-// ends or Cleanup, which waits for it to return.
+// runBackground runs fn for as long as this config runs: from Start until
+// Stop (or Cleanup, or ctx ending), which waits for it to return.
 func (a *App) runBackground(ctx context.Context, fn func(ctx context.Context)) {
 	bctx, cancel := context.WithCancel(ctx)
 	s := stopper{cancel: cancel, done: make(chan struct{})}

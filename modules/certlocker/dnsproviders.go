@@ -12,10 +12,10 @@ import (
 // verification, and the challenge records they publish.
 func (a *App) DNS() *dnsproviders.Service { return a.dns }
 
-// provisionDNSProviders builds the DNS provider store on the app's store,
-// syncs the config-declared provider clients into it (their credentials
-// must be placeholders, expanded here), and runs the janitor that removes
-// stale challenge records for as long as this config is loaded.
+// provisionDNSProviders builds the DNS provider store on the app's store
+// and validates the config-declared provider clients (their credentials
+// must be placeholders, expanded here), without writing them: they are
+// synced when the config starts (see syncDeclared).
 func (a *App) provisionDNSProviders(ctx caddy.Context) error {
 	repl := caddy.NewReplacer()
 	cfgs := make([]dnsproviders.Config, 0, len(a.DNSProviders))
@@ -27,11 +27,16 @@ func (a *App) provisionDNSProviders(ctx caddy.Context) error {
 		cfgs = append(cfgs, e)
 	}
 	a.dns = dnsproviders.New(a.store, dnsproviders.Options{Context: ctx, Logger: a.logger.Named("dns"), Node: a.nodeID})
-	if err := a.dns.Sync(ctx, cfgs); err != nil {
+	d, err := a.dns.Declare(cfgs)
+	if err != nil {
 		return err
 	}
-	a.runBackground(ctx, func(ctx context.Context) {
-		a.dns.RunJanitor(ctx, dnsproviders.DefaultJanitorDelay, dnsproviders.DefaultJanitorEvery, dnsproviders.DefaultJanitorAge)
-	})
+	a.declaredDNS = d
 	return nil
+}
+
+// runJanitor removes stale challenge records for as long as this config
+// runs.
+func (a *App) runJanitor(ctx context.Context) {
+	a.dns.RunJanitor(ctx, dnsproviders.DefaultJanitorDelay, dnsproviders.DefaultJanitorEvery, dnsproviders.DefaultJanitorAge)
 }

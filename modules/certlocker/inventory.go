@@ -22,7 +22,6 @@ func (a *App) provisionInventory(ctx context.Context) error {
 		return fmt.Errorf("provisioning inventory: %w", err)
 	}
 	a.inv = svc
-	a.runBackground(ctx, a.refreshInventory)
 	return nil
 }
 

@@ -2,11 +2,11 @@ package dnsproviders
 
 import (
 	"encoding/json"
-	"regexp"
-	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/certlocker/caddy-certlocker/internal/placeholder"
 )
 
 // UnmarshalCaddyfile reads one dns_provider entry of the certlocker global
@@ -52,7 +52,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	setCred := func(field, value string) error {
-		if isSecretField(field) && !isPlaceholderOnly(value) {
+		if isSecretField(field) && !placeholder.Only(value) {
 			return d.Errf(`%s must be a placeholder such as {env.VAR} or {file./path}: a secret written in the Caddyfile would be visible in GET /config/`, field)
 		}
 		if _, dup := creds[field]; dup {
@@ -117,7 +117,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			for k, e := range obj {
 				s, ok := e.(string)
-				if ok && isSecretField(k) && !isPlaceholderOnly(s) {
+				if ok && isSecretField(k) && !placeholder.Only(s) {
 					return d.Errf(`credentials: %s must be a placeholder such as {env.VAR}: a secret written in the Caddyfile would be visible in GET /config/`, k)
 				}
 				creds[k] = e
@@ -176,24 +176,6 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // holds a secret (and so must be a placeholder in config files).
 func isSecretField(name string) bool {
 	return name != "key_name" && name != "key_alg" && secretFieldRe.MatchString(name)
-}
-
-// hasPlaceholder reports whether s contains a placeholder, i.e. whether it
-// needs expanding.
-func hasPlaceholder(s string) bool {
-	i := strings.Index(s, "{")
-	return i >= 0 && strings.Contains(s[i:], "}")
-}
-
-// placeholderOnlyRe matches a value made of placeholders only, such as
-// "{env.CF_API_TOKEN}" or "{env.USER}{env.PASS}".
-var placeholderOnlyRe = regexp.MustCompile(`^(\{[^{}]+\})+$`)
-
-// isPlaceholderOnly reports whether s (spaces around it aside) is nothing
-// but placeholders: the rule for secret values in config files, so that no
-// literal part of a secret (as in "s3cr3t{env.X}") shows in GET /config/.
-func isPlaceholderOnly(s string) bool {
-	return placeholderOnlyRe.MatchString(strings.TrimSpace(s))
 }
 
 // Interface guards

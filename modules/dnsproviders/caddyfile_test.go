@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/certlocker/caddy-certlocker/internal/placeholder"
 )
 
 func parse(input string) (Config, error) {
@@ -97,8 +99,8 @@ func TestPlaceholderOnly(t *testing.T) {
 		{"", false},
 		{"abc123", false},
 	} {
-		if got := isPlaceholderOnly(tc.in); got != tc.ok {
-			t.Errorf("isPlaceholderOnly(%q) = %v, want %v", tc.in, got, tc.ok)
+		if got := placeholder.Only(tc.in); got != tc.ok {
+			t.Errorf("placeholder.Only(%q) = %v, want %v", tc.in, got, tc.ok)
 		}
 	}
 	// and the Caddyfile takes them

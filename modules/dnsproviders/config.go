@@ -19,6 +19,7 @@ import (
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 
+	"github.com/certlocker/caddy-certlocker/internal/placeholder"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
 
@@ -108,7 +109,6 @@ func configOf(p *storage.DNSProvider) Config {
 }
 
 var (
-	nameRe       = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 	cfTokenRe    = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 	printableRe  = regexp.MustCompile(`^[\x21-\x7e]*$`)
 	tsigAlgNames = map[string]string{
@@ -132,8 +132,8 @@ type rfc2136Creds struct {
 // build validates c and returns the provider client it defines (not
 // stored). Errors are InputErrors naming the field; none echoes a secret.
 func (s *Service) build(c Config) (*storage.DNSProvider, error) {
-	if !nameRe.MatchString(c.Name) {
-		return nil, inputErr("name", "name must be 1 to 63 letters, digits, dots, dashes or underscores, starting with a letter or digit")
+	if !storage.ValidName(c.Name) {
+		return nil, inputErr("name", "name must be "+storage.NameRule)
 	}
 	zones, err := normaliseZones(c.Zones)
 	if err != nil {
@@ -387,9 +387,6 @@ func NewView(p *storage.DNSProvider) View {
 	return v
 }
 
-// ConfigActor is the audit actor of changes made by config as code.
-const ConfigActor = "config"
-
 // secretField reports whether a credentials field name looks like it holds
 // a secret, for the placeholder rule of config as code.
 var secretFieldRe = regexp.MustCompile(`(?i)(token|secret|password|passwd|key$|^key|_key|apikey|credential|auth)`)
@@ -410,10 +407,10 @@ func ExpandConfig(repl *caddy.Replacer, c Config, index int) (Config, error) {
 	walk = func(path, key string, v any) (any, error) {
 		switch x := v.(type) {
 		case string:
-			if isSecretField(key) && !isPlaceholderOnly(x) {
+			if isSecretField(key) && !placeholder.Only(x) {
 				return nil, fmt.Errorf(`%s: credentials.%s must be a placeholder such as "{env.VAR}" or "{file./path}", with nothing around it: a secret written in the config would be visible in GET /config/`, where, path)
 			}
-			if !hasPlaceholder(x) {
+			if !placeholder.Has(x) {
 				return x, nil
 			}
 			out, err := repl.ReplaceOrErr(x, true, true)
@@ -458,60 +455,98 @@ func ExpandConfig(repl *caddy.Replacer, c Config, index int) (Config, error) {
 	return c, nil
 }
 
-// syncAttempts bounds how often Sync runs its transaction: nodes sharing a
-// database sync the same config at the same time, and the loser of a
-// create, update or delete race syncs again against what the winner wrote.
+// syncAttempts bounds how often Sync and Revert run their transaction:
+// nodes sharing a database sync the same config at the same time, and the
+// loser of a create, update or delete race syncs again against what the
+// winner wrote.
 const syncAttempts = 5
 
 const syncFailed = "syncing DNS providers from the config"
 
-// Sync makes the config-declared provider clients (config as code) the
-// stored ones, in one transaction: new ones are created, changed ones
-// updated, and config-managed ones no longer declared are removed unless
-// they still have challenge records to clean up. configs must already be
-// expanded (ExpandConfig). A provider client of the same name managed
-// through the API is an error, not taken over. Several nodes on one
-// database may sync the same config at once: a transaction that loses a
-// race with another node's (storage.ErrDuplicate, ErrConflict or
-// ErrNotFound) is retried on the stored state it left, a few times.
-func (s *Service) Sync(ctx context.Context, configs []Config) error {
-	// validate everything first: a bad config changes nothing and is not
-	// retried
-	type declared struct {
-		index int
-		p     *storage.DNSProvider
-	}
-	var decl []declared
-	seen := map[string]bool{}
+// Declaration is a validated set of config-declared provider clients, ready
+// to be synced: Declare builds it without touching the store, so a config
+// that is only validated (caddy validate, adapt, one-off commands) writes
+// nothing, and Apply writes it when the config starts.
+type Declaration struct {
+	decl  []declared
+	names map[string]bool
+}
+
+type declared struct {
+	index int
+	p     *storage.DNSProvider
+}
+
+// Declare validates the config-declared provider clients (configs already
+// expanded with ExpandConfig). It reads and writes nothing: a bad
+// declaration is refused here, before the config starts.
+func (s *Service) Declare(configs []Config) (*Declaration, error) {
+	d := &Declaration{names: map[string]bool{}}
 	for i, c := range configs {
 		want, err := s.build(c)
 		if err != nil {
 			var ie *InputError
 			if errors.As(err, &ie) {
-				return fmt.Errorf("%s: dns_providers[%d] (%s): %s", syncFailed, i, c.Name, ie.Message)
+				return nil, fmt.Errorf("dns_providers[%d] (%s): %s", i, c.Name, ie.Message)
 			}
-			return fmt.Errorf("%s: dns_providers[%d] (%s): %w", syncFailed, i, c.Name, err)
+			return nil, fmt.Errorf("dns_providers[%d] (%s): %w", i, c.Name, err)
 		}
-		if seen[want.Name] {
-			return fmt.Errorf("%s: dns_providers[%d]: the name %q is declared twice", syncFailed, i, want.Name)
+		if d.names[want.Name] {
+			return nil, fmt.Errorf("dns_providers[%d]: the name %q is declared twice", i, want.Name)
 		}
-		seen[want.Name] = true
+		d.names[want.Name] = true
 		want.ManagedBy = storage.ManagedByConfig
-		decl = append(decl, declared{i, want})
+		d.decl = append(d.decl, declared{i, want})
 	}
 	// write in name order, so that nodes whose configs list the same
 	// providers in different orders take row locks in the same order
-	slices.SortStableFunc(decl, func(a, b declared) int { return strings.Compare(a.p.Name, b.p.Name) })
+	slices.SortStableFunc(d.decl, func(a, b declared) int { return strings.Compare(a.p.Name, b.p.Name) })
+	return d, nil
+}
 
-	type change struct {
-		action string
-		p      *storage.DNSProvider
+// Applied is what one Apply changed, each row as it was before and as
+// Apply left it, so that Revert can put the store back as it was.
+type Applied struct {
+	changes []change
+}
+
+type change struct {
+	action        string               // dns_provider.create, .update or .delete
+	before, after *storage.DNSProvider // before is nil for a create, after for a delete
+}
+
+func (c change) provider() *storage.DNSProvider {
+	if c.after != nil {
+		return c.after
 	}
+	return c.before
+}
+
+// Sync declares configs and applies them at once: Declare, then Apply.
+func (s *Service) Sync(ctx context.Context, configs []Config) error {
+	d, err := s.Declare(configs)
+	if err != nil {
+		return fmt.Errorf("%s: %w", syncFailed, err)
+	}
+	_, err = s.Apply(ctx, d)
+	return err
+}
+
+// Apply makes the declared provider clients (config as code) the stored
+// ones, in one transaction: new ones are created, changed ones updated, and
+// config-managed ones no longer declared are removed unless they still
+// have challenge records to clean up. A provider client of the same name
+// managed through the API is an error, not taken over. Several nodes on one
+// database may sync the same config at once: a transaction that loses a
+// race with another node's (storage.ErrDuplicate, ErrConflict or
+// ErrNotFound) is retried on the stored state it left, a few times. It
+// returns what it changed, for Revert.
+func (s *Service) Apply(ctx context.Context, d *Declaration) (*Applied, error) {
 	var changes []change
 	syncOnce := func(tx storage.Store) error {
 		changes = nil
-		for _, d := range decl {
-			w := *d.p // a fresh copy each attempt: Create fills in its ID and times
+		for _, dp := range d.decl {
+			w := *dp.p // a fresh copy each attempt: Create fills in its ID and times
 			want := &w
 			cur, err := tx.DNSProviders().GetByName(ctx, want.Name)
 			switch {
@@ -519,12 +554,12 @@ func (s *Service) Sync(ctx context.Context, configs []Config) error {
 				if err := tx.DNSProviders().Create(ctx, want); err != nil {
 					return err
 				}
-				changes = append(changes, change{"dns_provider.create", want})
+				changes = append(changes, change{action: "dns_provider.create", after: want})
 				continue
 			case err != nil:
 				return err
 			case cur.ManagedBy != storage.ManagedByConfig:
-				return fmt.Errorf("dns_providers[%d]: a DNS provider named %q already exists and is managed through the API: rename one of them, or delete the API one first", d.index, want.Name)
+				return fmt.Errorf("dns_providers[%d]: a DNS provider named %q already exists and is managed through the API: rename one of them, or delete the API one first", dp.index, want.Name)
 			}
 			same := cur.Type == want.Type && bytes.Equal(cur.Credentials.Reveal(), want.Credentials.Reveal()) &&
 				slices.Equal(cur.Zones, want.Zones) && cur.AccountID == want.AccountID && cur.Group == want.Group &&
@@ -532,6 +567,7 @@ func (s *Service) Sync(ctx context.Context, configs []Config) error {
 			if same {
 				continue
 			}
+			before := *cur
 			reverify := cur.Type != want.Type || !bytes.Equal(cur.Credentials.Reveal(), want.Credentials.Reveal()) ||
 				!slices.Equal(cur.Zones, want.Zones) || cur.AccountID != want.AccountID
 			cur.Type, cur.Credentials, cur.Zones, cur.AccountID, cur.Group = want.Type, want.Credentials, want.Zones, want.AccountID, want.Group
@@ -542,14 +578,14 @@ func (s *Service) Sync(ctx context.Context, configs []Config) error {
 			if err := tx.DNSProviders().Update(ctx, cur); err != nil {
 				return err
 			}
-			changes = append(changes, change{"dns_provider.update", cur})
+			changes = append(changes, change{action: "dns_provider.update", before: &before, after: cur})
 		}
 		all, err := tx.DNSProviders().List(ctx, "")
 		if err != nil {
 			return err
 		}
 		for _, p := range all {
-			if p.ManagedBy != storage.ManagedByConfig || seen[p.Name] {
+			if p.ManagedBy != storage.ManagedByConfig || d.names[p.Name] {
 				continue
 			}
 			if err := deletable(ctx, tx, p); err != nil {
@@ -563,31 +599,121 @@ func (s *Service) Sync(ctx context.Context, configs []Config) error {
 			if err := tx.DNSProviders().Delete(ctx, p.ID); err != nil {
 				return err
 			}
-			changes = append(changes, change{"dns_provider.delete", p})
+			changes = append(changes, change{action: "dns_provider.delete", before: p})
 		}
 		for _, ch := range changes {
-			if err := s.audit(ctx, tx, ConfigActor, ch.action, ch.p, nil); err != nil {
+			if err := s.audit(ctx, tx, storage.ActorConfig, ch.action, ch.provider(), nil); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	var err error
-	for attempt := 1; ; attempt++ {
-		err = s.store.InTx(ctx, syncOnce)
-		lostRace := errors.Is(err, storage.ErrDuplicate) || errors.Is(err, storage.ErrConflict) || errors.Is(err, storage.ErrNotFound)
-		if !lostRace || attempt == syncAttempts || ctx.Err() != nil {
-			break
-		}
-		s.logger.Debug("dns provider sync raced another node; syncing again", zap.Int("attempt", attempt), zap.Error(err))
-	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", syncFailed, err)
+	if err := s.inTxRetrying(ctx, "sync", syncOnce); err != nil {
+		return nil, fmt.Errorf("%s: %w", syncFailed, err)
 	}
 	for _, ch := range changes {
-		s.forget(ch.p.ID)
-		s.logger.Info("dns provider synced from config", zap.String("dns_provider", ch.p.Name),
+		s.forget(ch.provider().ID)
+		s.logger.Info("dns provider synced from config", zap.String("dns_provider", ch.provider().Name),
+			zap.String("action", strings.TrimPrefix(ch.action, "dns_provider.")))
+	}
+	return &Applied{changes: changes}, nil
+}
+
+// Revert undoes what Apply changed, for a config that synced and then
+// failed to start: created provider clients are removed, updated ones get
+// their previous settings back, and removed ones are stored again under
+// their old IDs (workflows refer to provider clients by ID). A row changed
+// since Apply, by another node or the API, is left as it is (and logged),
+// as is a created one that already has challenge records.
+func (s *Service) Revert(ctx context.Context, a *Applied) error {
+	if a == nil || len(a.changes) == 0 {
+		return nil
+	}
+	reason := map[string]any{"reason": "reverted: the config that synced it failed to start"}
+	var reverted []change
+	revertOnce := func(tx storage.Store) error {
+		reverted = nil
+		for i := len(a.changes) - 1; i >= 0; i-- {
+			ch := a.changes[i]
+			p := ch.provider()
+			switch ch.action {
+			case "dns_provider.create", "dns_provider.update":
+				cur, err := tx.DNSProviders().Get(ctx, p.ID)
+				if errors.Is(err, storage.ErrNotFound) {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				if cur.Version != ch.after.Version {
+					s.logger.Warn("dns provider changed since the failed config synced it: left as it is",
+						zap.String("dns_provider", p.Name))
+					continue
+				}
+				if ch.action == "dns_provider.create" {
+					if err := deletable(ctx, tx, cur); err != nil {
+						if !errors.Is(err, storage.ErrInUse) {
+							return err
+						}
+						s.logger.Warn("dns provider of the failed config kept until its challenge records are cleaned up",
+							zap.String("dns_provider", p.Name))
+						continue
+					}
+					if err := tx.DNSProviders().Delete(ctx, cur.ID); err != nil {
+						return err
+					}
+					reverted = append(reverted, change{action: "dns_provider.delete", before: cur})
+					continue
+				}
+				restored := *ch.before
+				restored.Version = cur.Version
+				if err := tx.DNSProviders().Update(ctx, &restored); err != nil {
+					return err
+				}
+				reverted = append(reverted, change{action: "dns_provider.update", before: cur, after: &restored})
+			case "dns_provider.delete":
+				if _, err := tx.DNSProviders().GetByName(ctx, p.Name); err == nil {
+					s.logger.Warn("dns provider recreated since the failed config removed it: left as it is",
+						zap.String("dns_provider", p.Name))
+					continue
+				} else if !errors.Is(err, storage.ErrNotFound) {
+					return err
+				}
+				restored := *ch.before
+				if err := tx.DNSProviders().Create(ctx, &restored); err != nil {
+					return err
+				}
+				reverted = append(reverted, change{action: "dns_provider.create", after: &restored})
+			}
+		}
+		for _, ch := range reverted {
+			if err := s.audit(ctx, tx, storage.ActorConfig, ch.action, ch.provider(), reason); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := s.inTxRetrying(ctx, "revert", revertOnce); err != nil {
+		return fmt.Errorf("reverting the DNS providers synced by a config that failed to start: %w", err)
+	}
+	for _, ch := range reverted {
+		s.forget(ch.provider().ID)
+		s.logger.Info("dns provider sync reverted", zap.String("dns_provider", ch.provider().Name),
 			zap.String("action", strings.TrimPrefix(ch.action, "dns_provider.")))
 	}
 	return nil
+}
+
+// inTxRetrying runs fn in a transaction, again (a few times) when it lost
+// a race with another node's transaction on the same rows.
+func (s *Service) inTxRetrying(ctx context.Context, what string, fn func(tx storage.Store) error) error {
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = s.store.InTx(ctx, fn)
+		lostRace := errors.Is(err, storage.ErrDuplicate) || errors.Is(err, storage.ErrConflict) || errors.Is(err, storage.ErrNotFound)
+		if !lostRace || attempt == syncAttempts || ctx.Err() != nil {
+			return err
+		}
+		s.logger.Debug("dns provider "+what+" raced another node; trying again", zap.Int("attempt", attempt), zap.Error(err))
+	}
 }

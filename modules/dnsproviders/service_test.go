@@ -235,7 +235,7 @@ func TestSyncConfigAsCode(t *testing.T) {
 	if err := e.svc.Sync(ctx, expand(cf, clash)); err == nil || !strings.Contains(err.Error(), "managed through the API") {
 		t.Fatalf("clash with an API provider: %v", err)
 	}
-	entries, _, _ := e.st.Audit().List(ctx, storage.AuditFilter{Actor: ConfigActor}, storage.Page{})
+	entries, _, _ := e.st.Audit().List(ctx, storage.AuditFilter{Actor: storage.ActorConfig}, storage.Page{})
 	if len(entries) != 3 { // create cf, create bind, delete bind
 		t.Fatalf("config audit entries = %d", len(entries))
 	}

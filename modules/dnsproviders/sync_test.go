@@ -5,9 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/certlocker/caddy-certlocker/internal/pgtest"
 	"github.com/certlocker/caddy-certlocker/storage"
@@ -72,7 +77,7 @@ func checkSynced(t *testing.T, st storage.Store, group string, names []string, a
 	if !slices.Equal(got, want) {
 		t.Fatalf("stored providers %v, want one each of %v", got, want)
 	}
-	entries, _, err := st.Audit().List(t.Context(), storage.AuditFilter{Actor: ConfigActor}, storage.Page{Limit: 100})
+	entries, _, err := st.Audit().List(t.Context(), storage.AuditFilter{Actor: storage.ActorConfig}, storage.Page{Limit: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,4 +248,111 @@ func TestSyncGivesUpAfterBoundedAttempts(t *testing.T) {
 	if err := svc.Sync(t.Context(), syncConfigs("")); err == nil || h.txs.Load() != 1 {
 		t.Fatalf("sync failing for good: %v after %d transactions, want 1", err, h.txs.Load())
 	}
+}
+
+// Declare validates without touching the store: a bad declaration is
+// refused, a good one writes nothing until Apply.
+func TestDeclareWritesNothing(t *testing.T) {
+	t.Parallel()
+	st, err := sqliteOpen(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := New(st, Options{Node: "node-1"})
+	if _, err := svc.Declare(append(syncConfigs(""), syncConfigs("")[0])); err == nil || !strings.Contains(err.Error(), "declared twice") {
+		t.Fatalf("a name declared twice: %v", err)
+	}
+	bad := syncConfigs("")
+	bad[1].Zones = nil
+	if _, err := svc.Declare(bad); err == nil || !strings.Contains(err.Error(), "dns_providers[1] (bind)") {
+		t.Fatalf("a declaration without zones: %v", err)
+	}
+	if _, err := svc.Declare(syncConfigs("")); err != nil {
+		t.Fatal(err)
+	}
+	all, _ := st.DNSProviders().List(t.Context(), "")
+	entries, _, _ := st.Audit().List(t.Context(), storage.AuditFilter{}, storage.Page{})
+	if len(all) != 0 || len(entries) != 0 {
+		t.Fatalf("Declare wrote %d providers and %d audit entries", len(all), len(entries))
+	}
+}
+
+// Revert puts the store back as it was before Apply: a created provider
+// client is gone, an updated one has its settings back, a removed one is
+// back under its old ID. What changed since Apply is left alone.
+func TestRevertPutsBackWhatApplyChanged(t *testing.T) {
+	t.Parallel()
+	syncBackends(t, func(t *testing.T, st storage.Store) {
+		ctx := t.Context()
+		svc := New(st, Options{Node: "node-1"})
+		if err := svc.Sync(ctx, syncConfigs("")); err != nil {
+			t.Fatal(err)
+		}
+		snapshot := func() map[string]string {
+			all, err := st.DNSProviders().List(ctx, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := map[string]string{}
+			for _, p := range all {
+				out[p.Name] = fmt.Sprintf("%s %s %s %v ttl=%s creds=%s", p.ID, p.ManagedBy, p.Group, p.Zones, p.TTL, p.Credentials.Reveal())
+			}
+			return out
+		}
+		before := snapshot()
+
+		// the next config drops bind, changes cf and adds extra
+		next := syncConfigs("")[:1]
+		next[0].TTL, next[0].Zones = caddy.Duration(5*time.Minute), []string{testZone, "other.test"}
+		next = append(next, Config{Name: "extra", Type: TypeRFC2136, Zones: []string{"extra.test"},
+			Credentials: creds(map[string]string{"server": "127.0.0.1:53", "key_name": "k", "key": "c2VjcmV0"})})
+		d, err := svc.Declare(next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		applied, err := svc.Apply(ctx, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := snapshot(); maps.Equal(got, before) || len(got) != 2 {
+			t.Fatalf("Apply changed nothing: %v", got)
+		}
+		if err := svc.Revert(ctx, applied); err != nil {
+			t.Fatal(err)
+		}
+		if got := snapshot(); !maps.Equal(got, before) {
+			t.Fatalf("after Revert the store holds\n%v\nwant\n%v", got, before)
+		}
+		entries, _, _ := st.Audit().List(ctx, storage.AuditFilter{Actor: storage.ActorConfig}, storage.Page{Limit: 100})
+		reverts := 0
+		for _, e := range entries {
+			if strings.Contains(string(e.Details), "reverted") {
+				reverts++
+			}
+		}
+		if reverts != 3 {
+			t.Fatalf("audit entries of the revert = %d, want 3 (delete extra, update cf, create bind)", reverts)
+		}
+
+		// a row changed since Apply is left as it is
+		applied, err = svc.Apply(ctx, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		extra, err := st.DNSProviders().GetByName(ctx, "extra")
+		if err != nil {
+			t.Fatal(err)
+		}
+		extra.Status = StatusVerified // another node verified it meanwhile
+		if err := st.DNSProviders().Update(ctx, extra); err != nil {
+			t.Fatal(err)
+		}
+		if err := svc.Revert(ctx, applied); err != nil {
+			t.Fatal(err)
+		}
+		got := snapshot()
+		if _, ok := got["extra"]; !ok || got["bind"] != before["bind"] || got["cf"] != before["cf"] {
+			t.Fatalf("after a revert with a row changed since Apply the store holds %v", got)
+		}
+	})
 }

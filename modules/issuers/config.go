@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -15,11 +14,13 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 
+	"github.com/certlocker/caddy-certlocker/internal/placeholder"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
 
 // Config declares an issuer in the app's configuration (config as code).
-// At provision the issuer is created or updated in the store and marked
+// It is validated when the config is provisioned (caddy validate included)
+// and, when the config starts, created or updated in the store and marked
 // managed_by "config": the admin API shows it but cannot change or delete
 // it. Its account is registered on first use (or by the test action), so a
 // CA that is down does not stop CertLocker from starting.
@@ -85,15 +86,6 @@ type EABConfig struct {
 	MACKey string `json:"mac_key"`
 }
 
-// placeholdersRe matches a value made only of placeholders, such as
-// "{env.EAB_MAC}" or "{env.PART1}{env.PART2}".
-var placeholdersRe = regexp.MustCompile(`^(\{[^{}]+\})+$`)
-
-// onlyPlaceholders reports whether v, without surrounding spaces, is made
-// only of placeholders: a value with any literal part would show that part
-// in GET /config/.
-func onlyPlaceholders(v string) bool { return placeholdersRe.MatchString(strings.TrimSpace(v)) }
-
 // Spec expands the config's placeholders and reads its root files. Errors
 // name the field, never a secret value.
 func (c Config) Spec(repl *caddy.Replacer) (Spec, error) {
@@ -125,7 +117,7 @@ func (c Config) Spec(repl *caddy.Replacer) (Spec, error) {
 		if spec.EABKeyID, err = expand(c.EAB.KeyID, "eab.key_id"); err != nil {
 			return spec, err
 		}
-		if c.EAB.MACKey != "" && !onlyPlaceholders(c.EAB.MACKey) {
+		if c.EAB.MACKey != "" && !placeholder.Only(c.EAB.MACKey) {
 			return spec, fmt.Errorf(`issuer %s: eab.mac_key must be a placeholder such as "{env.EAB_MAC_KEY}" or "{file./run/secrets/eab-mac}", with nothing written around it: a key written in the config would be visible in GET /config/`, c.Name)
 		}
 		mac, err := repl.ReplaceOrErr(c.EAB.MACKey, true, true)
@@ -146,124 +138,233 @@ func (c Config) Spec(repl *caddy.Replacer) (Spec, error) {
 	return spec, nil
 }
 
-// ConfigActor is the audit actor of changes made from the config.
-const ConfigActor = "config"
+// Declaration is a validated set of config-declared issuers, ready to be
+// synced: Declare builds it without touching the store, so a config that is
+// only validated (caddy validate, adapt, one-off commands) writes nothing,
+// and Apply writes it when the config starts.
+type Declaration struct {
+	drafts []*draft
+	names  map[string]bool
+	terms  map[string]bool
+}
 
-// SyncConfig makes the store hold exactly the declared issuers as
-// managed_by "config", in one transaction: new ones are created
-// (unregistered), changed ones updated, and issuers no longer declared are
-// handed over to the API (managed_by "api") rather than deleted, so no
-// account key is lost. A change to the directory, EAB credentials, key
-// type or contacts re-registers the account on next use. It fails, and
-// changes nothing, if a spec is invalid or names an issuer created through
-// the API.
-func (s *Service) SyncConfig(ctx context.Context, specs []Spec) error {
-	var drafts []*draft
-	seen := map[string]bool{}
-	terms := map[string]bool{}
+// Declare validates the config-declared issuers. It reads and writes
+// nothing: a bad declaration is refused here, before the config starts.
+func (s *Service) Declare(specs []Spec) (*Declaration, error) {
+	d := &Declaration{names: map[string]bool{}, terms: map[string]bool{}}
 	for i, spec := range specs {
-		d, err := s.check(spec)
+		dr, err := s.check(spec)
 		if err != nil {
 			var e *Error
 			if errors.As(err, &e) && e.Field != "" {
-				return fmt.Errorf("issuers[%d] %q: %s: %w", i, spec.Name, e.Field, err)
+				return nil, fmt.Errorf("issuers[%d] %q: %s: %w", i, spec.Name, e.Field, err)
 			}
-			return fmt.Errorf("issuers[%d] %q: %w", i, spec.Name, err)
+			return nil, fmt.Errorf("issuers[%d] %q: %w", i, spec.Name, err)
 		}
-		if seen[spec.Name] {
-			return fmt.Errorf("issuers[%d]: the name %q is declared twice", i, spec.Name)
+		if d.names[spec.Name] {
+			return nil, fmt.Errorf("issuers[%d]: the name %q is declared twice", i, spec.Name)
 		}
-		seen[spec.Name], terms[spec.Name] = true, spec.AgreeTerms
-		d.iss.ManagedBy = storage.ManagedByConfig
-		drafts = append(drafts, d)
+		d.names[spec.Name], d.terms[spec.Name] = true, spec.AgreeTerms
+		dr.iss.ManagedBy = storage.ManagedByConfig
+		d.drafts = append(d.drafts, dr)
 	}
+	return d, nil
+}
+
+// SyncConfig declares specs and applies them at once: Declare, then Apply.
+func (s *Service) SyncConfig(ctx context.Context, specs []Spec) error {
+	d, err := s.Declare(specs)
+	if err != nil {
+		return err
+	}
+	_, err = s.Apply(ctx, d)
+	return err
+}
+
+// Applied is what one Apply changed, each issuer as it was before and as
+// Apply left it, so that Revert can put the store back as it was.
+type Applied struct {
+	changes []issuerChange
+}
+
+type issuerChange struct {
+	action        string          // issuer.create, .update or .release
+	before, after *storage.Issuer // before is nil for a create
+	fields        []string        // the declared fields an update changed
+}
+
+// Apply makes the store hold exactly the declared issuers as managed_by
+// "config", in one transaction: new ones are created (unregistered),
+// changed ones updated, and issuers no longer declared are handed over to
+// the API (managed_by "api") rather than deleted, so no account key is
+// lost. A change to the directory, EAB credentials, key type or contacts
+// re-registers the account on next use. It fails, and changes nothing, if
+// a declared issuer has the name of one created through the API. It
+// returns what it changed, for Revert.
+func (s *Service) Apply(ctx context.Context, d *Declaration) (*Applied, error) {
 	var (
-		logs []func()
-		err  error
+		changes []issuerChange
+		err     error
 	)
 	// Nodes sharing a database sync the same config at the same time: the
 	// loser of a create or update race sees ErrDuplicate or ErrConflict and
 	// syncs again against what the winner wrote.
 	for attempt := 0; attempt < 3; attempt++ {
-		logs = nil
-		err = s.syncOnce(ctx, drafts, seen, &logs)
+		changes = nil
+		err = s.store.InTx(ctx, func(tx storage.Store) error { return s.applyOnce(ctx, tx, d, &changes) })
 		if !errors.Is(err, storage.ErrDuplicate) && !errors.Is(err, storage.ErrConflict) {
 			break
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("syncing issuers declared in config: %w", err)
+		return nil, fmt.Errorf("syncing issuers declared in config: %w", err)
 	}
 	s.mu.Lock()
-	s.declaredTerms = terms
+	s.declaredTerms = d.terms
 	s.mu.Unlock()
-	for _, l := range logs {
-		l()
+	for _, ch := range changes {
+		iss := ch.after
+		fields := []zap.Field{zap.String("issuer", iss.Name), zap.String("issuer_id", iss.ID)}
+		switch ch.action {
+		case "issuer.create":
+			s.logger.Info("issuer declared in config created", append(fields, zap.String("ca", iss.DirectoryURL))...)
+		case "issuer.update":
+			s.logger.Info("issuer declared in config updated", append(fields, zap.Strings("fields", ch.fields))...)
+		case "issuer.release":
+			s.logger.Warn("issuer no longer declared in config: now managed through the API", fields...)
+		}
+	}
+	return &Applied{changes: changes}, nil
+}
+
+// applyOnce is one attempt of Apply, in tx.
+func (s *Service) applyOnce(ctx context.Context, tx storage.Store, d *Declaration, changes *[]issuerChange) error {
+	for _, dr := range d.drafts {
+		w := *dr.iss // a fresh copy each attempt: Create fills in its ID and times
+		want := &w
+		cur, err := tx.Issuers().GetByName(ctx, want.Name)
+		switch {
+		case errors.Is(err, storage.ErrNotFound):
+			if err := tx.Issuers().Create(ctx, want); err != nil {
+				return err
+			}
+			if err := s.audit(ctx, tx, storage.ActorConfig, "issuer.create", want, map[string]any{"catalog_id": want.CatalogID,
+				"directory_url": want.DirectoryURL, "eab": want.EABKeyID != "", "managed_by": storage.ManagedByConfig}); err != nil {
+				return err
+			}
+			*changes = append(*changes, issuerChange{action: "issuer.create", after: want})
+			continue
+		case err != nil:
+			return err
+		case cur.ManagedBy != storage.ManagedByConfig:
+			return fmt.Errorf("issuer %q exists and is managed through the API: rename the issuer in the config, or delete the API one", want.Name)
+		}
+		before := *cur
+		changed := applyDeclared(cur, want)
+		if len(changed) == 0 {
+			continue
+		}
+		if err := tx.Issuers().Update(ctx, cur); err != nil {
+			return err
+		}
+		if err := s.audit(ctx, tx, storage.ActorConfig, "issuer.update", cur, map[string]any{"fields": changed}); err != nil {
+			return err
+		}
+		*changes = append(*changes, issuerChange{action: "issuer.update", before: &before, after: cur, fields: changed})
+	}
+	stale, err := tx.Issuers().List(ctx, storage.IssuerFilter{ManagedBy: storage.ManagedByConfig})
+	if err != nil {
+		return err
+	}
+	for _, iss := range stale {
+		if d.names[iss.Name] {
+			continue
+		}
+		before := *iss
+		iss.ManagedBy = storage.ManagedByAPI
+		if err := tx.Issuers().Update(ctx, iss); err != nil {
+			return err
+		}
+		if err := s.audit(ctx, tx, storage.ActorConfig, "issuer.release", iss, map[string]any{"managed_by": storage.ManagedByAPI}); err != nil {
+			return err
+		}
+		*changes = append(*changes, issuerChange{action: "issuer.release", before: &before, after: iss})
 	}
 	return nil
 }
 
-// syncOnce is one attempt of SyncConfig, in one transaction.
-func (s *Service) syncOnce(ctx context.Context, drafts []*draft, seen map[string]bool, logsOut *[]func()) error {
-	var logs []func()
-	defer func() { *logsOut = logs }()
-	return s.store.InTx(ctx, func(tx storage.Store) error {
-		for _, d := range drafts {
-			want := d.iss
-			cur, err := tx.Issuers().GetByName(ctx, want.Name)
-			switch {
-			case errors.Is(err, storage.ErrNotFound):
-				if err := tx.Issuers().Create(ctx, want); err != nil {
+// Revert undoes what Apply changed, for a config that synced and then
+// failed to start: created issuers are removed, and updated or released
+// ones get their previous row back (managed_by, account state and all).
+// An issuer changed since Apply (its account registered, or edited by
+// another node) is left as it is and logged, as is a created one that
+// workflows already use.
+func (s *Service) Revert(ctx context.Context, a *Applied) error {
+	if a == nil || len(a.changes) == 0 {
+		return nil
+	}
+	reason := map[string]any{"reason": "reverted: the config that synced it failed to start"}
+	var (
+		reverted []issuerChange
+		err      error
+	)
+	revertOnce := func(tx storage.Store) error {
+		reverted = nil
+		for i := len(a.changes) - 1; i >= 0; i-- {
+			ch := a.changes[i]
+			cur, err := tx.Issuers().Get(ctx, ch.after.ID)
+			if errors.Is(err, storage.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if cur.Version != ch.after.Version {
+				s.logger.Warn("issuer changed since the failed config synced it: left as it is",
+					zap.String("issuer", cur.Name), zap.String("issuer_id", cur.ID))
+				continue
+			}
+			if ch.action == "issuer.create" {
+				if err := tx.Issuers().Delete(ctx, cur.ID); err != nil {
+					if errors.Is(err, storage.ErrInUse) {
+						s.logger.Warn("issuer of the failed config kept: workflows use it",
+							zap.String("issuer", cur.Name), zap.String("issuer_id", cur.ID))
+						continue
+					}
 					return err
 				}
-				if err := s.audit(ctx, tx, ConfigActor, "issuer.create", want, map[string]any{"catalog_id": want.CatalogID,
-					"directory_url": want.DirectoryURL, "eab": want.EABKeyID != "", "managed_by": storage.ManagedByConfig}); err != nil {
+				if err := s.audit(ctx, tx, storage.ActorConfig, "issuer.delete", cur, reason); err != nil {
 					return err
 				}
-				logs = append(logs, func() {
-					s.logger.Info("issuer declared in config created", zap.String("issuer", want.Name), zap.String("ca", want.DirectoryURL))
-				})
-				continue
-			case err != nil:
-				return err
-			case cur.ManagedBy != storage.ManagedByConfig:
-				return fmt.Errorf("issuer %q exists and is managed through the API: rename the issuer in the config, or delete the API one", want.Name)
-			}
-			changed := applyDeclared(cur, want)
-			if len(changed) == 0 {
+				reverted = append(reverted, issuerChange{action: "issuer.delete", after: cur})
 				continue
 			}
-			if err := tx.Issuers().Update(ctx, cur); err != nil {
+			restored := *ch.before
+			restored.Version = cur.Version
+			if err := tx.Issuers().Update(ctx, &restored); err != nil {
 				return err
 			}
-			if err := s.audit(ctx, tx, ConfigActor, "issuer.update", cur, map[string]any{"fields": changed}); err != nil {
+			if err := s.audit(ctx, tx, storage.ActorConfig, "issuer.update", &restored, reason); err != nil {
 				return err
 			}
-			logs = append(logs, func() {
-				s.logger.Info("issuer declared in config updated", zap.String("issuer", cur.Name), zap.Strings("fields", changed))
-			})
-		}
-		stale, err := tx.Issuers().List(ctx, storage.IssuerFilter{ManagedBy: storage.ManagedByConfig})
-		if err != nil {
-			return err
-		}
-		for _, iss := range stale {
-			if seen[iss.Name] {
-				continue
-			}
-			iss.ManagedBy = storage.ManagedByAPI
-			if err := tx.Issuers().Update(ctx, iss); err != nil {
-				return err
-			}
-			if err := s.audit(ctx, tx, ConfigActor, "issuer.release", iss, map[string]any{"managed_by": storage.ManagedByAPI}); err != nil {
-				return err
-			}
-			logs = append(logs, func() {
-				s.logger.Warn("issuer no longer declared in config: now managed through the API", zap.String("issuer", iss.Name))
-			})
+			reverted = append(reverted, issuerChange{action: "issuer.update", before: cur, after: &restored})
 		}
 		return nil
-	})
+	}
+	for attempt := 0; attempt < 3; attempt++ {
+		err = s.store.InTx(ctx, revertOnce)
+		if !errors.Is(err, storage.ErrConflict) {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("reverting the issuers synced by a config that failed to start: %w", err)
+	}
+	for _, ch := range reverted {
+		s.logger.Info("issuer sync reverted", zap.String("issuer", ch.after.Name), zap.String("issuer_id", ch.after.ID),
+			zap.String("action", strings.TrimPrefix(ch.action, "issuer.")))
+	}
+	return nil
 }
 
 // applyDeclared copies the declared fields of want onto cur and returns
@@ -371,7 +472,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(args) != 2 {
 				return d.Err("eab needs a key ID and a MAC key placeholder, e.g. eab {env.EAB_KID} {env.EAB_MAC}")
 			}
-			if !onlyPlaceholders(args[1]) {
+			if !placeholder.Only(args[1]) {
 				return d.Err(`the eab MAC key must be a placeholder such as {env.EAB_MAC_KEY} or {file./run/secrets/eab-mac}, with nothing written around it, so it stays out of the adapted JSON`)
 			}
 			c.EAB = &EABConfig{KeyID: args[0], MACKey: args[1]}
