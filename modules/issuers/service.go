@@ -353,7 +353,7 @@ func (s *Service) httpClient(rootsPEM string) (*http.Client, error) {
 	case *http.Transport:
 		tr = t.Clone()
 	default:
-		return nil, fmt.Errorf("custom roots need an *http.Transport, the HTTP client has a %T", t)
+		return nil, fmt.Errorf("using custom roots: they need an *http.Transport, the HTTP client has a %T", t)
 	}
 	if tr.TLSClientConfig == nil {
 		tr.TLSClientConfig = &tls.Config{}
@@ -602,8 +602,12 @@ func (s *Service) Update(ctx context.Context, actor, id string, p Patch) (*stora
 		}
 		iss.CustomRootsPEM = roots
 		if _, err := s.directory(ctx, iss); err != nil { // the new roots must still reach the CA
-			err.(*Error).Field = "custom_roots_pem"
-			return nil, err
+			var e *Error
+			if !errors.As(err, &e) {
+				e = &Error{Kind: KindUnusable, Message: fmt.Sprintf("using custom roots: %v", err)}
+			}
+			e.Field = "custom_roots_pem"
+			return nil, e
 		}
 		changed = append(changed, "custom_roots_pem")
 	}
