@@ -46,6 +46,7 @@ func Run(t *testing.T, b Backend) {
 		"transactions":  testTransactions,
 		"secrets":       testSecretsAtRest,
 		"rekey":         testRekey,
+		"rekey_failure": testRekeyUnopenable,
 		"wrong_key":     testWrongKey,
 		"cancellation":  testCancellation,
 	}

@@ -1,0 +1,204 @@
+package storagetest
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/certlocker/caddy-certlocker/storage"
+)
+
+// plaintexts are secrets written by writeSecrets; none may appear at rest.
+var plaintexts = []string{
+	"EAB-MAC-KEY-7f3a9c1e", "ACCOUNT-KEY-PEM-55d0b2", "CLOUDFLARE-TOKEN-9a8b7c", "CERT-PRIVATE-KEY-e1e2e3",
+	"IMPORTED-KEY-0c0d0e", "TOKEN-HMAC-SECRET-4242", "GATEWAY-EAB-HMAC-1337",
+}
+
+// writeSecrets stores one secret of every kind and returns how many.
+func writeSecrets(t *testing.T, st storage.Store) int {
+	t.Helper()
+	ctx := t.Context()
+	iss := &storage.Issuer{Name: "secretive", DirectoryURL: "https://ca/dir", EABMACKey: storage.NewSecret([]byte(plaintexts[0])),
+		AccountKey: storage.NewSecret([]byte(plaintexts[1]))}
+	must(t, st.Issuers().Create(ctx, iss))
+	must(t, st.DNSProviders().Create(ctx, &storage.DNSProvider{Name: "cf", Type: "cloudflare",
+		Credentials: storage.NewSecret([]byte(`{"api_token":"` + plaintexts[2] + `"}`))}))
+	must(t, st.Workflows().Create(ctx, &storage.Workflow{IssuerID: iss.ID, PrivateKey: storage.NewSecret([]byte(plaintexts[3])),
+		Identifiers: []storage.Identifier{{Type: "dns", Value: "secret.example"}}}))
+	c := newCert(7, time.Now().Add(time.Hour), "secret.example")
+	c.PrivateKey = storage.NewSecret([]byte(plaintexts[4]))
+	must(t, st.Certificates().Put(ctx, c))
+	must(t, st.Tokens().Create(ctx, &storage.Token{CertificateID: c.ID, Secret: storage.NewSecret([]byte(plaintexts[5]))}))
+	must(t, st.ACME().Set(ctx, "acme_external_account_keys", "eak1", []byte(plaintexts[6])))
+	return len(plaintexts)
+}
+
+// checkSecrets reads every secret back.
+func checkSecrets(t *testing.T, st storage.Store) {
+	t.Helper()
+	ctx := t.Context()
+	iss, err := st.Issuers().GetByName(ctx, "secretive")
+	must(t, err)
+	p, err := st.DNSProviders().GetByName(ctx, "cf")
+	must(t, err)
+	wfs, _, err := st.Workflows().List(ctx, storage.WorkflowFilter{Domain: "secret.example"}, storage.Page{})
+	must(t, err)
+	certs, _, err := st.Certificates().List(ctx, storage.CertificateFilter{Domain: "secret.example"}, storage.Page{})
+	must(t, err)
+	toks, err := st.Tokens().List(ctx, storage.TokenFilter{})
+	must(t, err)
+	gw, err := st.ACME().Get(ctx, "acme_external_account_keys", "eak1")
+	must(t, err)
+	got := []string{string(iss.EABMACKey.Reveal()), string(iss.AccountKey.Reveal()), string(p.Credentials.Reveal()),
+		string(wfs[0].PrivateKey.Reveal()), string(certs[0].PrivateKey.Reveal()), string(toks[0].Secret.Reveal()), string(gw)}
+	want := []string{plaintexts[0], plaintexts[1], `{"api_token":"` + plaintexts[2] + `"}`, plaintexts[3], plaintexts[4], plaintexts[5], plaintexts[6]}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("secret %d = %q, want %q", i, got[i], want[i])
+		}
+	}
+}
+
+func testSecretsAtRest(t *testing.T, b Backend) {
+	st, db := open(t, b)
+	writeSecrets(t, st)
+	checkSecrets(t, st)
+	raw := db.Raw(t)
+	if len(raw) == 0 {
+		t.Fatal("the backend's raw dump is empty")
+	}
+	if !containsPlain(raw, []byte("secret.example")) {
+		t.Fatal("the raw dump does not even hold the non-secret names: the check would prove nothing")
+	}
+	for _, p := range plaintexts {
+		if containsPlain(raw, []byte(p)) {
+			t.Errorf("plaintext secret %q found at rest", p)
+		}
+	}
+}
+
+func testRekey(t *testing.T, b Backend) {
+	ctx := t.Context()
+	db := b.NewDB(t)
+	oldKey, _ := storage.NewKey()
+	newKey, _ := storage.NewKey()
+	oldSealer, _ := storage.NewSealer(oldKey)
+	st, err := db.Open(ctx, oldSealer)
+	must(t, err)
+	n := writeSecrets(t, st)
+	must(t, st.Close())
+
+	rotating, _ := storage.NewSealer(newKey, oldKey)
+	st, err = db.Open(ctx, rotating)
+	must(t, err)
+	checkSecrets(t, st) // both keys readable during the rotation
+	got, err := st.Rekey(ctx)
+	must(t, err)
+	if got != n {
+		t.Fatalf("rekey re-sealed %d values, want %d", got, n)
+	}
+	again, err := st.Rekey(ctx)
+	must(t, err)
+	if again != 0 {
+		t.Fatalf("a second rekey re-sealed %d values, want 0", again)
+	}
+	must(t, st.Close())
+
+	newOnly, _ := storage.NewSealer(newKey)
+	st, err = db.Open(ctx, newOnly)
+	must(t, err)
+	checkSecrets(t, st)
+	must(t, st.Close())
+
+	if st, err := db.Open(ctx, oldSealer); !errors.Is(err, storage.ErrUnknownKey) {
+		if st != nil {
+			st.Close()
+		}
+		t.Fatalf("opening with the retired key: %v, want ErrUnknownKey", err)
+	}
+}
+
+func testWrongKey(t *testing.T, b Backend) {
+	ctx := t.Context()
+	db := b.NewDB(t)
+	st, err := db.Open(ctx, NewSealer(t))
+	must(t, err)
+	writeSecrets(t, st)
+	must(t, st.Close())
+	st, err = db.Open(ctx, NewSealer(t))
+	if !errors.Is(err, storage.ErrUnknownKey) {
+		if st != nil {
+			st.Close()
+		}
+		t.Fatalf("opening with a foreign key: %v, want ErrUnknownKey", err)
+	}
+}
+
+// A value Rekey cannot open (sealed with a key that is not configured)
+// fails the rekey with an error naming its row, not its value; every other
+// secret is re-sealed all the same, and the canary keeps naming the
+// previous key until a rekey succeeds.
+func testRekeyUnopenable(t *testing.T, b Backend) {
+	ctx := t.Context()
+	db := b.NewDB(t)
+	oldKey, _ := storage.NewKey()
+	newKey, _ := storage.NewKey()
+	lostKey, _ := storage.NewKey()
+	oldSealer, _ := storage.NewSealer(oldKey)
+	st, err := db.Open(ctx, oldSealer)
+	must(t, err)
+	writeSecrets(t, st)
+	must(t, st.Close())
+	// a row sealed with a key the operator no longer has
+	lost, _ := storage.NewSealer(lostKey, oldKey)
+	st, err = db.Open(ctx, lost)
+	must(t, err)
+	const lostValue = "LOST-KEY-SECRET-8c8c"
+	lostIssuer := &storage.Issuer{Name: "lost", DirectoryURL: "https://ca/dir", AccountKey: storage.NewSecret([]byte(lostValue))}
+	must(t, st.Issuers().Create(ctx, lostIssuer))
+	must(t, st.Close())
+
+	rotating, _ := storage.NewSealer(newKey, oldKey)
+	st, err = db.Open(ctx, rotating)
+	must(t, err)
+	n, err := st.Rekey(ctx)
+	if err == nil {
+		t.Fatal("rekey succeeded although one value could not be opened")
+	}
+	if !strings.Contains(err.Error(), "issuers.account_key/"+lostIssuer.ID) || strings.Contains(err.Error(), lostValue) {
+		t.Fatalf("the error must name the row, never the value: %v", err)
+	}
+	if n != len(plaintexts) {
+		t.Fatalf("rekey re-sealed %d values besides the lost one, want all %d", n, len(plaintexts))
+	}
+	must(t, st.Close())
+	// the canary still names the previous key
+	st, err = db.Open(ctx, oldSealer)
+	if err != nil {
+		t.Fatalf("after a failed rekey the previous key alone no longer opens the store: %v", err)
+	}
+	must(t, st.Close())
+	newOnly, _ := storage.NewSealer(newKey)
+	if st, err := db.Open(ctx, newOnly); !errors.Is(err, storage.ErrUnknownKey) || !strings.Contains(err.Error(), storage.KeyID(oldKey)) {
+		if st != nil {
+			st.Close()
+		}
+		t.Fatalf("opening with the new key alone: %v, want ErrUnknownKey naming the previous key", err)
+	}
+
+	// once the lost value is gone, a rekey completes and moves the canary
+	st, err = db.Open(ctx, rotating)
+	must(t, err)
+	must(t, st.Issuers().Delete(ctx, lostIssuer.ID))
+	n, err = st.Rekey(ctx)
+	must(t, err)
+	if n != 0 {
+		t.Fatalf("the second rekey re-sealed %d values, want 0 (the first re-sealed them)", n)
+	}
+	must(t, st.Close())
+	st, err = db.Open(ctx, newOnly)
+	must(t, err)
+	checkSecrets(t, st)
+	must(t, st.Close())
+}
