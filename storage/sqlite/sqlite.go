@@ -37,7 +37,8 @@ func Open(ctx context.Context, path string, sealer *storage.Sealer) (storage.Sto
 	}
 	_ = f.Close()
 	q := url.Values{}
-	for _, p := range []string{"busy_timeout(15000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)"} {
+	// secure_delete: deleted rows are overwritten, not left in free space
+	for _, p := range []string{"busy_timeout(15000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)", "secure_delete(1)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate") // a transaction takes the write lock at BEGIN: no upgrade deadlocks
@@ -82,6 +83,13 @@ var Dialect = sqlstore.Dialect{
 	IsForeignKey: func(err error) bool {
 		return hasCode(err, sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY) ||
 			strings.Contains(err.Error(), "FOREIGN KEY constraint failed")
+	},
+	// the write-ahead log keeps earlier versions of every page it was
+	// given: copy it into the (secure_delete) file and empty it, so a
+	// deleted secret is gone from disk, not only from the table
+	Scrub: func(ctx context.Context, db *sql.DB) error {
+		_, err := db.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)")
+		return err
 	},
 }
 

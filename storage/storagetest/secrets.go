@@ -1,6 +1,7 @@
 package storagetest
 
 import (
+	"database/sql"
 	"errors"
 	"strings"
 	"testing"
@@ -201,4 +202,98 @@ func testRekeyUnopenable(t *testing.T, b Backend) {
 	must(t, err)
 	checkSecrets(t, st)
 	must(t, st.Close())
+}
+
+// A certificate's private key lives in one place once issued: the
+// inventory takes it and the workflow drops its copy in the same
+// transaction, a later write of the workflow naming its certificate does
+// not bring the copy back, and deleting the certificate removes every copy
+// (also one an older workflow row still holds). The raw database after the
+// delete holds neither the key nor its sealed form.
+func testKeyCopies(t *testing.T, b Backend) {
+	st, db := open(t, b)
+	ctx := t.Context()
+	iss := newIssuer(t, st, "keys")
+	const issuedKey, olderKey = "ISSUED-KEY-PLAINTEXT-a1b2c3", "OLDER-ROW-KEY-PLAINTEXT-d4e5f6"
+	w := &storage.Workflow{IssuerID: iss.ID, PrivateKey: storage.NewSecret([]byte(issuedKey)),
+		Identifiers: []storage.Identifier{{Type: "dns", Value: "keys.example"}}}
+	must(t, st.Workflows().Create(ctx, w))
+	c := newCert(91, time.Now().Add(time.Hour), "keys.example")
+	c.IssuerID, c.WorkflowID, c.Source, c.PrivateKey = iss.ID, w.ID, storage.CertSourceIssued, storage.NewSecret([]byte(issuedKey))
+	must(t, st.InTx(ctx, func(tx storage.Store) error {
+		if err := tx.Certificates().Put(ctx, c); err != nil {
+			return err
+		}
+		return tx.Workflows().DropPrivateKey(ctx, w.ID)
+	}))
+	got, err := st.Workflows().Get(ctx, w.ID)
+	must(t, err)
+	if !got.PrivateKey.IsZero() {
+		t.Fatal("the workflow still holds the key once its certificate is in the inventory")
+	}
+	if got.Version != w.Version {
+		t.Fatalf("dropping the key changed the workflow's version (%d, was %d): the engine's next write would conflict", got.Version, w.Version)
+	}
+	// the engine's next persist still has the key in memory
+	w.CertificateID, w.State = c.ID, storage.StateIssued
+	must(t, st.Workflows().Update(ctx, w))
+	got, err = st.Workflows().Get(ctx, w.ID)
+	must(t, err)
+	if !got.PrivateKey.IsZero() {
+		t.Fatal("a write of the issued workflow brought the key back")
+	}
+
+	// a workflow row written before keys moved still holds its copy
+	older := &storage.Workflow{IssuerID: iss.ID, PrivateKey: storage.NewSecret([]byte(olderKey)),
+		Identifiers: []storage.Identifier{{Type: "dns", Value: "older.example"}}}
+	must(t, st.Workflows().Create(ctx, older))
+	c2 := newCert(92, time.Now().Add(time.Hour), "older.example")
+	c2.IssuerID, c2.WorkflowID, c2.Source, c2.PrivateKey = iss.ID, older.ID, storage.CertSourceIssued, storage.NewSecret([]byte(olderKey))
+	must(t, st.Certificates().Put(ctx, c2))
+
+	sealed := [][]byte{
+		sealedValue(t, st, "certificates", c.ID),
+		sealedValue(t, st, "certificates", c2.ID),
+		sealedValue(t, st, "workflows", older.ID),
+	}
+	raw := db.Raw(t)
+	for i, s := range sealed {
+		if len(s) == 0 || !containsPlain(raw, s) {
+			t.Fatalf("sealed value %d is not in the raw dump before the delete: the check would prove nothing", i)
+		}
+	}
+	must(t, st.Certificates().Delete(ctx, c.ID))
+	must(t, st.Certificates().Delete(ctx, c2.ID))
+	got, err = st.Workflows().Get(ctx, older.ID)
+	must(t, err)
+	if !got.PrivateKey.IsZero() {
+		t.Fatal("deleting the certificate left its key in the workflow that issued it")
+	}
+	raw = db.Raw(t)
+	if !containsPlain(raw, []byte("older.example")) {
+		t.Fatal("the raw dump does not hold the workflow's names: the check would prove nothing")
+	}
+	for _, p := range []string{issuedKey, olderKey} {
+		if containsPlain(raw, []byte(p)) {
+			t.Errorf("the deleted key %q is in the raw database", p)
+		}
+	}
+	for i, s := range sealed {
+		if containsPlain(raw, s) {
+			t.Errorf("sealed copy %d of a deleted key is still in the raw database", i)
+		}
+	}
+}
+
+// sealedValue reads a private_key column as stored.
+func sealedValue(t *testing.T, st storage.Store, table, id string) []byte {
+	t.Helper()
+	db, ok := st.(interface{ SQL() *sql.DB })
+	if !ok {
+		t.Skipf("the %T store has no SQL handle to read sealed values with", st)
+	}
+	var b []byte
+	// ids are made by storage.NewID: safe to quote
+	must(t, db.SQL().QueryRowContext(t.Context(), "SELECT private_key FROM "+table+" WHERE id = '"+id+"'").Scan(&b))
+	return b
 }

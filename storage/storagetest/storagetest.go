@@ -47,6 +47,7 @@ func Run(t *testing.T, b Backend) {
 		"secrets":       testSecretsAtRest,
 		"rekey":         testRekey,
 		"rekey_failure": testRekeyUnopenable,
+		"key_copies":    testKeyCopies,
 		"wrong_key":     testWrongKey,
 		"cancellation":  testCancellation,
 	}
