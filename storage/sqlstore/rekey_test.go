@@ -37,7 +37,9 @@ func TestRekeyReadFailureKeepsCanary(t *testing.T) {
 		},
 		"postgres": func(t *testing.T) (func(*faults) *sql.DB, sqlstore.Dialect, func(*storage.Sealer) (storage.Store, error)) {
 			dsn := pgtest.DSN(t)
-			return func(f *faults) *sql.DB { return sql.OpenDB(&faultConnector{drv: stdlib.GetDefaultDriver(), dsn: dsn, f: f}) },
+			return func(f *faults) *sql.DB {
+					return sql.OpenDB(&faultConnector{drv: stdlib.GetDefaultDriver(), dsn: dsn, f: f})
+				},
 				postgres.Dialect,
 				func(s *storage.Sealer) (storage.Store, error) { return postgres.Open(t.Context(), dsn, s, 4) }
 		},
@@ -245,4 +247,3 @@ func (r *faultRows) Next(dest []driver.Value) error {
 	r.n++
 	return nil
 }
-
