@@ -13,6 +13,7 @@ import (
 	"github.com/mholt/acmez/v3/acme"
 	"go.uber.org/zap"
 
+	"github.com/certlocker/caddy-certlocker/internal/retry"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
 
@@ -166,7 +167,7 @@ func (s *Service) RunJanitor(ctx context.Context, delay, interval, olderThan tim
 	}
 	wait := delay
 	for {
-		if err := sleepCtx(ctx, wait); err != nil {
+		if err := retry.Sleep(ctx, wait); err != nil {
 			return
 		}
 		if _, err := s.Janitor(ctx, olderThan); err != nil && ctx.Err() == nil {
