@@ -5,12 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/libdns/libdns"
-	"github.com/mholt/acmez/v3"
-	"github.com/mholt/acmez/v3/acme"
 	"go.uber.org/zap"
 
 	"github.com/certlocker/caddy-certlocker/internal/retry"
@@ -176,86 +173,3 @@ func (s *Service) RunJanitor(ctx context.Context, delay, interval, olderThan tim
 		wait = interval
 	}
 }
-
-// Solver adapts the service to acmez (acmez.Solver and acmez.Waiter) for
-// DNS-01 through one provider client, for callers that drive acmez's
-// high-level client. It remembers the records it presented in memory only;
-// they are stored anyway, so a crash leaves them to the Janitor.
-type Solver struct {
-	svc        *Service
-	providerID string
-	workflowID string
-
-	mu    sync.Mutex
-	recs  map[string]*storage.ChallengeRecord
-	waits map[string]time.Duration
-}
-
-// Solver returns a DNS-01 solver through provider client providerID.
-func (s *Service) Solver(providerID, workflowID string) *Solver {
-	return &Solver{svc: s, providerID: providerID, workflowID: workflowID,
-		recs: make(map[string]*storage.ChallengeRecord), waits: make(map[string]time.Duration)}
-}
-
-func challengeKey(c acme.Challenge) string { return c.Identifier.Value + "\x00" + c.Token }
-
-// Present implements acmez.Solver.
-func (v *Solver) Present(ctx context.Context, chal acme.Challenge) error {
-	rec, err := v.svc.Present(ctx, v.providerID, v.workflowID, chal.DNS01TXTRecordName(), chal.DNS01KeyAuthorization())
-	if rec != nil {
-		v.mu.Lock()
-		v.recs[challengeKey(chal)] = rec
-		v.mu.Unlock()
-	}
-	return err
-}
-
-// Wait implements acmez.Waiter: it waits for propagation.
-func (v *Solver) Wait(ctx context.Context, chal acme.Challenge) error {
-	v.mu.Lock()
-	rec := v.recs[challengeKey(chal)]
-	v.mu.Unlock()
-	if rec == nil {
-		return fmt.Errorf("waiting for %s: nothing was presented", chal.DNS01TXTRecordName())
-	}
-	d, err := v.svc.WaitPropagation(ctx, rec)
-	if err == nil {
-		v.mu.Lock()
-		v.waits[chal.Identifier.Value] = d
-		v.mu.Unlock()
-	}
-	return err
-}
-
-// CleanUp implements acmez.Solver. It runs even if ctx is cancelled
-// (bounded to a minute), as cleanup must always happen.
-func (v *Solver) CleanUp(ctx context.Context, chal acme.Challenge) error {
-	v.mu.Lock()
-	rec := v.recs[challengeKey(chal)]
-	delete(v.recs, challengeKey(chal))
-	v.mu.Unlock()
-	if rec == nil {
-		return nil
-	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	defer cancel()
-	return v.svc.CleanUp(cctx, rec)
-}
-
-// Propagations returns the measured propagation time of each identifier
-// solved so far.
-func (v *Solver) Propagations() map[string]time.Duration {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	out := make(map[string]time.Duration, len(v.waits))
-	for k, d := range v.waits {
-		out[k] = d
-	}
-	return out
-}
-
-// Interface guards
-var (
-	_ acmez.Solver = (*Solver)(nil)
-	_ acmez.Waiter = (*Solver)(nil)
-)
