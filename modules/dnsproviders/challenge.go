@@ -63,7 +63,8 @@ func (s *Service) Present(ctx context.Context, providerID, workflowID, fqdn, val
 // CleanUp removes the record from DNS and forgets it. Removing a record
 // that is already gone is not an error, so CleanUp may be called again
 // after a failure or a crash. When removal fails, the record stays stored
-// with the failure counted, for a later CleanUp or the Janitor.
+// with the failure counted, for a later CleanUp or the Janitor; when ctx
+// ends first, it stays uncounted.
 func (s *Service) CleanUp(ctx context.Context, rec *storage.ChallengeRecord) error {
 	dp := s.store.DNSProviders()
 	p, err := dp.Get(ctx, rec.ProviderID)
@@ -78,6 +79,11 @@ func (s *Service) CleanUp(ctx context.Context, rec *storage.ChallengeRecord) err
 	lp, err := s.live(p)
 	if err == nil {
 		err = s.deleteRecord(ctx, lp, rec.Zone, libdns.TXT{Name: rec.Name, Text: rec.Value})
+	}
+	if err != nil && ctx.Err() != nil {
+		// stopped, not failed: the record stays for the next CleanUp or
+		// Janitor run, its failure count unchanged
+		return err
 	}
 	if err != nil {
 		rec.CleanupAttempts++
