@@ -45,7 +45,7 @@ func (s *Service) Present(ctx context.Context, providerID, workflowID, fqdn, val
 	}
 	start := time.Now()
 	if _, err := s.appendRecord(ctx, lp, zone, libdns.TXT{Name: rec.Name, TTL: p.TTL, Text: value}); err != nil {
-		s.logger.Warn("publishing challenge record failed", zap.String("dns_provider", p.Name), zap.String("identifier", name),
+		s.logger.Warn("publishing challenge record failed", zap.String("dns_provider", p.Name), zap.String("fqdn", absoluteName(rec.Name, zone)),
 			zap.String("workflow_id", workflowID), zap.Error(err))
 		return rec, err
 	}
@@ -54,7 +54,7 @@ func (s *Service) Present(ctx context.Context, providerID, workflowID, fqdn, val
 		return rec, fmt.Errorf("recording challenge record %s as published: %w", name, err)
 	}
 	if ce := s.logger.Check(zap.DebugLevel, "challenge record published"); ce != nil {
-		ce.Write(zap.String("dns_provider", p.Name), zap.String("identifier", name), zap.String("zone", zone),
+		ce.Write(zap.String("dns_provider", p.Name), zap.String("fqdn", absoluteName(rec.Name, zone)), zap.String("zone", zone),
 			zap.String("workflow_id", workflowID), zap.Duration("duration", time.Since(start)))
 	}
 	return rec, nil
