@@ -448,7 +448,7 @@ func (x certificates) Delete(ctx context.Context, id string) error {
 		if _, err := tx.exec(ctx, "UPDATE workflows SET private_key = NULL WHERE private_key IS NOT NULL AND (certificate_id = ? OR id = ?)", id, workflowID); err != nil {
 			return tx.classify(err, "deleting certificate "+id+": dropping the workflow's copy of its key")
 		}
-		tx.deletedSecrets()
+		tx.deletedSecrets(ctx)
 		res, err := tx.exec(ctx, "DELETE FROM certificates WHERE id = ?", id)
 		if err != nil {
 			return tx.classify(err, "deleting certificate "+id)

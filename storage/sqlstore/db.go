@@ -149,11 +149,15 @@ func (s *Store) InTx(ctx context.Context, fn func(tx storage.Store) error) (err 
 	return fn(&Store{db: s.db, q: tx, tx: tx, scrub: &scrub})
 }
 
-// deletedSecrets marks the transaction s is bound to as one that deleted
-// secrets (see Dialect.Scrub).
-func (s *Store) deletedSecrets() {
-	if s.scrub != nil {
+// deletedSecrets is called after a statement deleted secrets: in a
+// transaction the dialect's Scrub runs once it commits, outside one at
+// once (see Dialect.Scrub).
+func (s *Store) deletedSecrets(ctx context.Context) {
+	switch {
+	case s.scrub != nil:
 		*s.scrub = true
+	case s.tx == nil && s.db.dialect.Scrub != nil:
+		_ = s.db.dialect.Scrub(context.WithoutCancel(ctx), s.db.sql)
 	}
 }
 

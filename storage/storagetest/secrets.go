@@ -288,12 +288,58 @@ func testKeyCopies(t *testing.T, b Backend) {
 // sealedValue reads a private_key column as stored.
 func sealedValue(t *testing.T, st storage.Store, table, id string) []byte {
 	t.Helper()
+	return sealedColumn(t, st, table, "private_key", id)
+}
+
+// sealedColumn reads a sealed column as stored.
+func sealedColumn(t *testing.T, st storage.Store, table, column, id string) []byte {
+	t.Helper()
 	db, ok := st.(interface{ SQL() *sql.DB })
 	if !ok {
 		t.Skipf("the %T store has no SQL handle to read sealed values with", st)
 	}
 	var b []byte
 	// ids are made by storage.NewID: safe to quote
-	must(t, db.SQL().QueryRowContext(t.Context(), "SELECT private_key FROM "+table+" WHERE id = '"+id+"'").Scan(&b))
+	must(t, db.SQL().QueryRowContext(t.Context(), "SELECT "+column+" FROM "+table+" WHERE id = '"+id+"'").Scan(&b))
 	return b
+}
+
+// Deleting an ACME client, a DNS provider client or a certificate token
+// leaves no sealed copy of its secrets in the raw database.
+func testDeletedSecrets(t *testing.T, b Backend) {
+	st, db := open(t, b)
+	ctx := t.Context()
+	iss := &storage.Issuer{Name: "gone", DirectoryURL: "https://ca/dir", EABMACKey: storage.NewSecret([]byte("DELETED-EAB-MAC-91")),
+		AccountKey: storage.NewSecret([]byte("DELETED-ACCOUNT-KEY-92"))}
+	must(t, st.Issuers().Create(ctx, iss))
+	p := &storage.DNSProvider{Name: "gone-dns", Type: "cloudflare", Credentials: storage.NewSecret([]byte(`{"api_token":"DELETED-TOKEN-93"}`))}
+	must(t, st.DNSProviders().Create(ctx, p))
+	c := newCert(93, time.Now().Add(time.Hour), "gone.example")
+	must(t, st.Certificates().Put(ctx, c))
+	tok := &storage.Token{CertificateID: c.ID, Secret: storage.NewSecret([]byte("DELETED-TOKEN-SECRET-94"))}
+	must(t, st.Tokens().Create(ctx, tok))
+	sealed := [][]byte{
+		sealedColumn(t, st, "issuers", "eab_mac_key", iss.ID),
+		sealedColumn(t, st, "issuers", "account_key", iss.ID),
+		sealedColumn(t, st, "dns_providers", "credentials", p.ID),
+		sealedColumn(t, st, "tokens", "secret", tok.ID),
+	}
+	raw := db.Raw(t)
+	for i, s := range sealed {
+		if len(s) == 0 || !containsPlain(raw, s) {
+			t.Fatalf("sealed value %d is not in the raw dump before the delete: the check would prove nothing", i)
+		}
+	}
+	must(t, st.Issuers().Delete(ctx, iss.ID))
+	must(t, st.DNSProviders().Delete(ctx, p.ID))
+	must(t, st.Tokens().Delete(ctx, tok.ID))
+	raw = db.Raw(t)
+	if !containsPlain(raw, []byte("gone.example")) {
+		t.Fatal("the raw dump does not hold the certificate's names: the check would prove nothing")
+	}
+	for i, s := range sealed {
+		if containsPlain(raw, s) {
+			t.Errorf("sealed secret %d of a deleted row is still in the raw database", i)
+		}
+	}
 }

@@ -48,6 +48,7 @@ func Run(t *testing.T, b Backend) {
 		"rekey":         testRekey,
 		"rekey_failure": testRekeyUnopenable,
 		"key_copies":    testKeyCopies,
+		"deleted":       testDeletedSecrets,
 		"wrong_key":     testWrongKey,
 		"cancellation":  testCancellation,
 	}
