@@ -11,6 +11,7 @@ package retry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -73,9 +74,10 @@ func (a *after) Unwrap() error { return a.err }
 
 // Do calls fn (with the attempt number, from 1) until it returns nil, a
 // Permanent error, or the attempts run out; it returns fn's last error,
-// unwrapped from Permanent and After. When ctx is done during a wait, or
-// its deadline comes before the wait would end, Do returns fn's last error
-// joined with ctx's error if any.
+// unwrapped from Permanent and After. When ctx is done before a wait or
+// during one, Do returns fn's last error wrapped with ctx's error (both
+// match errors.Is); when ctx's deadline would come before the wait ends, it
+// returns fn's last error without waiting.
 func Do(ctx context.Context, p Policy, fn func(attempt int) error) error {
 	for attempt := 1; ; attempt++ {
 		err := fn(attempt)
@@ -95,7 +97,7 @@ func Do(ctx context.Context, p Policy, fn func(attempt int) error) error {
 			return err
 		}
 		if cerr := ctx.Err(); cerr != nil {
-			return errors.Join(err, cerr)
+			return stopped(err, cerr)
 		}
 		wait := p.Wait(attempt, hint)
 		if dl, ok := ctx.Deadline(); ok && dl.Sub(p.now()) < wait {
@@ -105,9 +107,15 @@ func Do(ctx context.Context, p Policy, fn func(attempt int) error) error {
 			p.OnRetry(attempt, err, wait)
 		}
 		if serr := p.sleep(ctx, wait); serr != nil {
-			return errors.Join(err, serr)
+			return stopped(err, serr)
 		}
 	}
+}
+
+// stopped is the last error of a retry stopped by its context; it wraps
+// both.
+func stopped(last, ctxErr error) error {
+	return fmt.Errorf("%w (stopped before retrying: %w)", last, ctxErr)
 }
 
 // Wait is the wait after attempt failed: retryAfter if the server gave one

@@ -187,7 +187,7 @@ func (s *Service) call(ctx context.Context, lp *liveProvider, op, zone string, f
 		}
 		return kerr
 	})
-	if err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+	if err != nil && ctx.Err() != nil {
 		return fmt.Errorf("%s: %w", op, ctx.Err())
 	}
 	return err

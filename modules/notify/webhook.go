@@ -223,7 +223,11 @@ func (wh *Webhook) deliver(ev Event) {
 			return retry.Permanent(err)
 		}
 	})
-	if err != nil {
+	switch {
+	case err == nil:
+	case wh.ctx.Err() != nil:
+		wh.logger.Warn("webhook delivery abandoned at shutdown", zap.String("event", ev.Name), zap.Error(err))
+	default:
 		wh.logger.Warn("webhook delivery failed", zap.String("event", ev.Name), zap.Bool("will_retry", false), zap.Error(err))
 	}
 }
