@@ -133,6 +133,10 @@ func (d *cfDoer) Do(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	path := strings.TrimPrefix(req.URL.Path, "/client/v4")
 	p := d.policy
+	now := time.Now
+	if p.Now != nil {
+		now = p.Now
+	}
 	p.OnRetry = func(attempt int, err error, wait time.Duration) {
 		if ce := d.logger.Check(zap.DebugLevel, "retrying cloudflare api request"); ce != nil {
 			status := 0
@@ -164,7 +168,7 @@ func (d *cfDoer) Do(req *http.Request) (*http.Response, error) {
 			e.classify()
 			return e
 		case res.StatusCode == http.StatusTooManyRequests || res.StatusCode >= 500:
-			wait := retry.ParseRetryAfter(res.Header.Get("Retry-After"), p.Now())
+			wait := retry.ParseRetryAfter(res.Header.Get("Retry-After"), now())
 			e := readAPIError(req.Method, path, res, attempt)
 			e.classify()
 			return retry.After(e, wait)
