@@ -443,10 +443,12 @@ func (x certificates) Delete(ctx context.Context, id string) error {
 			return tx.classify(err, "deleting certificate "+id)
 		}
 		// every copy of the key goes with the certificate: the workflow
-		// that issued it may still hold one (rows written before the
-		// inventory took the only copy)
-		if _, err := tx.exec(ctx, "UPDATE workflows SET private_key = NULL WHERE private_key IS NOT NULL AND (certificate_id = ? OR id = ?)", id, workflowID); err != nil {
-			return tx.classify(err, "deleting certificate "+id+": dropping the workflow's copy of its key")
+		// that issued it (the only one that had its key) may still hold
+		// one, in rows written before the inventory took the only copy
+		if workflowID != "" {
+			if _, err := tx.exec(ctx, "UPDATE workflows SET private_key = NULL WHERE id = ? AND private_key IS NOT NULL", workflowID); err != nil {
+				return tx.classify(err, "deleting certificate "+id+": dropping the workflow's copy of its key")
+			}
 		}
 		tx.deletedSecrets(ctx)
 		res, err := tx.exec(ctx, "DELETE FROM certificates WHERE id = ?", id)
