@@ -135,7 +135,7 @@ func (wh *Webhook) Provision(ctx caddy.Context) error {
 func (wh *Webhook) Validate() error {
 	pu, err := url.Parse(wh.url)
 	if err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {
-		return errors.New("webhook url must be an http or https URL (value redacted)")
+		return errors.New("webhook url must be an http or https URL")
 	}
 	if wh.Format != "generic" && wh.Format != "slack" {
 		return fmt.Errorf("webhook format %q: use generic or slack", wh.Format)
