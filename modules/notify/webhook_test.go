@@ -3,6 +3,7 @@ package notify
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +13,9 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 type received struct {
@@ -218,4 +222,49 @@ func nextRequest(t *testing.T, ch chan string) string {
 		t.Fatal("no request")
 	}
 	return ""
+}
+
+// A Slack URL is a credential: no log line carries its path, whether the
+// receiver answers an error or cannot be reached (logs captured at debug).
+func TestWebhookLogsNoURLToken(t *testing.T) {
+	const token = "T0SECRET/B0SECRET/xoxTOKEN123"
+	for name, reachable := range map[string]bool{"error status": true, "unreachable": false} {
+		t.Run(name, func(t *testing.T) {
+			srv, ch := receiver(t, 500, 200)
+			if !reachable {
+				srv.Close()
+			}
+			t.Setenv("CERTLOCKER_TEST_SLACK_URL", srv.URL+"/services/"+token)
+			wh := provision(t, &Webhook{URL: "{env.CERTLOCKER_TEST_SLACK_URL}", Format: "slack", MaxAttempts: 2})
+			core, logs := observer.New(zapcore.DebugLevel)
+			wh.logger = zap.New(core)
+			wh.Notify(issued)
+			if reachable {
+				next(t, ch)
+				next(t, ch)
+			} else {
+				// the delivery gives up after its attempts: poll for it
+				deadline := time.Now().Add(10 * time.Second)
+				for logs.FilterMessage("webhook delivery failed").FilterField(zap.Bool("will_retry", false)).Len() == 0 {
+					if time.Now().After(deadline) {
+						t.Fatal("the delivery never gave up")
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
+			wh.Cleanup() // waits for the worker: every line is logged
+			if logs.Len() == 0 {
+				t.Fatal("nothing was logged: the check would prove nothing")
+			}
+			for _, e := range logs.All() {
+				line := e.Message
+				for k, v := range e.ContextMap() {
+					line += " " + k + "=" + fmt.Sprint(v)
+				}
+				if strings.Contains(line, "SECRET") || strings.Contains(line, "xoxTOKEN") {
+					t.Fatalf("a log line carries the URL's token: %s", line)
+				}
+			}
+		})
+	}
 }
