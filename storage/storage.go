@@ -169,6 +169,13 @@ type WorkflowStore interface {
 	Events(ctx context.Context, workflowID string, afterSeq int64, limit int) ([]*WorkflowEvent, error)
 	// CountByState counts workflows per state.
 	CountByState(ctx context.Context) (map[string]int, error)
+	// DropPrivateKey removes the workflow's copy of its certificate's
+	// private key, once the inventory holds the certificate (call it in
+	// the transaction that adds the certificate). It is not a state
+	// change: the workflow's Version stays, so the engine's next write
+	// does not conflict. A workflow that names its CertificateID never
+	// stores a key again (see Workflow.PrivateKey).
+	DropPrivateKey(ctx context.Context, id string) error
 }
 
 // WorkflowFilter selects workflows; zero fields match everything.

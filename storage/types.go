@@ -161,7 +161,9 @@ type Workflow struct {
 	Status string
 	// OrderURL is the order's Location at the CA, stored before acting on it.
 	OrderURL string
-	// PrivateKey is the certificate key, PEM.
+	// PrivateKey is the certificate key, PEM, kept until the certificate
+	// is in the inventory, which then holds the only copy: a workflow
+	// whose CertificateID is set stores no key (writes drop it).
 	PrivateKey Secret
 	// CertificateID is the inventory certificate once issued.
 	CertificateID string

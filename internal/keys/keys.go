@@ -66,25 +66,65 @@ func Generate(t string) (crypto.Signer, []byte, error) {
 	return key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
-// Parse opens a PEM private key: PKCS #8, SEC 1 or PKCS #1.
+// Parse opens the first PEM block of pemBytes as a private key (see
+// ParseBlock).
 func Parse(pemBytes []byte) (crypto.Signer, error) {
 	block, _ := pem.Decode(pemBytes)
 	if block == nil {
 		return nil, errors.New("decoding private key: no PEM block")
 	}
-	if k, err := x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
-		if s, ok := k.(crypto.Signer); ok {
-			return s, nil
-		}
-		return nil, errors.New("decoding private key: not a signing key")
+	k, err := ParseBlock(block)
+	if err != nil {
+		return nil, fmt.Errorf("decoding private key: %w", err)
 	}
-	if k, err := x509.ParseECPrivateKey(block.Bytes); err == nil {
-		return k, nil
+	return k, nil
+}
+
+// IsKeyBlock reports whether a PEM block type holds a private key, readable
+// or not (ParseBlock says why not).
+func IsKeyBlock(typ string) bool {
+	switch typ {
+	case "PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY", "ENCRYPTED PRIVATE KEY":
+		return true
 	}
-	if k, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
-		return k, nil
+	return false
+}
+
+// ParseBlock reads a private key PEM block in the format its type names:
+// "PRIVATE KEY" (PKCS #8), "RSA PRIVATE KEY" (PKCS #1) or "EC PRIVATE KEY"
+// (SEC 1). Its errors name the format and what is wrong (an encrypted key,
+// a key that does not parse as its format, one that cannot sign), never
+// any key material.
+func ParseBlock(block *pem.Block) (crypto.Signer, error) {
+	if _, encrypted := block.Headers["DEK-Info"]; encrypted || block.Type == "ENCRYPTED PRIVATE KEY" {
+		return nil, errors.New("the private key is encrypted: give it unencrypted (openssl pkey -in key.pem)")
 	}
-	return nil, errors.New("decoding private key: unsupported key encoding")
+	var (
+		k      any
+		err    error
+		format string
+	)
+	switch block.Type {
+	case "PRIVATE KEY":
+		format = "PKCS #8"
+		k, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	case "RSA PRIVATE KEY":
+		format = "PKCS #1"
+		k, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	case "EC PRIVATE KEY":
+		format = "SEC 1"
+		k, err = x509.ParseECPrivateKey(block.Bytes)
+	default:
+		return nil, fmt.Errorf("a PEM block %q is not a private key", block.Type)
+	}
+	if err != nil {
+		return nil, errors.New("the private key cannot be parsed as " + format)
+	}
+	s, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("unsupported private key type %T: not a signing key", k)
+	}
+	return s, nil
 }
 
 // TypeOf names the type of key ("unknown" for others).

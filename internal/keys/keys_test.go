@@ -62,3 +62,37 @@ func TestParseEncodings(t *testing.T) {
 		})
 	}
 }
+
+// ParseBlock reads each format by its block type and says what is wrong in
+// terms of that format, without key material.
+func TestParseBlockErrors(t *testing.T) {
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ecDER, _ := x509.MarshalECPrivateKey(ec)
+	junk := []byte("hunter2 secret")
+	cases := map[string]struct {
+		block *pem.Block
+		want  string
+	}{
+		"pkcs8 garbage":    {&pem.Block{Type: "PRIVATE KEY", Bytes: junk}, "cannot be parsed as PKCS #8"},
+		"pkcs1 garbage":    {&pem.Block{Type: "RSA PRIVATE KEY", Bytes: junk}, "cannot be parsed as PKCS #1"},
+		"sec1 garbage":     {&pem.Block{Type: "EC PRIVATE KEY", Bytes: junk}, "cannot be parsed as SEC 1"},
+		"sec1 as pkcs1":    {&pem.Block{Type: "RSA PRIVATE KEY", Bytes: ecDER}, "cannot be parsed as PKCS #1"},
+		"legacy encrypted": {&pem.Block{Type: "EC PRIVATE KEY", Headers: map[string]string{"Proc-Type": "4,ENCRYPTED", "DEK-Info": "AES-256-CBC,00"}, Bytes: junk}, "encrypted"},
+		"pkcs8 encrypted":  {&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: junk}, "encrypted"},
+		"not a key":        {&pem.Block{Type: "CERTIFICATE", Bytes: junk}, "not a private key"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := ParseBlock(c.block)
+			if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("err = %v, want one saying %q", err, c.want)
+			}
+		})
+	}
+	if k, err := ParseBlock(&pem.Block{Type: "EC PRIVATE KEY", Bytes: ecDER}); err != nil || TypeOf(k) != P256 {
+		t.Fatalf("sec1: %v %v", k, err)
+	}
+	if !IsKeyBlock("ENCRYPTED PRIVATE KEY") || IsKeyBlock("CERTIFICATE") {
+		t.Fatal("IsKeyBlock")
+	}
+}

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/certlocker/caddy-certlocker/internal/retry"
 )
 
 // bindServer is a real BIND 9 (Debian package bind9) started for one test:
@@ -151,7 +153,7 @@ ns1	IN A 127.0.0.1
 		if in, _, err := c.ExchangeContext(ctx, m, b.Addr); err == nil && in.Rcode == dns.RcodeSuccess && len(in.Answer) > 0 {
 			break
 		}
-		if err := sleepCtx(ctx, wait); err != nil {
+		if err := retry.Sleep(ctx, wait); err != nil {
 			stop()
 			return fmt.Errorf("named did not answer within 20s:\n%s", out.String())
 		}

@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/libdns/libdns"
-	"github.com/mholt/acmez/v3"
-	"github.com/mholt/acmez/v3/acme"
 	"go.uber.org/zap"
 
+	"github.com/certlocker/caddy-certlocker/internal/retry"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
 
@@ -47,7 +45,7 @@ func (s *Service) Present(ctx context.Context, providerID, workflowID, fqdn, val
 	}
 	start := time.Now()
 	if _, err := s.appendRecord(ctx, lp, zone, libdns.TXT{Name: rec.Name, TTL: p.TTL, Text: value}); err != nil {
-		s.logger.Warn("publishing challenge record failed", zap.String("dns_provider", p.Name), zap.String("identifier", name),
+		s.logger.Warn("publishing challenge record failed", zap.String("dns_provider", p.Name), zap.String("fqdn", absoluteName(rec.Name, zone)),
 			zap.String("workflow_id", workflowID), zap.Error(err))
 		return rec, err
 	}
@@ -56,7 +54,7 @@ func (s *Service) Present(ctx context.Context, providerID, workflowID, fqdn, val
 		return rec, fmt.Errorf("recording challenge record %s as published: %w", name, err)
 	}
 	if ce := s.logger.Check(zap.DebugLevel, "challenge record published"); ce != nil {
-		ce.Write(zap.String("dns_provider", p.Name), zap.String("identifier", name), zap.String("zone", zone),
+		ce.Write(zap.String("dns_provider", p.Name), zap.String("fqdn", absoluteName(rec.Name, zone)), zap.String("zone", zone),
 			zap.String("workflow_id", workflowID), zap.Duration("duration", time.Since(start)))
 	}
 	return rec, nil
@@ -65,7 +63,8 @@ func (s *Service) Present(ctx context.Context, providerID, workflowID, fqdn, val
 // CleanUp removes the record from DNS and forgets it. Removing a record
 // that is already gone is not an error, so CleanUp may be called again
 // after a failure or a crash. When removal fails, the record stays stored
-// with the failure counted, for a later CleanUp or the Janitor.
+// with the failure counted, for a later CleanUp or the Janitor; when ctx
+// ends first, it stays uncounted.
 func (s *Service) CleanUp(ctx context.Context, rec *storage.ChallengeRecord) error {
 	dp := s.store.DNSProviders()
 	p, err := dp.Get(ctx, rec.ProviderID)
@@ -80,6 +79,11 @@ func (s *Service) CleanUp(ctx context.Context, rec *storage.ChallengeRecord) err
 	lp, err := s.live(p)
 	if err == nil {
 		err = s.deleteRecord(ctx, lp, rec.Zone, libdns.TXT{Name: rec.Name, Text: rec.Value})
+	}
+	if err != nil && ctx.Err() != nil {
+		// stopped, not failed: the record stays for the next CleanUp or
+		// Janitor run, its failure count unchanged
+		return err
 	}
 	if err != nil {
 		rec.CleanupAttempts++
@@ -166,7 +170,7 @@ func (s *Service) RunJanitor(ctx context.Context, delay, interval, olderThan tim
 	}
 	wait := delay
 	for {
-		if err := sleepCtx(ctx, wait); err != nil {
+		if err := retry.Sleep(ctx, wait); err != nil {
 			return
 		}
 		if _, err := s.Janitor(ctx, olderThan); err != nil && ctx.Err() == nil {
@@ -175,86 +179,3 @@ func (s *Service) RunJanitor(ctx context.Context, delay, interval, olderThan tim
 		wait = interval
 	}
 }
-
-// Solver adapts the service to acmez (acmez.Solver and acmez.Waiter) for
-// DNS-01 through one provider client, for callers that drive acmez's
-// high-level client. It remembers the records it presented in memory only;
-// they are stored anyway, so a crash leaves them to the Janitor.
-type Solver struct {
-	svc        *Service
-	providerID string
-	workflowID string
-
-	mu    sync.Mutex
-	recs  map[string]*storage.ChallengeRecord
-	waits map[string]time.Duration
-}
-
-// Solver returns a DNS-01 solver through provider client providerID.
-func (s *Service) Solver(providerID, workflowID string) *Solver {
-	return &Solver{svc: s, providerID: providerID, workflowID: workflowID,
-		recs: make(map[string]*storage.ChallengeRecord), waits: make(map[string]time.Duration)}
-}
-
-func challengeKey(c acme.Challenge) string { return c.Identifier.Value + "\x00" + c.Token }
-
-// Present implements acmez.Solver.
-func (v *Solver) Present(ctx context.Context, chal acme.Challenge) error {
-	rec, err := v.svc.Present(ctx, v.providerID, v.workflowID, chal.DNS01TXTRecordName(), chal.DNS01KeyAuthorization())
-	if rec != nil {
-		v.mu.Lock()
-		v.recs[challengeKey(chal)] = rec
-		v.mu.Unlock()
-	}
-	return err
-}
-
-// Wait implements acmez.Waiter: it waits for propagation.
-func (v *Solver) Wait(ctx context.Context, chal acme.Challenge) error {
-	v.mu.Lock()
-	rec := v.recs[challengeKey(chal)]
-	v.mu.Unlock()
-	if rec == nil {
-		return fmt.Errorf("waiting for %s: nothing was presented", chal.DNS01TXTRecordName())
-	}
-	d, err := v.svc.WaitPropagation(ctx, rec)
-	if err == nil {
-		v.mu.Lock()
-		v.waits[chal.Identifier.Value] = d
-		v.mu.Unlock()
-	}
-	return err
-}
-
-// CleanUp implements acmez.Solver. It runs even if ctx is cancelled
-// (bounded to a minute), as cleanup must always happen.
-func (v *Solver) CleanUp(ctx context.Context, chal acme.Challenge) error {
-	v.mu.Lock()
-	rec := v.recs[challengeKey(chal)]
-	delete(v.recs, challengeKey(chal))
-	v.mu.Unlock()
-	if rec == nil {
-		return nil
-	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	defer cancel()
-	return v.svc.CleanUp(cctx, rec)
-}
-
-// Propagations returns the measured propagation time of each identifier
-// solved so far.
-func (v *Solver) Propagations() map[string]time.Duration {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	out := make(map[string]time.Duration, len(v.waits))
-	for k, d := range v.waits {
-		out[k] = d
-	}
-	return out
-}
-
-// Interface guards
-var (
-	_ acmez.Solver = (*Solver)(nil)
-	_ acmez.Waiter = (*Solver)(nil)
-)

@@ -8,11 +8,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/certlocker/caddy-certlocker/internal/retry"
 )
 
 // cloudflareAPI is the Cloudflare v4 API base; libdns/cloudflare uses the
@@ -117,71 +118,72 @@ func (e *cfAPIError) classify() {
 
 // cfDoer sends Cloudflare API requests: it retries rate limits (429, with
 // Retry-After honoured up to the maximum wait), provider-side failures
-// (5xx, including Cloudflare's HTML edge pages) and network errors with
-// bounded exponential back-off, and turns every final failure into a
-// *cfAPIError. libdns/cloudflare returns that error unchanged, so callers
-// can map it.
+// (5xx, including Cloudflare's HTML edge pages) and network errors through
+// internal/retry, and turns every final failure into a *cfAPIError.
+// libdns/cloudflare returns that error unchanged, so callers can map it.
 type cfDoer struct {
-	client    *http.Client
-	retries   int
-	base, max time.Duration
-	sleep     func(context.Context, time.Duration) error
-	logger    *zap.Logger
+	client *http.Client
+	// policy is the retry policy; its OnRetry is set per request
+	policy retry.Policy
+	logger *zap.Logger
 }
 
 // Do implements libdns/cloudflare's HTTPClient.
 func (d *cfDoer) Do(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	path := strings.TrimPrefix(req.URL.Path, "/client/v4")
-	for attempt := 1; ; attempt++ {
+	p := d.policy
+	now := time.Now
+	if p.Now != nil {
+		now = p.Now
+	}
+	p.OnRetry = func(attempt int, err error, wait time.Duration) {
+		if ce := d.logger.Check(zap.DebugLevel, "retrying cloudflare api request"); ce != nil {
+			status := 0
+			var e *cfAPIError
+			if errors.As(err, &e) {
+				status = e.Status
+			}
+			ce.Write(zap.String("method", req.Method), zap.String("path", path), zap.Int("attempt", attempt),
+				zap.Int("status", status), zap.Duration("wait", wait))
+		}
+	}
+	var resp *http.Response
+	err := retry.Do(ctx, p, func(attempt int) error {
 		r := req.Clone(ctx)
 		if req.GetBody != nil {
 			body, err := req.GetBody()
 			if err != nil {
-				return nil, err
+				return retry.Permanent(err)
 			}
 			r.Body = body
 		}
-		resp, err := d.client.Do(r)
-		var wait time.Duration
-		var apiErr *cfAPIError
+		res, err := d.client.Do(r)
 		switch {
 		case err != nil:
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return retry.Permanent(ctx.Err())
 			}
-			apiErr = &cfAPIError{Method: req.Method, Path: path, Attempts: attempt, Transport: transportMessage(err)}
-		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-			apiErr = readAPIError(req.Method, path, resp, attempt)
-			wait = retryAfter(resp.Header.Get("Retry-After"))
-		case resp.StatusCode >= 400:
-			e := readAPIError(req.Method, path, resp, attempt)
+			e := &cfAPIError{Method: req.Method, Path: path, Attempts: attempt, Transport: transportMessage(err)}
 			e.classify()
-			return nil, e
-		default:
-			return resp, nil
+			return e
+		case res.StatusCode == http.StatusTooManyRequests || res.StatusCode >= 500:
+			wait := retry.ParseRetryAfter(res.Header.Get("Retry-After"), now())
+			e := readAPIError(req.Method, path, res, attempt)
+			e.classify()
+			return retry.After(e, wait)
+		case res.StatusCode >= 400:
+			e := readAPIError(req.Method, path, res, attempt)
+			e.classify()
+			return retry.Permanent(e)
 		}
-		apiErr.classify()
-		if attempt > d.retries {
-			return nil, apiErr
-		}
-		if wait <= 0 {
-			wait = d.base << (attempt - 1)
-		}
-		if wait > d.max {
-			wait = d.max
-		}
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
-			return nil, apiErr // waiting would outlive the caller
-		}
-		if ce := d.logger.Check(zap.DebugLevel, "retrying cloudflare api request"); ce != nil {
-			ce.Write(zap.String("method", req.Method), zap.String("path", path), zap.Int("attempt", attempt),
-				zap.Int("status", apiErr.Status), zap.Duration("wait", wait))
-		}
-		if err := d.sleep(ctx, wait); err != nil {
-			return nil, err
-		}
+		resp = res
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return resp, nil
 }
 
 // readAPIError reads and closes a failed response; the body is a
@@ -197,20 +199,6 @@ func readAPIError(method, path string, resp *http.Response, attempt int) *cfAPIE
 		e.Errors = env.Errors
 	}
 	return e
-}
-
-// retryAfter parses a Retry-After header (seconds or an HTTP date).
-func retryAfter(h string) time.Duration {
-	if h == "" {
-		return 0
-	}
-	if n, err := strconv.Atoi(strings.TrimSpace(h)); err == nil && n >= 0 {
-		return time.Duration(n) * time.Second
-	}
-	if t, err := http.ParseTime(h); err == nil {
-		return time.Until(t)
-	}
-	return 0
 }
 
 // transportMessage describes a network error without the URL's query.

@@ -1,16 +1,20 @@
 package dnsproviders
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +22,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/mholt/acmez/v3"
 	"github.com/mholt/acmez/v3/acme"
+	"github.com/miekg/dns"
 
 	"github.com/certlocker/caddy-certlocker/internal/acmetest"
 	"github.com/certlocker/caddy-certlocker/storage"
@@ -103,7 +108,10 @@ func TestIssueDNS01(t *testing.T) {
 				t.Fatal(err)
 			}
 			return p, b.Addr, func() int {
-				vals, _ := (&Service{}).lookupTXT(t, b.Addr, "_acme-challenge."+testZone)
+				vals, err := lookupTXT(t.Context(), b.Addr, "_acme-challenge."+testZone)
+				if err != nil {
+					t.Fatalf("looking for leftover records: %v", err)
+				}
 				return len(vals)
 			}
 		}},
@@ -114,7 +122,7 @@ func TestIssueDNS01(t *testing.T) {
 			e := newEnv(t)
 			p, dnsAddr, leftovers := tc.setup(t, e)
 			ca := acmetest.NewPebble(t, acmetest.PebbleOptions{DNSServer: dnsAddr})
-			solver := e.svc.Solver(p.ID, "wf_issue")
+			solver := newTestSolver(e.svc, p.ID, "wf_issue")
 			leaf := issue(t, ca, solver, sans...)
 			if leaf.NotAfter.Before(time.Now()) {
 				t.Fatal("expired leaf")
@@ -135,21 +143,140 @@ func TestIssueDNS01(t *testing.T) {
 	}
 }
 
-// lookupTXT asks a nameserver directly for the TXT values of name.
-func (*Service) lookupTXT(t *testing.T, server, name string) ([]string, error) {
-	t.Helper()
-	ok, answer := queryTXT(t.Context(), []string{server}, name+".", "\x00")
-	if ok {
-		t.Fatal("impossible value found")
+// lookupTXT asks a nameserver directly for the TXT values of name: none
+// for NXDOMAIN or an empty answer, an error for any other failure (a
+// SERVFAIL or REFUSED is not "no records left").
+func lookupTXT(ctx context.Context, server, name string) ([]string, error) {
+	in, err := exchange(ctx, server, dns.Fqdn(name), dns.TypeTXT, false)
+	if err != nil {
+		return nil, fmt.Errorf("asking %s for TXT %s: %w", server, name, err)
 	}
-	if answer == "NXDOMAIN" || strings.HasPrefix(answer, "0 TXT") {
+	switch in.Rcode {
+	case dns.RcodeNameError:
 		return nil, nil
+	case dns.RcodeSuccess:
+	default:
+		return nil, fmt.Errorf("%s answered %s for TXT %s", server, dns.RcodeToString[in.Rcode], name)
 	}
-	if strings.HasSuffix(answer, "none with the value") {
-		return []string{answer}, nil
+	var vals []string
+	for _, rr := range in.Answer {
+		if t, ok := rr.(*dns.TXT); ok {
+			vals = append(vals, strings.Join(t.Txt, ""))
+		}
 	}
-	return nil, errors.New(answer)
+	return vals, nil
 }
+
+// lookupTXT tells records from their absence and a failed lookup, on the
+// harness DNS server (which refuses names outside its zones).
+func TestLookupTXT(t *testing.T) {
+	t.Parallel()
+	srv := acmetest.NewDNSServer(t, testZone)
+	srv.AddTXT("_acme-challenge."+testZone, "a", "b")
+	cases := map[string]struct {
+		name    string
+		want    int
+		wantErr string
+	}{
+		"records": {name: "_acme-challenge." + testZone, want: 2},
+		"none":    {name: "_acme-challenge.www." + testZone},
+		"refused": {name: "_acme-challenge.elsewhere.example", wantErr: "REFUSED"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			vals, err := lookupTXT(t.Context(), srv.Addr(), c.name)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("got %v, %v; want an error with %s", vals, err, c.wantErr)
+				}
+				return
+			}
+			if err != nil || len(vals) != c.want {
+				t.Fatalf("got %v, %v; want %d values", vals, err, c.want)
+			}
+		})
+	}
+	// nothing listening: an error, not "no records"
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	if vals, err := lookupTXT(ctx, "127.0.0.1:"+strconv.Itoa(port), "_acme-challenge."+testZone); err == nil {
+		t.Fatalf("a server that does not answer gave %v and no error", vals)
+	}
+}
+
+// testSolver drives the service from acmez's high-level client: DNS-01
+// through one provider client, as the workflow engine does step by step.
+type testSolver struct {
+	svc        *Service
+	providerID string
+	workflowID string
+
+	mu    sync.Mutex
+	recs  map[string]*storage.ChallengeRecord
+	waits map[string]time.Duration
+}
+
+func newTestSolver(s *Service, providerID, workflowID string) *testSolver {
+	return &testSolver{svc: s, providerID: providerID, workflowID: workflowID,
+		recs: make(map[string]*storage.ChallengeRecord), waits: make(map[string]time.Duration)}
+}
+
+func challengeKey(c acme.Challenge) string { return c.Identifier.Value + "\x00" + c.Token }
+
+func (v *testSolver) Present(ctx context.Context, chal acme.Challenge) error {
+	rec, err := v.svc.Present(ctx, v.providerID, v.workflowID, chal.DNS01TXTRecordName(), chal.DNS01KeyAuthorization())
+	if rec != nil {
+		v.mu.Lock()
+		v.recs[challengeKey(chal)] = rec
+		v.mu.Unlock()
+	}
+	return err
+}
+
+func (v *testSolver) Wait(ctx context.Context, chal acme.Challenge) error {
+	v.mu.Lock()
+	rec := v.recs[challengeKey(chal)]
+	v.mu.Unlock()
+	if rec == nil {
+		return fmt.Errorf("waiting for %s: nothing was presented", chal.DNS01TXTRecordName())
+	}
+	d, err := v.svc.WaitPropagation(ctx, rec)
+	if err == nil {
+		v.mu.Lock()
+		v.waits[chal.Identifier.Value] = d
+		v.mu.Unlock()
+	}
+	return err
+}
+
+func (v *testSolver) CleanUp(ctx context.Context, chal acme.Challenge) error {
+	v.mu.Lock()
+	rec := v.recs[challengeKey(chal)]
+	delete(v.recs, challengeKey(chal))
+	v.mu.Unlock()
+	if rec == nil {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	return v.svc.CleanUp(cctx, rec)
+}
+
+// Propagations returns the measured propagation time of each identifier.
+func (v *testSolver) Propagations() map[string]time.Duration {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return maps.Clone(v.waits)
+}
+
+var (
+	_ acmez.Solver = (*testSolver)(nil)
+	_ acmez.Waiter = (*testSolver)(nil)
+)
 
 func TestRFC2136WithBIND(t *testing.T) {
 	t.Parallel()

@@ -107,9 +107,14 @@ func TestRunJanitorStopsWhenCancelled(t *testing.T) {
 		wait(t, done, "RunJanitor after cancel")
 		noErrors(t, e)
 
-		// the abandoned removal is left for the next run
-		if _, err := e.st.DNSProviders().GetRecord(t.Context(), rec.ID); err != nil {
+		// the abandoned removal is left for the next run, and not counted
+		// as a failed one: nothing failed, the run was stopped
+		left, err := e.st.DNSProviders().GetRecord(t.Context(), rec.ID)
+		if err != nil {
 			t.Fatalf("record abandoned by a cancelled run: %v", err)
+		}
+		if left.CleanupAttempts != 0 || left.LastError != "" {
+			t.Fatalf("a cancelled run counted a failed removal: %d attempts, last error %q", left.CleanupAttempts, left.LastError)
 		}
 		e.svc.Configure(func(o *Options) { o.HTTPClient = working })
 		if res, err := e.svc.Janitor(t.Context(), time.Hour); err != nil || res.Removed != 1 {

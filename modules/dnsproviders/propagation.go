@@ -14,6 +14,7 @@ import (
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 
+	"github.com/certlocker/caddy-certlocker/internal/retry"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
 
@@ -90,7 +91,7 @@ func (s *Service) WaitPropagation(ctx context.Context, rec *storage.ChallengeRec
 			}
 			return d, nil
 		}
-		if err := sleepCtx(wctx, interval); err != nil {
+		if err := retry.Sleep(wctx, interval); err != nil {
 			if ctx.Err() != nil {
 				return time.Since(start), ctx.Err()
 			}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/libdns/cloudflare"
@@ -16,6 +17,7 @@ import (
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 
+	"github.com/certlocker/caddy-certlocker/internal/retry"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
 
@@ -59,7 +61,7 @@ func (s *Service) live(p *storage.DNSProvider) (*liveProvider, error) {
 		if err := json.Unmarshal(creds, &c); err != nil {
 			return nil, fmt.Errorf("DNS provider %q: reading credentials: invalid JSON", p.Name)
 		}
-		doer := &cfDoer{client: o.HTTPClient, retries: o.Retries, base: o.RetryBase, max: o.RetryMax, sleep: o.Sleep, logger: s.logger}
+		doer := &cfDoer{client: o.HTTPClient, policy: o.retryPolicy(), logger: s.logger}
 		lp.editor = &cloudflare.Provider{APIToken: c.APIToken, ZoneToken: c.ZoneToken, HTTPClient: doer}
 		lp.cf = &cfClient{doer: doer, apiToken: c.APIToken, zoneToken: c.ZoneToken}
 	case p.Type == TypeRFC2136:
@@ -164,28 +166,31 @@ func (s *Service) deleteRecord(ctx context.Context, lp *liveProvider, zone strin
 }
 
 func (s *Service) call(ctx context.Context, lp *liveProvider, op, zone string, fn func() error) error {
-	o := s.options()
-	for attempt := 1; ; attempt++ {
+	p := s.options().retryPolicy()
+	p.OnRetry = func(attempt int, err error, wait time.Duration) {
+		if ce := s.logger.Check(zap.DebugLevel, "retrying dns provider call"); ce != nil {
+			ce.Write(zap.String("dns_provider", lp.name), zap.Int("attempt", attempt), zap.Duration("wait", wait), zap.Error(err))
+		}
+	}
+	err := retry.Do(ctx, p, func(int) error {
 		err := fn()
 		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("%s: %w", op, ctx.Err())
+			return retry.Permanent(fmt.Errorf("%s: %w", op, ctx.Err()))
 		}
 		kerr := s.classify(ctx, lp, op, zone, err)
 		transient := errors.Is(kerr, ErrUnavailable) || errors.Is(kerr, ErrRateLimited)
-		if !lp.retryHere || !transient || attempt > o.Retries {
-			return kerr
+		if !lp.retryHere || !transient {
+			return retry.Permanent(kerr)
 		}
-		wait := min(o.RetryBase<<(attempt-1), o.RetryMax)
-		if ce := s.logger.Check(zap.DebugLevel, "retrying dns provider call"); ce != nil {
-			ce.Write(zap.String("dns_provider", lp.name), zap.Int("attempt", attempt), zap.Error(kerr))
-		}
-		if err := o.Sleep(ctx, wait); err != nil {
-			return fmt.Errorf("%s: %w", op, err)
-		}
+		return kerr
+	})
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("%s: %w", op, ctx.Err())
 	}
+	return err
 }
 
 // classify maps a provider failure to a kind and a plain message.

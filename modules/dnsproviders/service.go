@@ -38,6 +38,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/certlocker/caddy-certlocker/internal/retry"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
 
@@ -164,7 +165,7 @@ func (s *Service) setOptions(o Options) {
 		o.RetryMax = DefaultRetryMax
 	}
 	if o.Sleep == nil {
-		o.Sleep = sleepCtx
+		o.Sleep = retry.Sleep
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -386,16 +387,12 @@ func (s *Service) audit(ctx context.Context, tx storage.Store, actor, action str
 		Target: p.ID, Details: b})
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+// retryPolicy is the policy of provider calls and Cloudflare requests:
+// Retries after the first attempt, RetryBase doubling up to RetryMax (with
+// a fifth of jitter), a Retry-After honoured up to RetryMax.
+func (o Options) retryPolicy() retry.Policy {
+	return retry.Policy{Attempts: o.Retries + 1, Base: o.RetryBase, Max: o.RetryMax, Jitter: retryJitter, Sleep: o.Sleep, Now: o.Now}
 }
+
+// retryJitter is the random part added to a provider call's back-off.
+const retryJitter = 0.2

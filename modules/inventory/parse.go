@@ -11,12 +11,13 @@ import (
 	"encoding/asn1"
 	"encoding/hex"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/mholt/acmez/v3/acme"
+
+	"github.com/certlocker/caddy-certlocker/internal/keys"
 )
 
 // MaxChainLength caps the certificates of one PEM chain.
@@ -224,8 +225,8 @@ func decodePEM(data []byte, field string) ([]*x509.Certificate, crypto.Signer, e
 		if block == nil {
 			break
 		}
-		switch block.Type {
-		case "CERTIFICATE":
+		switch {
+		case block.Type == "CERTIFICATE":
 			c, err := x509.ParseCertificate(block.Bytes)
 			if err != nil {
 				return nil, nil, inputErr(field, "certificate %d cannot be parsed: %v", len(certs)+1, err)
@@ -238,20 +239,15 @@ func decodePEM(data []byte, field string) ([]*x509.Certificate, crypto.Signer, e
 			if len(certs) > MaxChainLength {
 				return nil, nil, inputErr(field, "more than %d certificates in one chain", MaxChainLength)
 			}
-		case "PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY":
+		case keys.IsKeyBlock(block.Type):
 			if key != nil {
 				return nil, nil, inputErr(field, "holds more than one private key")
 			}
-			if _, encrypted := block.Headers["DEK-Info"]; encrypted {
-				return nil, nil, inputErr(field, "the private key is encrypted: give it unencrypted (openssl pkey -in key.pem)")
-			}
-			k, err := parseKey(block)
+			k, err := keys.ParseBlock(block)
 			if err != nil {
 				return nil, nil, inputErr(field, "%v", err)
 			}
 			key = k
-		case "ENCRYPTED PRIVATE KEY":
-			return nil, nil, inputErr(field, "the private key is encrypted: give it unencrypted (openssl pkey -in key.pem)")
 		default:
 			return nil, nil, inputErr(field, "unexpected PEM block %q: give certificates and at most one private key", block.Type)
 		}
@@ -260,34 +256,6 @@ func decodePEM(data []byte, field string) ([]*x509.Certificate, crypto.Signer, e
 		return nil, nil, inputErr(field, "not PEM: expected blocks starting with -----BEGIN CERTIFICATE-----")
 	}
 	return certs, key, nil
-}
-
-// parseKey reads a PKCS #8, PKCS #1 or SEC 1 private key. Its errors say
-// what is wrong without echoing any key material.
-func parseKey(block *pem.Block) (crypto.Signer, error) {
-	var (
-		k      any
-		err    error
-		format = "PKCS #8"
-	)
-	switch block.Type {
-	case "RSA PRIVATE KEY":
-		format = "PKCS #1"
-		k, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-	case "EC PRIVATE KEY":
-		format = "SEC 1"
-		k, err = x509.ParseECPrivateKey(block.Bytes)
-	default:
-		k, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	}
-	if err != nil {
-		return nil, errors.New("the private key cannot be parsed as " + format)
-	}
-	s, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("unsupported private key type %T", k)
-	}
-	return s, nil
 }
 
 func publicKeysEqual(a, b crypto.PublicKey) bool {

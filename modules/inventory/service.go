@@ -70,7 +70,7 @@ func (s *Service) Import(ctx context.Context, req ImportRequest, actor string) (
 		return nil, false, fmt.Errorf("importing certificate: %w", err)
 	}
 	s.logger.Info("certificate imported", zap.String("certificate_id", c.ID), zap.Strings("identifiers", c.Names),
-		zap.String("issuer", c.IssuerDN), zap.Time("expiration", c.NotAfter), zap.String("rating", c.Rating))
+		zap.String("issuer_dn", c.IssuerDN), zap.Time("expiration", c.NotAfter), zap.String("rating", c.Rating))
 	return c, true, nil
 }
 
@@ -78,8 +78,9 @@ func (s *Service) Import(ctx context.Context, req ImportRequest, actor string) (
 // chainPEM is what the CA returned, key the certificate's private key
 // (a crypto.Signer, PEM as []byte or string, or nil). The workflow (if
 // workflowID is set) gives the group and the certificate it renews, which
-// is marked renewed. Adding the same certificate again changes nothing and
-// returns the stored one.
+// is marked renewed, and drops its copy of the key in the same transaction:
+// the certificate holds the only one. Adding the same certificate again
+// changes nothing and returns the stored one.
 func (s *Service) AddIssued(ctx context.Context, chainPEM []byte, key any, issuerID, workflowID, profile string) (*storage.Certificate, error) {
 	if issuerID == "" {
 		return nil, errors.New("adding issued certificate: no ACME client given")
@@ -122,6 +123,14 @@ func (s *Service) AddIssued(ctx context.Context, chainPEM []byte, key any, issue
 	var existing *storage.Certificate
 	err = s.store.InTx(ctx, func(tx storage.Store) error {
 		err := tx.Certificates().Put(ctx, c)
+		if err == nil || errors.Is(err, storage.ErrDuplicate) {
+			// the certificate holds the only copy of its key from now on
+			if workflowID != "" {
+				if derr := tx.Workflows().DropPrivateKey(ctx, workflowID); derr != nil {
+					return derr
+				}
+			}
+		}
 		if errors.Is(err, storage.ErrDuplicate) {
 			existing, err = tx.Certificates().GetByFingerprint(ctx, c.Fingerprint)
 			return err
@@ -159,7 +168,7 @@ func (s *Service) AddIssued(ctx context.Context, chainPEM []byte, key any, issue
 		return existing, nil
 	}
 	s.logger.Info("certificate added to inventory", zap.String("certificate_id", c.ID), zap.Strings("identifiers", c.Names),
-		zap.String("issuer", issuerID), zap.String("workflow_id", workflowID), zap.Time("expiration", c.NotAfter),
+		zap.String("issuer_id", issuerID), zap.String("workflow_id", workflowID), zap.Time("expiration", c.NotAfter),
 		zap.String("rating", c.Rating))
 	return c, nil
 }

@@ -55,6 +55,12 @@ func newEnv(t *testing.T, cfg Config) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
+	return newEnvOn(t, cfg, st)
+}
+
+// newEnvOn is newEnv on a given store.
+func newEnvOn(t *testing.T, cfg Config, st storage.Store) *env {
+	t.Helper()
 	p := newPKI(t)
 	clk := &clock{now: t0}
 	svc, err := New(st, Options{Node: "test-node", Now: clk.Now, SystemRoots: p.roots(), Config: cfg,
@@ -502,5 +508,46 @@ func TestCustomRootsFromACMEClient(t *testing.T) {
 	}
 	if c2.Rating != "C" {
 		t.Fatalf("imported private certificate rated %s", c2.Rating)
+	}
+}
+
+// Once the inventory holds an issued certificate, the workflow that
+// ordered it no longer holds its key (dropped in the same transaction), and
+// the engine retrying the add after a crash, with the key gone from the
+// workflow, still finds the certificate.
+func TestIssuedKeyLivesOnce(t *testing.T) {
+	for _, backend := range storagetest.Backends {
+		t.Run(backend, func(t *testing.T) {
+			e := newEnvOn(t, Config{}, storagetest.OpenStore(t, backend, 4))
+			ctx := t.Context()
+			iss := &storage.Issuer{Name: "le", DirectoryURL: "https://ca.test/dir"}
+			if err := e.store.Issuers().Create(ctx, iss); err != nil {
+				t.Fatal(err)
+			}
+			leaf, k := issue(t, e.pki.inter, leafOpts{dns: []string{"once.example.com"}})
+			w := &storage.Workflow{IssuerID: iss.ID, Identifiers: []storage.Identifier{{Type: "dns", Value: "once.example.com"}},
+				State: storage.StateDownloading, PrivateKey: storage.NewSecret(keyPEM(t, k))}
+			if err := e.store.Workflows().Create(ctx, w); err != nil {
+				t.Fatal(err)
+			}
+			c, err := e.svc.AddIssued(ctx, pemOf(leaf, e.pki.inter.cert), w.PrivateKey.Reveal(), iss.ID, w.ID, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.PrivateKey.IsZero() {
+				t.Fatal("the inventory did not take the key")
+			}
+			got, err := e.store.Workflows().Get(ctx, w.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !got.PrivateKey.IsZero() {
+				t.Fatal("the workflow still holds the key of its issued certificate")
+			}
+			again, err := e.svc.AddIssued(ctx, pemOf(leaf, e.pki.inter.cert), got.PrivateKey.Reveal(), iss.ID, w.ID, "")
+			if err != nil || again.ID != c.ID || again.PrivateKey.IsZero() {
+				t.Fatalf("retrying the add after a crash: %+v, %v", again, err)
+			}
+		})
 	}
 }

@@ -938,3 +938,27 @@ func TestConcurrentFirstUseRegistersOnce(t *testing.T) {
 		})
 	}
 }
+
+// Custom roots on a service whose HTTP client has a transport roots cannot
+// be added to fail with an error naming the field, not a panic (the error
+// from building the client is a plain one).
+func TestUpdateRootsOnForeignTransport(t *testing.T) {
+	t.Parallel()
+	p := acmetest.NewPebble(t, acmetest.PebbleOptions{})
+	st := newStore(t)
+	svc := New(st, WithHTTPClient(&http.Client{Transport: newCATransport(t, p)}), WithClock(fixedClock))
+	iss, err := svc.Create(t.Context(), "tester", customSpec(p, "foreign"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := pebbleTLSRootPEM(t, p)
+	_, err = svc.Update(t.Context(), "tester", iss.ID, Patch{CustomRootsPEM: &roots})
+	e := wantKind(t, err, KindUnusable, "custom_roots_pem")
+	if !strings.Contains(e.Message, "custom roots") {
+		t.Fatalf("message does not say what failed: %s", e.Message)
+	}
+	stored := mustGetByName(t, st, "foreign")
+	if stored.CustomRootsPEM != "" {
+		t.Fatal("the refused roots were stored")
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"slices"
@@ -21,6 +20,9 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
+
+	"github.com/certlocker/caddy-certlocker/internal/placeholder"
+	"github.com/certlocker/caddy-certlocker/internal/retry"
 )
 
 func init() {
@@ -35,9 +37,10 @@ const SignatureHeader = "X-CertLocker-Signature"
 // Slack-compatible message ({"text": ...}) for Slack, Mattermost and
 // friends. Failed deliveries are retried with back-off.
 type Webhook struct {
-	// URL receives the POSTs. Placeholders are expanded; a URL with a
-	// token in it (as Slack's are) should come from one, e.g.
-	// "{env.SLACK_WEBHOOK_URL}", to stay out of GET /config/.
+	// URL receives the POSTs. Placeholders are expanded. With format
+	// slack the URL is the credential (Slack's hold a token) and must be
+	// a placeholder alone, e.g. "{env.SLACK_WEBHOOK_URL}", so it stays out
+	// of GET /config/.
 	URL string `json:"url,omitempty"`
 
 	// Events lists the event names to send. Default: all CertLocker
@@ -49,25 +52,37 @@ type Webhook struct {
 	Format string `json:"format,omitempty"`
 
 	// Secret keys the HMAC-SHA256 signature in the X-CertLocker-Signature
-	// header; a placeholder such as "{env.WEBHOOK_SECRET}". Default: no
+	// header. It must be a placeholder alone, such as
+	// "{env.WEBHOOK_SECRET}", like every secret in a config. Default: no
 	// signature.
 	Secret string `json:"secret,omitempty"`
 
-	// MaxAttempts is how many times one event is tried. Default: 5.
+	// MaxAttempts is how many times one event is tried. Between attempts
+	// the wait doubles from 2s (with jitter); a receiver's Retry-After is
+	// honoured up to 5 minutes. Default: 5.
 	MaxAttempts int `json:"max_attempts,omitempty"`
 
 	// Timeout bounds one delivery attempt. Default: 10s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
-	url     string
-	secret  []byte
-	client  *http.Client
-	logger  *zap.Logger
-	queue   chan Event
-	backoff func(attempt int) time.Duration
-	stop    chan struct{}
-	done    chan struct{}
+	url    string
+	secret []byte
+	client *http.Client
+	logger *zap.Logger
+	queue  chan Event
+	policy retry.Policy
+	// ctx ends at Cleanup, cutting a wait short
+	ctx  context.Context
+	stop context.CancelFunc
+	done chan struct{}
 }
+
+// Back-off between delivery attempts.
+const (
+	baseWait = 2 * time.Second
+	// maxWait caps a wait, a receiver's Retry-After included.
+	maxWait = 5 * time.Minute
+)
 
 // CaddyModule returns the Caddy module information.
 func (Webhook) CaddyModule() caddy.ModuleInfo {
@@ -80,6 +95,14 @@ func (Webhook) CaddyModule() caddy.ModuleInfo {
 // Provision expands placeholders and starts the delivery worker.
 func (wh *Webhook) Provision(ctx caddy.Context) error {
 	wh.logger = ctx.Logger()
+	// secrets in a config are placeholders alone (checked before they
+	// are expanded): a Slack URL is one
+	if wh.Secret != "" && !placeholder.Only(wh.Secret) {
+		return errors.New(`webhook secret must be a placeholder such as {env.WEBHOOK_SECRET}, not a literal value, so it stays out of GET /config/`)
+	}
+	if wh.Format == "slack" && !placeholder.Only(wh.URL) {
+		return errors.New(`webhook url of format slack holds its token and must be a placeholder such as {env.SLACK_WEBHOOK_URL}, not a literal URL, so it stays out of GET /config/`)
+	}
 	repl := caddy.NewReplacer()
 	u, err := repl.ReplaceOrErr(wh.URL, true, true)
 	if err != nil {
@@ -103,10 +126,7 @@ func (wh *Webhook) Provision(ctx caddy.Context) error {
 		wh.Format = "generic"
 	}
 	wh.client = &http.Client{Timeout: time.Duration(wh.Timeout)}
-	wh.backoff = func(attempt int) time.Duration {
-		d := time.Duration(1<<min(attempt, 8)) * time.Second
-		return d + time.Duration(rand.Int64N(int64(d/4)+1))
-	}
+	wh.policy = retry.Policy{Attempts: wh.MaxAttempts, Base: baseWait, Max: maxWait, Jitter: 0.25}
 	wh.start()
 	return nil
 }
@@ -133,13 +153,13 @@ var AllEvents = []string{"certlocker.workflow_state", "certlocker.cert_issued", 
 
 func (wh *Webhook) start() {
 	wh.queue = make(chan Event, 1024)
-	wh.stop = make(chan struct{})
+	wh.ctx, wh.stop = context.WithCancel(context.Background())
 	wh.done = make(chan struct{})
 	go func() {
 		defer close(wh.done)
 		for {
 			select {
-			case <-wh.stop:
+			case <-wh.ctx.Done():
 				return
 			case ev := <-wh.queue:
 				wh.deliver(ev)
@@ -153,12 +173,10 @@ func (wh *Webhook) Cleanup() error {
 	if wh.stop == nil {
 		return nil
 	}
-	select {
-	case <-wh.stop:
+	if wh.ctx.Err() != nil {
 		return nil // already cleaned up
-	default:
 	}
-	close(wh.stop)
+	wh.stop()
 	<-wh.done
 	if n := len(wh.queue); n > 0 && wh.logger != nil {
 		wh.logger.Warn("webhook events dropped at shutdown", zap.Int("count", n))
@@ -189,32 +207,35 @@ func (wh *Webhook) deliver(ev Event) {
 		wh.logger.Error("encoding webhook body", zap.Error(err))
 		return
 	}
-	for attempt := 1; attempt <= wh.MaxAttempts; attempt++ {
-		status, retryAfter, err := wh.post(body)
-		if err == nil {
-			return
-		}
-		retry := status == 0 || status >= 500 || status == http.StatusTooManyRequests || status == http.StatusRequestTimeout
+	p := wh.policy
+	p.OnRetry = func(attempt int, err error, wait time.Duration) {
 		wh.logger.Warn("webhook delivery failed", zap.String("event", ev.Name), zap.Int("attempt", attempt),
-			zap.Int("status", status), zap.Bool("will_retry", retry && attempt < wh.MaxAttempts), zap.Error(err))
-		if !retry || attempt == wh.MaxAttempts {
-			return
+			zap.Bool("will_retry", true), zap.Duration("wait", wait), zap.Error(err))
+	}
+	err = retry.Do(wh.ctx, p, func(int) error {
+		status, retryAfter, err := wh.post(body, p.Now)
+		switch {
+		case err == nil:
+			return nil
+		case status == 0 || status >= 500 || status == http.StatusTooManyRequests || status == http.StatusRequestTimeout:
+			return retry.After(err, retryAfter)
+		default:
+			return retry.Permanent(err)
 		}
-		wait := wh.backoff(attempt)
-		if retryAfter > wait {
-			wait = retryAfter
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-wh.stop:
-			t.Stop()
-			return
-		case <-t.C:
-		}
+	})
+	switch {
+	case err == nil:
+	case wh.ctx.Err() != nil:
+		wh.logger.Warn("webhook delivery abandoned at shutdown", zap.String("event", ev.Name), zap.Error(err))
+	default:
+		wh.logger.Warn("webhook delivery failed", zap.String("event", ev.Name), zap.Bool("will_retry", false), zap.Error(err))
 	}
 }
 
-func (wh *Webhook) post(body []byte) (int, time.Duration, error) {
+// post sends body once and returns the status, the receiver's
+// Retry-After (read against now, nil for the wall clock) and an error
+// unless it answered 2xx.
+func (wh *Webhook) post(body []byte, now func() time.Time) (int, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(wh.Timeout))
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, wh.url, bytes.NewReader(body))
@@ -236,10 +257,10 @@ func (wh *Webhook) post(body []byte) (int, time.Duration, error) {
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return resp.StatusCode, 0, nil
 	}
-	var ra time.Duration
-	if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n > 0 {
-		ra = time.Duration(n) * time.Second
+	if now == nil {
+		now = time.Now
 	}
+	ra := retry.ParseRetryAfter(resp.Header.Get("Retry-After"), now())
 	return resp.StatusCode, ra, fmt.Errorf("%s answered %s", req.URL.Host, resp.Status)
 }
 

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"database/sql"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -69,21 +70,37 @@ func dump(t *testing.T, dsn string) []byte {
 
 func TestConformance(t *testing.T) { storagetest.Run(t, Backend()) }
 
+// Open's errors give the reason, never the DSN (which may hold a
+// password); each case fails for its own reason: the wrong database is
+// asked of the real test server, which must answer that it does not exist.
 func TestOpenErrorsHideTheDSN(t *testing.T) {
-	cases := map[string]string{
-		"unreachable":    "postgres://certlocker:hunter2-secret@127.0.0.1:1/x?connect_timeout=2",
-		"unparseable":    "postgres://certlocker:hunter2-secret@[::1/x",
-		"wrong database": "postgres://postgres:hunter2-secret@127.0.0.1:5432/no_such_db",
+	pgtest.DSN(t) // skips (or fails in CI) when the server is not there
+	server, err := url.Parse(pgtest.ServerDSN())
+	if err != nil || server.Host == "" {
+		t.Skipf("CERTLOCKER_TEST_POSTGRES is not a postgres:// URL: cannot derive a DSN naming another database")
 	}
-	for name, dsn := range cases {
+	wrongDB := *server
+	wrongDB.User = url.UserPassword(server.User.Username(), "hunter2-secret") // trust auth ignores it
+	wrongDB.Path = "/certlocker_no_such_db"
+	cases := map[string]struct {
+		dsn, reason string
+	}{
+		"unreachable":    {"postgres://certlocker:hunter2-secret@127.0.0.1:1/x?connect_timeout=2", "cannot reach the server"},
+		"unparseable":    {"postgres://certlocker:hunter2-secret@[::1/x", "cannot parse the DSN"},
+		"wrong database": {wrongDB.String(), `database "certlocker_no_such_db" does not exist (SQLSTATE 3D000)`},
+	}
+	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			st, err := postgres.Open(t.Context(), dsn, storagetest.NewSealer(t), 1)
+			st, err := postgres.Open(t.Context(), c.dsn, storagetest.NewSealer(t), 1)
 			if err == nil {
 				st.Close()
 				t.Fatal("opened")
 			}
 			if strings.Contains(err.Error(), "hunter2") {
 				t.Fatalf("error leaks the DSN: %v", err)
+			}
+			if !strings.Contains(err.Error(), c.reason) {
+				t.Fatalf("error %q does not give the reason %q", err, c.reason)
 			}
 		})
 	}

@@ -17,6 +17,7 @@ import (
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/certlocker/caddy-certlocker/internal/retry"
 	"github.com/certlocker/caddy-certlocker/storage"
 	"github.com/certlocker/caddy-certlocker/storage/sqlstore"
 )
@@ -37,7 +38,8 @@ func Open(ctx context.Context, path string, sealer *storage.Sealer) (storage.Sto
 	}
 	_ = f.Close()
 	q := url.Values{}
-	for _, p := range []string{"busy_timeout(15000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)"} {
+	// secure_delete: deleted rows are overwritten, not left in free space
+	for _, p := range []string{"busy_timeout(15000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)", "secure_delete(1)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate") // a transaction takes the write lock at BEGIN: no upgrade deadlocks
@@ -50,16 +52,13 @@ func Open(ctx context.Context, path string, sealer *storage.Sealer) (storage.Sto
 	// nodes opening a brand-new file together can find it locked while
 	// one of them switches it to WAL: a few short retries get past that
 	var st storage.Store
-	for attempt := 1; ; attempt++ {
+	err = retry.Do(ctx, openRetry, func(int) error {
 		st, err = sqlstore.Open(ctx, db, Dialect, sealer)
-		if err == nil || attempt == 10 || !isBusy(err) {
-			break
+		if err != nil && !isBusy(err) {
+			return retry.Permanent(err)
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Duration(attempt) * 20 * time.Millisecond):
-		}
-	}
+		return err
+	})
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("opening sqlite store %s: %w", path, err)
@@ -69,6 +68,10 @@ func Open(ctx context.Context, path string, sealer *storage.Sealer) (storage.Sto
 	}
 	return st, nil
 }
+
+// openRetry retries an open that finds the file locked: 10 attempts, 20 ms
+// doubling up to 200 ms, with jitter (nodes starting together spread out).
+var openRetry = retry.Policy{Attempts: 10, Base: 20 * time.Millisecond, Max: 200 * time.Millisecond, Jitter: 0.5}
 
 // Dialect is SQLite's sqlstore dialect. SQLite has one writer at a time
 // (transactions begin IMMEDIATE), which serialises migrations and leases.
@@ -82,6 +85,13 @@ var Dialect = sqlstore.Dialect{
 	IsForeignKey: func(err error) bool {
 		return hasCode(err, sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY) ||
 			strings.Contains(err.Error(), "FOREIGN KEY constraint failed")
+	},
+	// the write-ahead log keeps earlier versions of every page it was
+	// given: copy it into the (secure_delete) file and empty it, so a
+	// deleted secret is gone from disk, not only from the table
+	Scrub: func(ctx context.Context, db *sql.DB) error {
+		_, err := db.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)")
+		return err
 	},
 }
 

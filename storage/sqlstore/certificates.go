@@ -433,12 +433,24 @@ func (x certificates) Delete(ctx context.Context, id string) error {
 		if n > 0 {
 			return fmt.Errorf("deleting certificate %s: %d certificate tokens still use it: %w", id, n, storage.ErrInUse)
 		}
-		var old expiryKey
-		err := tx.queryRow(ctx, "SELECT status, issuer_id, grp, not_after FROM certificates WHERE id = ? "+tx.db.dialect.RowLock, id).
-			Scan(&old.status, &old.issuerID, &old.group, &old.notAfter)
+		var (
+			old        expiryKey
+			workflowID string
+		)
+		err := tx.queryRow(ctx, "SELECT status, issuer_id, grp, not_after, workflow_id FROM certificates WHERE id = ? "+tx.db.dialect.RowLock, id).
+			Scan(&old.status, &old.issuerID, &old.group, &old.notAfter, &workflowID)
 		if err != nil {
 			return tx.classify(err, "deleting certificate "+id)
 		}
+		// every copy of the key goes with the certificate: the workflow
+		// that issued it (the only one that had its key) may still hold
+		// one, in rows written before the inventory took the only copy
+		if workflowID != "" {
+			if _, err := tx.exec(ctx, "UPDATE workflows SET private_key = NULL WHERE id = ? AND private_key IS NOT NULL", workflowID); err != nil {
+				return tx.classify(err, "deleting certificate "+id+": dropping the workflow's copy of its key")
+			}
+		}
+		tx.deletedSecrets(ctx)
 		res, err := tx.exec(ctx, "DELETE FROM certificates WHERE id = ?", id)
 		if err != nil {
 			return tx.classify(err, "deleting certificate "+id)

@@ -43,6 +43,11 @@ type Dialect struct {
 	IsUnique func(error) bool
 	// IsForeignKey reports a foreign key violation.
 	IsForeignKey func(error) bool
+	// Scrub, if set, is run after a transaction that deleted secrets
+	// commits, to remove what the engine keeps of deleted rows outside the
+	// live table (SQLite: its write-ahead log). Best effort: an error
+	// cannot undo the commit and is ignored.
+	Scrub func(ctx context.Context, db *sql.DB) error
 }
 
 // DB is the shared state of every Store bound to one database.
@@ -85,6 +90,9 @@ type Store struct {
 	db *DB
 	q  querier
 	tx *sql.Tx
+	// scrub is set in a transaction that deleted secrets: the dialect's
+	// Scrub runs once it commits.
+	scrub *bool
 }
 
 func (s *Store) Issuers() storage.IssuerStore           { return issuers{s} }
@@ -120,6 +128,7 @@ func (s *Store) InTx(ctx context.Context, fn func(tx storage.Store) error) (err 
 	if err != nil {
 		return fmt.Errorf("beginning transaction: %w", err)
 	}
+	scrub := false
 	defer func() {
 		if p := recover(); p != nil {
 			_ = tx.Rollback()
@@ -131,9 +140,25 @@ func (s *Store) InTx(ctx context.Context, fn func(tx storage.Store) error) (err 
 		}
 		if cerr := tx.Commit(); cerr != nil {
 			err = fmt.Errorf("committing transaction: %w", cerr)
+			return
+		}
+		if scrub && s.db.dialect.Scrub != nil {
+			_ = s.db.dialect.Scrub(context.WithoutCancel(ctx), s.db.sql)
 		}
 	}()
-	return fn(&Store{db: s.db, q: tx, tx: tx})
+	return fn(&Store{db: s.db, q: tx, tx: tx, scrub: &scrub})
+}
+
+// deletedSecrets is called after a statement deleted secrets: in a
+// transaction the dialect's Scrub runs once it commits, outside one at
+// once (see Dialect.Scrub).
+func (s *Store) deletedSecrets(ctx context.Context) {
+	switch {
+	case s.scrub != nil:
+		*s.scrub = true
+	case s.tx == nil && s.db.dialect.Scrub != nil:
+		_ = s.db.dialect.Scrub(context.WithoutCancel(ctx), s.db.sql)
+	}
 }
 
 // inTx is InTx for the package's own multi-statement writes.

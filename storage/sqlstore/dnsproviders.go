@@ -108,7 +108,11 @@ func (x dnsProviders) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return x.s.classify(err, "deleting DNS provider "+id)
 	}
-	return x.s.expectOne(ctx, res, "dns_providers", id, "deleting DNS provider")
+	if err := x.s.expectOne(ctx, res, "dns_providers", id, "deleting DNS provider"); err != nil {
+		return err
+	}
+	x.s.deletedSecrets(ctx)
+	return nil
 }
 
 const recordCols = `id, provider_id, workflow_id, zone, name, type, value, provider_record_id, created_at,

@@ -139,5 +139,9 @@ func (x issuers) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return x.s.classify(err, "deleting issuer "+id)
 	}
-	return x.s.expectOne(ctx, res, "issuers", id, "deleting issuer")
+	if err := x.s.expectOne(ctx, res, "issuers", id, "deleting issuer"); err != nil {
+		return err
+	}
+	x.s.deletedSecrets(ctx)
+	return nil
 }

@@ -75,92 +75,160 @@ func (s *Store) checkCanary(ctx context.Context) error {
 	return nil
 }
 
-// Rekey implements storage.Store.
+// Rekey implements storage.Store. It re-seals what it can and reports
+// every value it could not (a value sealed with a key that is not
+// configured, a corrupted one, a failed read): those keep their key, and
+// so does the canary, which is re-sealed only once every secret is under
+// the current key. An operator who sees an error keeps the previous key
+// configured until a rekey succeeds.
 func (s *Store) Rekey(ctx context.Context) (int, error) {
-	total := 0
-	current := s.db.sealer.CurrentKeyID()
-	stale := func(b []byte) bool {
-		id, err := storage.SealedKeyID(b)
-		return err == nil && id != current
-	}
+	r := &rekeyer{s: s, current: s.db.sealer.CurrentKeyID()}
 	for _, c := range secretColumns {
-		last := ""
-		for {
-			rows, err := s.query(ctx, "SELECT id, "+c.column+" FROM "+c.table+" WHERE id > ? AND "+c.column+" IS NOT NULL ORDER BY id LIMIT 500", last)
+		r.column(ctx, c.table, c.column)
+	}
+	r.acmeState(ctx) // the gateway's state, keyed by bucket and key
+	if len(r.failed) > 0 {
+		return r.total, fmt.Errorf("rekeying: %d secrets not re-sealed, the canary stays under the previous key (keep it configured and run rekey again): %w",
+			r.count, errors.Join(r.failed...))
+	}
+	// the canary last: once it is under the new key, the old key is no
+	// longer needed to start.
+	var canary []byte
+	if err := s.queryRow(ctx, "SELECT value FROM meta WHERE key = ?", canaryKey).Scan(&canary); err != nil {
+		return r.total, fmt.Errorf("rekeying the canary: reading it: %w", err)
+	}
+	if stale, err := r.stale(canary); err != nil || stale {
+		if err == nil {
+			_, err = s.reseal(ctx, "UPDATE meta SET value = ? WHERE key = ? AND value = ?", canary, canaryAD, canaryKey)
+		}
+		if err != nil {
+			return r.total, fmt.Errorf("rekeying the canary: %w", err)
+		}
+	}
+	return r.total, nil
+}
+
+// rekeyer is one Rekey run: what it re-sealed and what it could not.
+type rekeyer struct {
+	s       *Store
+	current string
+	total   int
+	count   int     // values not re-sealed
+	failed  []error // their errors, the first maxRekeyErrors of them
+}
+
+// maxRekeyErrors bounds the errors one Rekey reports in full.
+const maxRekeyErrors = 10
+
+func (r *rekeyer) fail(err error) {
+	r.count++
+	if len(r.failed) < maxRekeyErrors {
+		r.failed = append(r.failed, err)
+	}
+}
+
+// stale reports whether b is sealed with another key than the current one;
+// a value that is not a sealed value at all is an error.
+func (r *rekeyer) stale(b []byte) (bool, error) {
+	if len(b) == 0 {
+		return false, nil
+	}
+	id, err := storage.SealedKeyID(b)
+	if err != nil {
+		return false, err
+	}
+	return id != r.current, nil
+}
+
+// column re-seals one sealed column keyed by id, in batches. A value that
+// does not re-seal is reported and skipped; a failed read ends the column
+// (reported too).
+func (r *rekeyer) column(ctx context.Context, table, column string) {
+	type row struct {
+		id string
+		b  []byte
+	}
+	last := ""
+	for {
+		var batch []row
+		err := r.s.scanAll(ctx, func(rows *sql.Rows) error {
+			var x row
+			if err := rows.Scan(&x.id, &x.b); err != nil {
+				return err
+			}
+			batch = append(batch, x)
+			return nil
+		}, "SELECT id, "+column+" FROM "+table+" WHERE id > ? AND "+column+" IS NOT NULL ORDER BY id LIMIT 500", last)
+		if err != nil {
+			r.fail(fmt.Errorf("reading %s.%s: %w", table, column, err))
+			return
+		}
+		if len(batch) == 0 {
+			return
+		}
+		last = batch[len(batch)-1].id
+		for _, x := range batch {
+			ad := secretAD(table, column, x.id)
+			stale, err := r.stale(x.b)
+			if err == nil && stale {
+				var n int
+				n, err = r.s.reseal(ctx, "UPDATE "+table+" SET "+column+" = ? WHERE id = ? AND "+column+" = ?", x.b, ad, x.id)
+				r.total += n
+			}
 			if err != nil {
-				return total, fmt.Errorf("rekeying %s.%s: %w", c.table, c.column, err)
-			}
-			type row struct {
-				id string
-				b  []byte
-			}
-			var batch []row
-			for rows.Next() {
-				var r row
-				if err := rows.Scan(&r.id, &r.b); err != nil {
-					rows.Close()
-					return total, fmt.Errorf("rekeying %s.%s: %w", c.table, c.column, err)
-				}
-				batch = append(batch, r)
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return total, fmt.Errorf("rekeying %s.%s: %w", c.table, c.column, err)
-			}
-			if len(batch) == 0 {
-				break
-			}
-			last = batch[len(batch)-1].id
-			for _, r := range batch {
-				if !stale(r.b) {
-					continue
-				}
-				ad := secretAD(c.table, c.column, r.id)
-				n, err := s.reseal(ctx, "UPDATE "+c.table+" SET "+c.column+" = ? WHERE id = ? AND "+c.column+" = ?", r.b, ad, r.id)
-				if err != nil {
-					return total, fmt.Errorf("rekeying %s: %w", ad, err)
-				}
-				total += n
+				r.fail(fmt.Errorf("re-sealing %s: %w", ad, err))
 			}
 		}
 	}
-	// the gateway's state, keyed by bucket and key
-	rows, err := s.query(ctx, "SELECT bucket, k, value FROM acme_state")
-	if err != nil {
-		return total, fmt.Errorf("rekeying acme_state: %w", err)
-	}
+}
+
+// acmeState re-seals the gateway's state, keyed by bucket and key.
+func (r *rekeyer) acmeState(ctx context.Context) {
 	type kv struct {
 		bucket, key string
 		b           []byte
 	}
 	var kvs []kv
-	for rows.Next() {
-		var r kv
-		if err := rows.Scan(&r.bucket, &r.key, &r.b); err != nil {
-			rows.Close()
-			return total, fmt.Errorf("rekeying acme_state: %w", err)
+	err := r.s.scanAll(ctx, func(rows *sql.Rows) error {
+		var x kv
+		if err := rows.Scan(&x.bucket, &x.key, &x.b); err != nil {
+			return err
 		}
-		if stale(r.b) {
-			kvs = append(kvs, r)
-		}
+		kvs = append(kvs, x)
+		return nil
+	}, "SELECT bucket, k, value FROM acme_state ORDER BY bucket, k")
+	if err != nil {
+		r.fail(fmt.Errorf("reading acme_state: %w", err))
+		return
 	}
-	rows.Close()
-	for _, r := range kvs {
-		n, err := s.reseal(ctx, "UPDATE acme_state SET value = ? WHERE bucket = ? AND k = ? AND value = ?", r.b, acmeAD(r.bucket, r.key), r.bucket, r.key)
+	for _, x := range kvs {
+		ad := acmeAD(x.bucket, x.key)
+		stale, err := r.stale(x.b)
+		if err == nil && stale {
+			var n int
+			n, err = r.s.reseal(ctx, "UPDATE acme_state SET value = ? WHERE bucket = ? AND k = ? AND value = ?", x.b, ad, x.bucket, x.key)
+			r.total += n
+		}
 		if err != nil {
-			return total, fmt.Errorf("rekeying acme_state: %w", err)
-		}
-		total += n
-	}
-	// the canary last: once it is under the new key, the old key is no
-	// longer needed to start.
-	var canary []byte
-	if err := s.queryRow(ctx, "SELECT value FROM meta WHERE key = ?", canaryKey).Scan(&canary); err == nil && stale(canary) {
-		if _, err := s.reseal(ctx, "UPDATE meta SET value = ? WHERE key = ? AND value = ?", canary, canaryAD, canaryKey); err != nil {
-			return total, fmt.Errorf("rekeying the canary: %w", err)
+			r.fail(fmt.Errorf("re-sealing %s: %w", ad, err))
 		}
 	}
-	return total, nil
+}
+
+// scanAll runs query and calls each for every row; it returns the first
+// error of the query, of each, or of the iteration (rows.Err).
+func (s *Store) scanAll(ctx context.Context, each func(*sql.Rows) error, query string, args ...any) error {
+	rows, err := s.query(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := each(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }
 
 // reseal opens old and writes it sealed under the current key with the

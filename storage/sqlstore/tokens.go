@@ -106,5 +106,9 @@ func (x tokens) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return x.s.classify(err, "deleting token "+id)
 	}
-	return x.s.expectOne(ctx, res, "tokens", id, "deleting token")
+	if err := x.s.expectOne(ctx, res, "tokens", id, "deleting token"); err != nil {
+		return err
+	}
+	x.s.deletedSecrets(ctx)
+	return nil
 }

@@ -57,7 +57,7 @@ func (x workflows) Create(ctx context.Context, w *storage.Workflow) error {
 	if err != nil {
 		return fmt.Errorf("creating workflow: encoding identifiers: %w", err)
 	}
-	key, err := x.s.seal(w.PrivateKey, "workflows", "private_key", w.ID)
+	key, err := x.sealKey(w)
 	if err != nil {
 		return err
 	}
@@ -135,7 +135,7 @@ func (x workflows) List(ctx context.Context, f storage.WorkflowFilter, p storage
 }
 
 func (x workflows) Update(ctx context.Context, w *storage.Workflow) error {
-	key, err := x.s.seal(w.PrivateKey, "workflows", "private_key", w.ID)
+	key, err := x.sealKey(w)
 	if err != nil {
 		return err
 	}
@@ -294,4 +294,29 @@ func (x workflows) CountByState(ctx context.Context) (map[string]int, error) {
 		out[st] = n
 	}
 	return out, x.s.classify(rows.Err(), "counting workflows")
+}
+
+// DropPrivateKey implements storage.WorkflowStore.
+func (x workflows) DropPrivateKey(ctx context.Context, id string) error {
+	res, err := x.s.exec(ctx, "UPDATE workflows SET private_key = NULL WHERE id = ?", id)
+	if err != nil {
+		return x.s.classify(err, "dropping the private key of workflow "+id)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("dropping the private key of workflow %s: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("dropping the private key of workflow %s: %w", id, storage.ErrNotFound)
+	}
+	return nil
+}
+
+// sealKey seals the workflow's private key, unless the workflow names its
+// certificate: the inventory then holds the only copy.
+func (x workflows) sealKey(w *storage.Workflow) ([]byte, error) {
+	if w.CertificateID != "" {
+		return nil, nil
+	}
+	return x.s.seal(w.PrivateKey, "workflows", "private_key", w.ID)
 }

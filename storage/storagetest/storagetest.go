@@ -46,6 +46,9 @@ func Run(t *testing.T, b Backend) {
 		"transactions":  testTransactions,
 		"secrets":       testSecretsAtRest,
 		"rekey":         testRekey,
+		"rekey_failure": testRekeyUnopenable,
+		"key_copies":    testKeyCopies,
+		"deleted":       testDeletedSecrets,
 		"wrong_key":     testWrongKey,
 		"cancellation":  testCancellation,
 	}

@@ -1,0 +1,103 @@
+package storagetest
+
+import (
+	"encoding/binary"
+	"sync"
+	"testing"
+
+	"github.com/certlocker/caddy-certlocker/storage"
+)
+
+func testACMEState(t *testing.T, b Backend) {
+	st, _ := open(t, b)
+	ctx := t.Context()
+	a := st.ACME()
+	_, err := a.Get(ctx, "acme_accounts", "missing")
+	wantErr(t, err, storage.ErrNotFound)
+	must(t, a.Set(ctx, "acme_accounts", "acc1", []byte(`{"id":"acc1"}`)))
+	must(t, a.Set(ctx, "acme_accounts", "acc0", []byte{}))
+	must(t, a.Set(ctx, "acme_orders", "o1", []byte(`{"id":"o1"}`)))
+	v, err := a.Get(ctx, "acme_accounts", "acc1")
+	must(t, err)
+	if string(v) != `{"id":"acc1"}` {
+		t.Fatalf("get = %q", v)
+	}
+	if v, err := a.Get(ctx, "acme_accounts", "acc0"); err != nil || len(v) != 0 {
+		t.Fatalf("empty value: %q, %v", v, err)
+	}
+	list, err := a.List(ctx, "acme_accounts")
+	must(t, err)
+	if len(list) != 2 || list[0].Key != "acc0" || list[1].Key != "acc1" {
+		t.Fatalf("list = %+v", list)
+	}
+
+	// compare and swap
+	cases := map[string]struct {
+		key      string
+		old, new []byte
+		swapped  bool
+		found    string
+	}{
+		"create when absent":         {"new", nil, []byte("v1"), true, "v1"},
+		"create refused when exists": {"acc1", nil, []byte("x"), false, `{"id":"acc1"}`},
+		"swap on match":              {"o1", []byte(`{"id":"o1"}`), []byte(`{"id":"o1","s":"valid"}`), true, `{"id":"o1","s":"valid"}`},
+		"refused on mismatch":        {"acc1", []byte("other"), []byte("x"), false, `{"id":"acc1"}`},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			bucket := "acme_accounts"
+			if c.key == "o1" {
+				bucket = "acme_orders"
+			}
+			found, swapped, err := a.CompareAndSwap(ctx, bucket, c.key, c.old, c.new)
+			must(t, err)
+			if swapped != c.swapped || string(found) != c.found {
+				t.Fatalf("CAS = %q, %v; want %q, %v", found, swapped, c.found, c.swapped)
+			}
+		})
+	}
+
+	// CAS is atomic: concurrent increments are never lost
+	must(t, a.Set(ctx, "counters", "c", binary.BigEndian.AppendUint64(nil, 0)))
+	var wg sync.WaitGroup
+	const workers, each = 4, 10
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; {
+				cur, err := a.Get(ctx, "counters", "c")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				next := binary.BigEndian.AppendUint64(nil, binary.BigEndian.Uint64(cur)+1)
+				_, ok, err := a.CompareAndSwap(ctx, "counters", "c", cur, next)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if ok {
+					i++
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	final, err := a.Get(ctx, "counters", "c")
+	must(t, err)
+	if n := binary.BigEndian.Uint64(final); n != workers*each {
+		t.Fatalf("counter = %d, want %d", n, workers*each)
+	}
+
+	must(t, a.Delete(ctx, "acme_accounts", "acc1"))
+	_, err = a.Get(ctx, "acme_accounts", "acc1")
+	wantErr(t, err, storage.ErrNotFound)
+	must(t, a.DeleteBucket(ctx, "acme_accounts"))
+	if list, _ := a.List(ctx, "acme_accounts"); len(list) != 0 {
+		t.Fatalf("bucket still has %d entries", len(list))
+	}
+	if list, _ := a.List(ctx, "acme_orders"); len(list) != 1 {
+		t.Fatal("deleting one bucket touched another")
+	}
+}
