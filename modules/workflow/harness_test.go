@@ -63,25 +63,34 @@ func newEnv(t testing.TB, opts acmetest.PebbleOptions) *env {
 	port, _ := strconv.Atoi(strings.Split(l.Addr().String(), ":")[1])
 	opts.DNSServer, opts.HTTPPort = dns.Addr(), port
 	p := acmetest.NewPebble(t, opts)
-	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "certlocker.db"), storagetest.NewSealer(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	e := &env{t: t, pebble: p, dns: dns, store: st}
+	e := newEnvCA(t, dns, "pebble", p.DirectoryURL(), p.HTTPClient())
+	e.pebble = p
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if v, ok := e.memHTTP01.Load(strings.TrimPrefix(r.URL.Path, "/.well-known/acme-challenge/")); ok {
 			w.Write([]byte(v.(string)))
 			return
 		}
-		if !workflow.ServeChallenge(st, nil, w, r) {
+		if !workflow.ServeChallenge(e.store, nil, w, r) {
 			http.NotFound(w, r)
 		}
 	})}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 	e.stopHTTP01 = func() { srv.Close() }
-	iss := &storage.Issuer{Name: "pebble", DirectoryURL: p.DirectoryURL(), Status: "valid"}
+	return e
+}
+
+// newEnvCA is the env around any ACME server (directory, and a client
+// that trusts it) that validates dns-01 through dns.
+func newEnvCA(t testing.TB, dns *acmetest.DNSServer, caName, directory string, hc *http.Client) *env {
+	t.Helper()
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "certlocker.db"), storagetest.NewSealer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e := &env{t: t, dns: dns, store: st}
+	iss := &storage.Issuer{Name: caName, DirectoryURL: directory, Status: "valid"}
 	if err := st.Issuers().Create(t.Context(), iss); err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +107,7 @@ func newEnv(t testing.TB, opts acmetest.PebbleOptions) *env {
 	}
 	_, nsPort, _ := net.SplitHostPort(dns.Addr())
 	port53, _ := strconv.Atoi(nsPort)
-	e.clients = &accountClients{dir: p.DirectoryURL(), hc: p.HTTPClient()}
+	e.clients = &accountClients{dir: directory, hc: hc}
 	e.pres = &dnsPresenter{svc: dnsproviders.New(st, dnsproviders.Options{Node: "test", HTTPClient: e.cf.HTTPClient(),
 		Resolvers: []string{dns.Addr()}, NameserverPort: port53, RetryBase: time.Millisecond, RetryMax: 5 * time.Millisecond})}
 	invSvc, err := inv.New(st, inv.Options{Node: "test"})
