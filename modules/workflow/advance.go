@@ -181,17 +181,17 @@ func (e *Engine) advance(ctx context.Context, w *storage.Workflow) error {
 			err = s.order(ctx)
 		case actFetch:
 			s.live = make([]liveAuthz, len(d.Authzs))
-			if err = s.eachAuthz(ctx, next.authzs, s.fetchAuthz); err != nil {
+			if err = s.eachAuthz(ctx, next.authzs, requestsAtOnce, s.fetchAuthz); err != nil {
 				s.live = nil
 			}
 		case actPresent:
-			err = s.eachAuthz(ctx, next.authzs, s.presentAuthz)
+			err = s.eachAuthz(ctx, next.authzs, requestsAtOnce, s.presentAuthz)
 		case actPropagate:
-			err = s.eachAuthz(ctx, next.authzs, s.propagateAuthz)
+			err = s.eachAuthz(ctx, next.authzs, 0, s.propagateAuthz)
 		case actInitiate:
-			err = s.eachAuthz(ctx, next.authzs, s.initiateAuthz)
+			err = s.eachAuthz(ctx, next.authzs, requestsAtOnce, s.initiateAuthz)
 		case actPoll:
-			err = s.eachAuthz(ctx, next.authzs, s.pollAuthzDone)
+			err = s.eachAuthz(ctx, next.authzs, requestsAtOnce, s.pollAuthzDone)
 		case actAuthorized:
 			w.State = storage.StateFinalizing
 			err = s.save(ctx, storage.WorkflowEvent{Step: "authorizing", Message: "all identifiers authorized"})

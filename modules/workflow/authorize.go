@@ -43,22 +43,40 @@ func final(step, identifier, msg string, p *acme.Problem) error {
 	return &stepError{step: step, identifier: identifier, final: true, msg: msg, problem: p}
 }
 
-// eachAuthz runs fn for the authorizations idx at once. The first
-// failure stops the others (their context is cancelled) and decides the
-// outcome: a persist error is returned as it is; a step error fails the
-// workflow or schedules the retry, once, after every run has ended.
-func (s *session) eachAuthz(ctx context.Context, idx []int, fn func(ctx context.Context, i int) error) error {
+// requestsAtOnce caps the requests one order sends to the CA or the DNS
+// provider at the same time; propagation waits (DNS queries to the
+// authoritative nameservers) are not capped, so they all overlap.
+const requestsAtOnce = 8
+
+// eachAuthz runs fn for the authorizations idx at once, at most limit at
+// a time (0: no limit). The first failure stops the others (their context
+// is cancelled) and decides the outcome: a persist error is returned as it
+// is; a step error fails the workflow or schedules the retry, once, after
+// every run has ended.
+func (s *session) eachAuthz(ctx context.Context, idx []int, limit int, fn func(ctx context.Context, i int) error) error {
 	gctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
 		first error
+		slots chan struct{}
 	)
+	if limit > 0 {
+		slots = make(chan struct{}, limit)
+	}
 	for _, i := range idx {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if slots != nil {
+				select {
+				case slots <- struct{}{}:
+					defer func() { <-slots }()
+				case <-gctx.Done():
+					return
+				}
+			}
 			if err := fn(gctx, i); err != nil {
 				mu.Lock()
 				if first == nil {
