@@ -119,55 +119,76 @@ func TestAuthorizationsTogether(t *testing.T) {
 	}
 }
 
-// A crash while the propagation waits run together: another node resumes
-// the same order, publishes nothing again and issues.
+// A crash in the middle of each concurrent phase (one authorization's
+// step persisted, the others' in flight): another node resumes the same
+// order, publishes nothing again and issues.
 func TestCrashWhileAuthorizingTogether(t *testing.T) {
-	e := newEnv(t, acmetest.PebbleOptions{})
-	const n = 3
-	held := publishTogether(t, e, n)
-	_, aopts := e.engine("node-a", nil)
-	var crashed sync.Once
-	crashedAt := ""
-	aopts.SetAfterPersist(func(w *storage.Workflow, ev *storage.WorkflowEvent) error {
-		if ev.Step == workflow.StepValidating && strings.Contains(ev.Message, "served by every authoritative nameserver") {
-			err := error(nil)
-			crashed.Do(func() { crashedAt, err = ev.Identifier, workflow.ErrCrash })
-			return err
-		}
-		return nil
-	})
-	a := e.newEngine(aopts)
-	w, err := a.Create(t.Context(), workflow.Request{IssuerID: e.issuer.ID, Identifiers: dnsNames("x", n)})
-	if err != nil {
-		t.Fatal(err)
+	cases := []struct {
+		name string
+		at   func(ev *storage.WorkflowEvent) bool
+		// together holds the records until all are presented, so the
+		// crash comes while every propagation wait is in flight
+		together bool
+	}{
+		{"propagating", func(ev *storage.WorkflowEvent) bool {
+			return ev.Step == workflow.StepValidating && strings.Contains(ev.Message, "served by every authoritative nameserver")
+		}, true},
+		{"asking the CA", func(ev *storage.WorkflowEvent) bool {
+			return ev.Step == workflow.StepValidating && ev.Message == "asked the CA to validate"
+		}, false},
+		{"polling", func(ev *storage.WorkflowEvent) bool { return ev.Step == workflow.StepValid }, false},
 	}
-	run(t, a)
-	if held() != n || crashedAt == "" {
-		t.Fatalf("never crashed while authorizing (%d records held)", held())
-	}
-	mid := get(t, e.store, w.ID)
-	if mid.State != storage.StateAuthorizing {
-		t.Fatalf("crashed in %s", mid.State)
-	}
-	ordersBefore := e.clients.newOrders.Load()
-	later := func() time.Time { return time.Now().Add(10 * time.Minute) }
-	b, _ := e.engine("node-b", later)
-	run(t, b)
-	w = get(t, e.store, w.ID)
-	if w.State != storage.StateIssued {
-		t.Fatalf("crashed after %s was served; after takeover: %s: %s", crashedAt, w.State, w.Status)
-	}
-	if o := e.clients.newOrders.Load() - ordersBefore; o != 0 || workflow.DecodeOrders(w) != 1 {
-		t.Fatalf("%d new orders on takeover, %d in all, want the same order resumed", o, workflow.DecodeOrders(w))
-	}
-	if c := e.cf.RequestCount(acmetest.EndpointCreateRecord); c != n {
-		t.Errorf("%d records created at the DNS provider, want %d (none again after the crash)", c, n)
-	}
-	if recs, _ := e.store.DNSProviders().ListRecords(t.Context(), "", time.Time{}); len(recs) != 0 {
-		t.Fatalf("%d challenge records left", len(recs))
-	}
-	certs, _, err := e.store.Certificates().List(t.Context(), storage.CertificateFilter{Domain: w.Identifiers[0].Value}, storage.Page{})
-	if err != nil || len(certs) != 1 {
-		t.Fatalf("%d certificates, want 1 (%v)", len(certs), err)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t, acmetest.PebbleOptions{})
+			const n = 3
+			held := func() int { return n }
+			if c.together {
+				held = publishTogether(t, e, n)
+			}
+			_, aopts := e.engine("node-a", nil)
+			var crashed sync.Once
+			crashedAt := ""
+			aopts.SetAfterPersist(func(w *storage.Workflow, ev *storage.WorkflowEvent) error {
+				var err error
+				if c.at(ev) {
+					crashed.Do(func() { crashedAt, err = ev.Identifier, workflow.ErrCrash })
+				}
+				return err
+			})
+			a := e.newEngine(aopts)
+			w, err := a.Create(t.Context(), workflow.Request{IssuerID: e.issuer.ID, Identifiers: dnsNames("x", n)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			run(t, a)
+			if held() != n || crashedAt == "" {
+				t.Fatalf("never crashed while authorizing (%d records held)", held())
+			}
+			if mid := get(t, e.store, w.ID); mid.State != storage.StateAuthorizing {
+				t.Fatalf("crashed in %s", mid.State)
+			}
+			ordersBefore := e.clients.newOrders.Load()
+			later := func() time.Time { return time.Now().Add(10 * time.Minute) }
+			b, _ := e.engine("node-b", later)
+			run(t, b)
+			w = get(t, e.store, w.ID)
+			if w.State != storage.StateIssued {
+				t.Fatalf("crashed after %s's step; after takeover: %s: %s", crashedAt, w.State, w.Status)
+			}
+			if o := e.clients.newOrders.Load() - ordersBefore; o != 0 || workflow.DecodeOrders(w) != 1 {
+				t.Fatalf("%d new orders on takeover, %d in all, want the same order resumed", o, workflow.DecodeOrders(w))
+			}
+			if got := e.cf.RequestCount(acmetest.EndpointCreateRecord); got != n {
+				t.Errorf("%d records created at the DNS provider, want %d (none again after the crash)", got, n)
+			}
+			if recs, _ := e.store.DNSProviders().ListRecords(t.Context(), "", time.Time{}); len(recs) != 0 {
+				t.Fatalf("%d challenge records left", len(recs))
+			}
+			certs, _, err := e.store.Certificates().List(t.Context(), storage.CertificateFilter{Domain: w.Identifiers[0].Value}, storage.Page{})
+			if err != nil || len(certs) != 1 {
+				t.Fatalf("%d certificates, want 1 (%v)", len(certs), err)
+			}
+		})
 	}
 }
