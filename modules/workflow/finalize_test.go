@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mholt/acmez/v3/acme"
+
 	"github.com/certlocker/caddy-certlocker/internal/acmetest"
 	"github.com/certlocker/caddy-certlocker/modules/workflow"
 	"github.com/certlocker/caddy-certlocker/storage"
@@ -95,4 +97,18 @@ func TestResumeAfterFinalizeSmallstep(t *testing.T) {
 	w := stopAfterFinalize(t, e, workflow.Request{IssuerID: e.issuer.ID, Identifiers: []storage.Identifier{
 		{Value: "fin." + zone, Challenge: "dns-01", DNSProviderID: "dns_test"}}})
 	takeOver(t, e, w, nil)
+	// what a second, empty finalize would have met
+	cl, acct, err := e.clients.Client(t.Context(), e.issuer.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w = get(t, e.store, w.ID)
+	order, err := cl.GetOrder(t.Context(), acct, acme.Order{Location: w.OrderURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p acme.Problem
+	if _, err := cl.FinalizeOrder(t.Context(), acct, order, nil); !errors.As(err, &p) || !strings.HasSuffix(p.Type, ":malformed") {
+		t.Fatalf("smallstep answered an empty CSR with %v, expected malformed", err)
+	}
 }
