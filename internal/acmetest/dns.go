@@ -56,6 +56,14 @@ type DNSServer struct {
 	serial  uint32
 	changed chan struct{} // closed and replaced on every change or query
 	queries []DNSQuery
+
+	// publishing delays TXT records added by AddTXT (see SetPublishDelay);
+	// pending holds those not yet visible, by name and value, with the
+	// generation that will publish them
+	publishing func(name, value string) <-chan struct{}
+	pending    map[string]uint64
+	gen        uint64
+	stopped    chan struct{}
 }
 
 // DNSQuery is one query received by a DNSServer, as recorded in its query log.
@@ -94,6 +102,8 @@ func NewDNSServer(t testing.TB, zones ...string) *DNSServer {
 		ips:     make(map[string][]netip.Addr),
 		serial:  1,
 		changed: make(chan struct{}),
+		pending: make(map[string]uint64),
+		stopped: make(chan struct{}),
 	}
 	for _, z := range zones {
 		c := canonicalName(z)
@@ -129,6 +139,7 @@ func NewDNSServer(t testing.TB, zones ...string) *DNSServer {
 	<-tcpStarted
 
 	t.Cleanup(func() {
+		close(s.stopped)
 		ctx, cancel := context.WithTimeout(context.Background(), dnsShutdownTimeout)
 		defer cancel()
 		if err := s.udp.ShutdownContext(ctx); err != nil {
@@ -200,15 +211,76 @@ func (s *DNSServer) SetTXT(name string, values ...string) {
 }
 
 // AddTXT adds TXT records to name. A value already present is not duplicated,
-// since DNS RRsets are sets.
+// since DNS RRsets are sets. With a publication delay (SetPublishDelay), a new
+// value is served only once its delay is over.
 func (s *DNSServer) AddTXT(name string, values ...string) {
 	name = canonicalName(name)
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	delay := s.publishing
+	var later []string
 	for _, v := range values {
-		if !slices.Contains(s.txt[name], v) {
+		switch {
+		case slices.Contains(s.txt[name], v):
+		case delay != nil:
+			if _, ok := s.pending[name+"\x00"+v]; !ok {
+				later = append(later, v)
+			}
+		default:
 			s.txt[name] = append(s.txt[name], v)
 		}
+	}
+	s.changedLocked(true)
+	gens := make([]uint64, len(later))
+	for i, v := range later {
+		s.gen++
+		gens[i] = s.gen
+		s.pending[name+"\x00"+v] = s.gen
+	}
+	s.mu.Unlock()
+	for i, v := range later {
+		ready := delay(name, v)
+		go s.publishWhen(ready, name, v, gens[i])
+	}
+}
+
+// SetPublishDelay makes the TXT records added from now on served only once
+// the channel delay returns for them is closed (a nil channel: at once), the
+// way a DNS provider's nameservers serve a change some time after its API
+// accepted it. A record deleted before then is never served. nil turns the
+// delay off for records added afterwards.
+func (s *DNSServer) SetPublishDelay(delay func(name, value string) <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.publishing = delay
+}
+
+// PublishAfter is a SetPublishDelay function that serves every record d
+// after it was added.
+func PublishAfter(d time.Duration) func(name, value string) <-chan struct{} {
+	return func(string, string) <-chan struct{} {
+		ch := make(chan struct{})
+		time.AfterFunc(d, func() { close(ch) })
+		return ch
+	}
+}
+
+func (s *DNSServer) publishWhen(ready <-chan struct{}, name, value string, gen uint64) {
+	if ready != nil {
+		select {
+		case <-ready:
+		case <-s.stopped:
+			return
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := name + "\x00" + value
+	if s.pending[key] != gen {
+		return // deleted (or deleted and added again) meanwhile
+	}
+	delete(s.pending, key)
+	if !slices.Contains(s.txt[name], value) {
+		s.txt[name] = append(s.txt[name], value)
 	}
 	s.changedLocked(true)
 }
@@ -219,6 +291,11 @@ func (s *DNSServer) DeleteTXT(name, value string) bool {
 	name = canonicalName(name)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, ok := s.pending[name+"\x00"+value]; ok {
+		delete(s.pending, name+"\x00"+value)
+		s.changedLocked(true)
+		return true
+	}
 	i := slices.Index(s.txt[name], value)
 	if i < 0 {
 		return false

@@ -1,6 +1,7 @@
 package acmetest
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
@@ -158,6 +159,52 @@ type Pebble struct {
 	wfe      *wfe.WebFrontEndImpl
 	opts     PebbleOptions
 	profiles []string
+	gate     *issuanceGate
+}
+
+// issuanceGate passes the CA's log lines on, and while held blocks the one
+// Pebble's CA writes after signing a certificate and before attaching it to
+// the order ("Issued certificate serial ..."): the order stays processing.
+type issuanceGate struct {
+	w    io.Writer
+	mu   sync.Mutex
+	held chan struct{}
+}
+
+func (g *issuanceGate) Write(b []byte) (int, error) {
+	if bytes.Contains(b, []byte("Issued certificate serial")) {
+		g.mu.Lock()
+		held := g.held
+		g.mu.Unlock()
+		if held != nil {
+			<-held
+		}
+	}
+	return g.w.Write(b)
+}
+
+func (g *issuanceGate) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.held != nil {
+		close(g.held)
+		g.held = nil
+	}
+}
+
+// HoldIssuance keeps every order finalized from now on in status
+// processing (Pebble signs the certificate but does not attach it to the
+// order) until release is called; release may be called more than once,
+// and Cleanup releases too. It makes a client's handling of a processing
+// order testable without timing: Pebble otherwise issues within
+// milliseconds.
+func (p *Pebble) HoldIssuance() (release func()) {
+	p.gate.mu.Lock()
+	defer p.gate.mu.Unlock()
+	if p.gate.held == nil {
+		p.gate.held = make(chan struct{})
+	}
+	return p.gate.open
 }
 
 // NewPebble starts an in-process Pebble configured by opts and stops it with
@@ -197,7 +244,9 @@ func NewPebble(t testing.TB, opts PebbleOptions) *Pebble {
 	slices.Sort(names)
 
 	store := db.NewMemoryStore()
-	caImpl := ca.New(logger, store, "", opts.KeyAlgorithm, opts.AlternateRoots, opts.ChainLength, profiles)
+	// the CA logs through the issuance gate (see HoldIssuance)
+	gate := &issuanceGate{w: logOut}
+	caImpl := ca.New(log.New(gate, "pebble ", log.Lmicroseconds), store, "", opts.KeyAlgorithm, opts.AlternateRoots, opts.ChainLength, profiles)
 
 	var (
 		vaImpl  *va.VAImpl
@@ -212,10 +261,11 @@ func NewPebble(t testing.TB, opts PebbleOptions) *Pebble {
 		t.Fatalf("starting pebble: %v", err)
 	}
 
-	p := &Pebble{t: t, db: store, ca: caImpl, va: vaImpl, wfe: &wfeImpl, opts: opts, profiles: names}
+	p := &Pebble{t: t, db: store, ca: caImpl, va: vaImpl, wfe: &wfeImpl, opts: opts, profiles: names, gate: gate}
 	// Registered first so it runs last: the VA dispatcher may only be stopped
 	// once the web front end can no longer queue validations.
 	t.Cleanup(func() {
+		gate.open()
 		stopVA(vaImpl)
 		logOut.stop()
 	})

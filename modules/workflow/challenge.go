@@ -106,7 +106,9 @@ func ServeChallenge(store storage.Store, logger *zap.Logger, w http.ResponseWrit
 	w.Header().Set("Content-Type", "text/plain")
 	_, _ = w.Write([]byte(e.KeyAuth))
 	if logger != nil {
-		logger.Info("served http-01 challenge", zap.String("identifier", e.Identifier), zap.String("workflow_id", e.WorkflowID))
+		if ce := logger.Check(zap.DebugLevel, "served http-01 challenge"); ce != nil {
+			ce.Write(zap.String("identifier", e.Identifier), zap.String("workflow_id", e.WorkflowID))
+		}
 	}
 	return true
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,9 +58,13 @@ func TestIssueThroughCloudflare(t *testing.T) {
 	if !slices.Equal(x.DNSNames, []string{"*." + zone, zone, www}) {
 		t.Fatalf("names %v", x.DNSNames)
 	}
-	// the records went through the API and are gone from it and from DNS
-	if n := cf.RequestCount(acmetest.EndpointCreateRecord); n < 2 {
-		t.Fatalf("%d records created through the Cloudflare API, want 2", n)
+	// each dns-01 identifier's record went through the API exactly once,
+	// was removed exactly once, and is gone from the API and from DNS
+	if n := cf.RequestCount(acmetest.EndpointCreateRecord); n != 2 {
+		t.Fatalf("%d records created through the Cloudflare API, want 2 (one per dns-01 identifier)", n)
+	}
+	if n := cf.RequestCount(acmetest.EndpointDeleteRecord); n != 2 {
+		t.Fatalf("%d records deleted through the Cloudflare API, want 2 (one per dns-01 identifier)", n)
 	}
 	if recs := cf.Records(zone); len(recs) != 0 {
 		t.Fatalf("records left at Cloudflare: %+v", recs)
@@ -70,15 +75,20 @@ func TestIssueThroughCloudflare(t *testing.T) {
 	if left, _ := e.store.DNSProviders().ListRecords(t.Context(), "", time.Time{}); len(left) != 0 {
 		t.Fatalf("%d challenge records left in the store", len(left))
 	}
-	// the measured propagation time is on the timeline
-	p := workflow.ProgressOf(w)
-	dnsIDs := 0
-	for _, a := range p.Authorizations {
-		if a.Challenge == "dns-01" {
-			dnsIDs++
-		}
+	// the measured propagation of each dns-01 identifier is on the timeline
+	evs, err := e.store.Workflows().Events(t.Context(), w.ID, 0, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if dnsIDs != 2 {
-		t.Fatalf("authorizations: %+v", p.Authorizations)
+	for _, id := range []string{"*." + zone, zone} {
+		found := false
+		for _, ev := range evs {
+			if ev.Identifier == id && ev.Step == workflow.StepValidating && strings.Contains(ev.Message, "served by every authoritative nameserver") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no propagation event for %s on the timeline", id)
+		}
 	}
 }

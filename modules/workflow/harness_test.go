@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certlocker/caddy-certlocker/internal/acmetest"
+	"github.com/certlocker/caddy-certlocker/modules/dnsproviders"
 	inv "github.com/certlocker/caddy-certlocker/modules/inventory"
 	"github.com/certlocker/caddy-certlocker/modules/workflow"
 	"github.com/certlocker/caddy-certlocker/storage"
@@ -41,8 +42,11 @@ type env struct {
 	store   storage.Store
 	issuer  *storage.Issuer
 	clients *accountClients
-	pres    *dnsPresenter
-	inv     *inventory
+	// cf is the Cloudflare API stand-in the DNS provider client "dns_test"
+	// publishes through, into the DNS server the CA queries
+	cf   *acmetest.Cloudflare
+	pres *dnsPresenter
+	inv  *inventory
 	// memHTTP01 holds http-01 answers of clients other than the engine
 	memHTTP01 sync.Map
 	// stopHTTP01 frees the port the CA dials for http-01
@@ -59,36 +63,53 @@ func newEnv(t testing.TB, opts acmetest.PebbleOptions) *env {
 	port, _ := strconv.Atoi(strings.Split(l.Addr().String(), ":")[1])
 	opts.DNSServer, opts.HTTPPort = dns.Addr(), port
 	p := acmetest.NewPebble(t, opts)
-	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "certlocker.db"), storagetest.NewSealer(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	e := &env{t: t, pebble: p, dns: dns, store: st}
+	e := newEnvCA(t, dns, "pebble", p.DirectoryURL(), p.HTTPClient())
+	e.pebble = p
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if v, ok := e.memHTTP01.Load(strings.TrimPrefix(r.URL.Path, "/.well-known/acme-challenge/")); ok {
 			w.Write([]byte(v.(string)))
 			return
 		}
-		if !workflow.ServeChallenge(st, nil, w, r) {
+		if !workflow.ServeChallenge(e.store, nil, w, r) {
 			http.NotFound(w, r)
 		}
 	})}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 	e.stopHTTP01 = func() { srv.Close() }
-	iss := &storage.Issuer{Name: "pebble", DirectoryURL: p.DirectoryURL(), Status: "valid"}
+	return e
+}
+
+// newEnvCA is the env around any ACME server (directory, and a client
+// that trusts it) that validates dns-01 through dns.
+func newEnvCA(t testing.TB, dns *acmetest.DNSServer, caName, directory string, hc *http.Client) *env {
+	t.Helper()
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "certlocker.db"), storagetest.NewSealer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e := &env{t: t, dns: dns, store: st}
+	iss := &storage.Issuer{Name: caName, DirectoryURL: directory, Status: "valid"}
 	if err := st.Issuers().Create(t.Context(), iss); err != nil {
 		t.Fatal(err)
 	}
 	e.issuer = iss
-	// the DNS provider client the tests' dns-01 identifiers name; records
-	// must belong to an existing provider
-	if err := st.DNSProviders().Create(t.Context(), &storage.DNSProvider{ID: "dns_test", Name: "harness-dns", Type: "harness"}); err != nil {
+	// the DNS provider client the tests' dns-01 identifiers name: a real
+	// Cloudflare client of the real DNS provider service, talking to the
+	// API stand-in, which publishes into the DNS server the CA queries
+	e.cf = acmetest.NewCloudflare(t, dns, acmetest.WithCloudflareZones(zone))
+	e.cf.AddToken(cfToken, acmetest.PermZoneRead(zone), acmetest.PermDNSEdit(zone))
+	if err := st.DNSProviders().Create(t.Context(), &storage.DNSProvider{ID: "dns_test", Name: "harness-cf", Type: dnsproviders.TypeCloudflare,
+		Credentials: storage.NewSecret([]byte(`{"api_token":"` + cfToken + `"}`)), Zones: []string{zone}, Settings: []byte(`{}`),
+		Status: dnsproviders.StatusUnverified}); err != nil {
 		t.Fatal(err)
 	}
-	e.clients = &accountClients{p: p}
-	e.pres = &dnsPresenter{dns: dns, store: st}
+	_, nsPort, _ := net.SplitHostPort(dns.Addr())
+	port53, _ := strconv.Atoi(nsPort)
+	e.clients = &accountClients{dir: directory, hc: hc}
+	e.pres = &dnsPresenter{svc: dnsproviders.New(st, dnsproviders.Options{Node: "test", HTTPClient: e.cf.HTTPClient(),
+		Resolvers: []string{dns.Addr()}, NameserverPort: port53, RetryBase: time.Millisecond, RetryMax: 5 * time.Millisecond})}
 	invSvc, err := inv.New(st, inv.Options{Node: "test"})
 	if err != nil {
 		t.Fatal(err)
@@ -134,13 +155,19 @@ func (e *env) deactivateAccount(t *testing.T) {
 	}
 }
 
-// accountClients registers one account at Pebble and counts new orders.
+// accountClients registers one account per issuer at the CA (Pebble, or
+// another ACME server) and counts new orders and finalize requests.
 type accountClients struct {
-	p         *acmetest.Pebble
+	dir       string
+	hc        *http.Client
 	mu        sync.Mutex
 	accts     map[string]acme.Account // one account per issuer
 	newOrders atomic.Int64
-	fail      error
+	finalizes atomic.Int64
+	// afterFinalize, if set, runs once the CA answered a finalize request
+	// and may turn its answer into an error (a node dying right then)
+	afterFinalize func() error
+	fail          error
 }
 
 type countingTransport struct {
@@ -149,19 +176,33 @@ type countingTransport struct {
 }
 
 func (t countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/order-plz") {
+	finalize := r.Method == http.MethodPost && strings.Contains(r.URL.Path, "/finalize")
+	if r.Method == http.MethodPost && (strings.HasSuffix(r.URL.Path, "/order-plz") || strings.HasSuffix(r.URL.Path, "/new-order")) {
 		t.c.newOrders.Add(1)
 	}
-	return t.next.RoundTrip(r)
+	resp, err := t.next.RoundTrip(r)
+	if finalize && err == nil {
+		t.c.finalizes.Add(1)
+		t.c.mu.Lock()
+		after := t.c.afterFinalize
+		t.c.mu.Unlock()
+		if after != nil {
+			if aerr := after(); aerr != nil {
+				resp.Body.Close()
+				return nil, aerr
+			}
+		}
+	}
+	return resp, err
 }
 
 func (c *accountClients) Client(ctx context.Context, issuerID string) (*acme.Client, acme.Account, error) {
 	if c.fail != nil {
 		return nil, acme.Account{}, c.fail
 	}
-	hc := *c.p.HTTPClient()
+	hc := *c.hc
 	hc.Transport = countingTransport{next: hc.Transport, c: c}
-	cl := &acme.Client{Directory: c.p.DirectoryURL(), HTTPClient: &hc}
+	cl := &acme.Client{Directory: c.dir, HTTPClient: &hc}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if a, ok := c.accts[issuerID]; ok {
@@ -183,50 +224,32 @@ func (c *accountClients) Client(ctx context.Context, issuerID string) (*acme.Cli
 	return cl, a, nil
 }
 
-// dnsPresenter publishes TXT records straight into the authoritative DNS
-// server the CA queries, storing each record before publishing it.
+const cfToken = "cf-harness-token-0123456789abcdef"
+
+// dnsPresenter is the real DNS provider service, with failures injected
+// in front of it.
 type dnsPresenter struct {
-	dns     *acmetest.DNSServer
-	store   storage.Store
-	fail    atomic.Pointer[error]
-	cleaned atomic.Int64
+	svc  *dnsproviders.Service
+	fail atomic.Pointer[error]
 }
 
 func (p *dnsPresenter) Present(ctx context.Context, providerID, workflowID, fqdn, value string) (*storage.ChallengeRecord, error) {
 	if f := p.fail.Load(); f != nil {
 		return nil, *f
 	}
-	rec := &storage.ChallengeRecord{ProviderID: providerID, WorkflowID: workflowID, Zone: zone, Name: fqdn, Type: "TXT", Value: value}
-	if err := p.store.DNSProviders().PutRecord(ctx, rec); err != nil {
-		return nil, err
-	}
-	p.dns.AddTXT(fqdn, value)
-	return rec, nil
+	return p.svc.Present(ctx, providerID, workflowID, fqdn, value)
 }
 
 func (p *dnsPresenter) WaitPropagation(ctx context.Context, rec *storage.ChallengeRecord) (time.Duration, error) {
-	start := time.Now()
-	err := p.dns.WaitTXT(ctx, rec.Name, rec.Value)
-	return time.Since(start), err
+	return p.svc.WaitPropagation(ctx, rec)
 }
 
 func (p *dnsPresenter) CleanUpWorkflow(ctx context.Context, workflowID string) error {
-	recs, err := p.store.DNSProviders().WorkflowRecords(ctx, workflowID)
-	if err != nil {
-		return err
-	}
-	for _, r := range recs {
-		if err := p.CleanUp(ctx, r); err != nil {
-			return err
-		}
-	}
-	return nil
+	return p.svc.CleanUpWorkflow(ctx, workflowID)
 }
 
 func (p *dnsPresenter) CleanUp(ctx context.Context, rec *storage.ChallengeRecord) error {
-	p.dns.DeleteTXT(rec.Name, rec.Value)
-	p.cleaned.Add(1)
-	return p.store.DNSProviders().DeleteRecord(ctx, rec.ID)
+	return p.svc.CleanUp(ctx, rec)
 }
 
 // inventory is the real inventory service behind the engine's interface.

@@ -1,6 +1,7 @@
 package workflow
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"sync"
@@ -43,11 +44,24 @@ type sinkTransport struct {
 	sink *retryAfterSink
 }
 
+type sinkKey struct{}
+
+// withSink makes requests made with ctx report Retry-After into sink
+// instead of the session's, so authorizations polled at once each read
+// their own.
+func withSink(ctx context.Context, sink *retryAfterSink) context.Context {
+	return context.WithValue(ctx, sinkKey{}, sink)
+}
+
 func (t sinkTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.next.RoundTrip(req)
 	if err == nil && resp != nil {
 		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
-			t.sink.set(d)
+			sink := t.sink
+			if own, ok := req.Context().Value(sinkKey{}).(*retryAfterSink); ok {
+				sink = own
+			}
+			sink.set(d)
 		}
 	}
 	return resp, err
