@@ -395,3 +395,92 @@ func TestIssueIPAddress(t *testing.T) {
 		t.Fatalf("certificate IPs %v", x.IPAddresses)
 	}
 }
+
+// Two nodes on one store, one slot per ACME client each: the first node
+// leases only what it can run now, so the second picks up the workflow the
+// first has no slot for, while the first is busy with the other; and the
+// first node's busy ACME client does not keep it from another's work.
+func TestBusyIssuerLeftToOtherNodes(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{})
+	other := &storage.Issuer{Name: "other", DirectoryURL: e.pebble.DirectoryURL()}
+	if err := e.store.Issuers().Create(t.Context(), other); err != nil {
+		t.Fatal(err)
+	}
+	// node A stops in its first persisted step of the first workflow it
+	// runs, until released
+	blocked, release := make(chan string, 1), make(chan struct{})
+	var once sync.Once
+	_, aopts := e.engine("node-a", nil)
+	aopts.PerIssuerConcurrency = 1
+	aopts.SetAfterPersist(func(w *storage.Workflow, ev *storage.WorkflowEvent) error {
+		if w.IssuerID != e.issuer.ID {
+			return nil
+		}
+		first := false
+		once.Do(func() { first = true })
+		if first {
+			blocked <- w.ID
+			<-release
+		}
+		return nil
+	})
+	a := e.newEngine(aopts)
+	var ids []string
+	for _, label := range []string{"busy1", "busy2"} {
+		w, err := a.Create(t.Context(), workflow.Request{IssuerID: e.issuer.ID, Identifiers: []storage.Identifier{{Value: e.name(label)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, w.ID)
+	}
+	third, err := a.Create(t.Context(), workflow.Request{IssuerID: other.ID, Identifiers: []storage.Identifier{{Value: e.name("busy3")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aDone := make(chan error, 1)
+	go func() { aDone <- a.RunDue(t.Context()) }()
+	var held string
+	select {
+	case held = <-blocked:
+	case err := <-aDone:
+		t.Fatalf("node A returned before running anything: %v", err)
+	}
+	waiting := ids[0]
+	if held == ids[0] {
+		waiting = ids[1]
+	}
+	// node A is busy on the ACME client, but still runs the other client's
+	// workflow to the end
+	deadline := time.Now().Add(30 * time.Second)
+	for get(t, e.store, third.ID).State != storage.StateIssued {
+		if time.Now().After(deadline) {
+			t.Fatalf("node A did not run the other ACME client's workflow while busy: %s", get(t, e.store, third.ID).State)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the store with a deadline
+	}
+	if w := get(t, e.store, waiting); w.LeaseOwner != "" {
+		t.Fatalf("node A holds the lease of %s, which it has no slot to run (owner %q)", waiting, w.LeaseOwner)
+	}
+	// node B takes the workflow node A cannot run now
+	_, bopts := e.engine("node-b", nil)
+	bopts.PerIssuerConcurrency = 1
+	b := e.newEngine(bopts)
+	run(t, b)
+	w := get(t, e.store, waiting)
+	if w.State != storage.StateIssued {
+		t.Fatalf("node B left %s in %s: %s", waiting, w.State, w.Status)
+	}
+	evs, _ := e.store.Workflows().Events(t.Context(), waiting, 0, 0)
+	for _, ev := range evs[1:] { // the first event is its creation on node A
+		if ev.Node != "node-b" {
+			t.Fatalf("%s: step %s ran on %s, want node-b", waiting, ev.Step, ev.Node)
+		}
+	}
+	close(release)
+	if err := <-aDone; err != nil {
+		t.Fatal(err)
+	}
+	if w := get(t, e.store, held); w.State != storage.StateIssued {
+		t.Fatalf("node A's workflow %s: %s", held, w.State)
+	}
+}

@@ -360,7 +360,7 @@ func (s *session) identifierFor(authz acme.Authorization) *storage.Identifier {
 // pollAuthz polls until the CA decides: first after 20 ms, doubling up to
 // 2 s, or after the CA's Retry-After.
 func (s *session) pollAuthz(ctx context.Context, url string) (acme.Authorization, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.e.opts.ValidationTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.e.settings().ValidationTimeout)
 	defer cancel()
 	wait := 20 * time.Millisecond
 	for {
@@ -640,7 +640,7 @@ func (s *session) failOrRetry(ctx context.Context, step, identifier string, err 
 		ptype = pp.Type
 	}
 	s.w.Attempt++
-	at, ok := NextRetry(s.e.opts.Retry, s.w.Attempt, ptype, s.ra.get(), s.e.opts.Clock(), jitter())
+	at, ok := NextRetry(s.e.settings().Retry, s.w.Attempt, ptype, s.ra.get(), s.e.opts.Clock(), jitter())
 	if !ok {
 		return s.fail(ctx, step, identifier, describe(step, err), pp)
 	}

@@ -188,20 +188,33 @@ func (e *Engine) Renew(ctx context.Context, w *storage.Workflow, actor string) (
 	return e.createSuccessor(ctx, w.CertificateID, req, true)
 }
 
-// RunRenewals checks for due renewals every interval until ctx ends.
-func (e *Engine) RunRenewals(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
+// renewals scans for due renewals every RenewalInterval until ctx ends; a
+// negative interval turns the scan off until Configure turns it on again.
+func (e *Engine) renewals(ctx context.Context) {
+	var last time.Time // of the last scan, on the engine's clock
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 	for {
-		if n, err := e.RenewDue(ctx); err != nil && ctx.Err() == nil {
-			e.log.Error("scanning for due renewals", zap.Error(err))
-		} else if n > 0 {
-			e.log.Info("renewals started", zap.Int("count", n))
+		interval := e.settings().RenewalInterval
+		if interval > 0 && (last.IsZero() || !e.opts.Clock().Before(last.Add(interval))) {
+			last = e.opts.Clock()
+			if n, err := e.RenewDue(ctx); err != nil && ctx.Err() == nil {
+				e.log.Error("scanning for due renewals", zap.Error(err))
+			} else if n > 0 {
+				e.log.Info("renewals started", zap.Int("count", n))
+			}
+		}
+		var tick <-chan time.Time
+		if interval > 0 {
+			timer.Reset(max(0, last.Add(interval).Sub(e.opts.Clock())))
+			tick = timer.C
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-e.changes():
+			timer.Stop()
+		case <-tick:
 		}
 	}
 }
