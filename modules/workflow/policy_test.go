@@ -5,8 +5,6 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
-
-	"github.com/mholt/acmez/v3/acme"
 )
 
 func TestNextRetry(t *testing.T) {
@@ -45,40 +43,6 @@ func TestNextRetry(t *testing.T) {
 	}
 	if _, ok := NextRetry(RetryPolicy{}, 5, "", 0, now, 0); !ok {
 		t.Fatal("the default policy gave up after 5 attempts")
-	}
-}
-
-func TestShouldRenew(t *testing.T) {
-	nb := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	na := nb.Add(90 * 24 * time.Hour)
-	twoThirds := nb.Add(60 * 24 * time.Hour)
-	window := &acme.RenewalInfo{}
-	window.SuggestedWindow.Start = nb.Add(50 * 24 * time.Hour)
-	window.SuggestedWindow.End = nb.Add(52 * 24 * time.Hour)
-	revoked := &acme.RenewalInfo{} // a CA pulling the window into the past: renew now
-	revoked.SuggestedWindow.Start = nb.Add(-time.Hour)
-	revoked.SuggestedWindow.End = nb
-	cases := map[string]struct {
-		now   time.Time
-		ari   *acme.RenewalInfo
-		renew bool
-		at    time.Time
-	}{
-		"fresh, no ARI":          {nb.Add(time.Hour), nil, false, twoThirds},
-		"at two thirds":          {twoThirds, nil, true, twoThirds},
-		"expired":                {na.Add(time.Second), nil, true, na.Add(time.Second)},
-		"before the ARI window":  {nb.Add(10 * 24 * time.Hour), window, false, window.SuggestedWindow.Start},
-		"inside the ARI window":  {nb.Add(51 * 24 * time.Hour), window, true, nb.Add(51 * 24 * time.Hour)},
-		"ARI window in the past": {nb.Add(time.Hour), revoked, true, nb.Add(time.Hour)},
-		"empty ARI falls back":   {nb.Add(time.Hour), &acme.RenewalInfo{}, false, twoThirds},
-	}
-	for name, c := range cases {
-		t.Run(name, func(t *testing.T) {
-			d := ShouldRenew(nb, na, c.ari, c.now)
-			if d.Renew != c.renew || !d.At.Equal(c.at) || d.Reason == "" {
-				t.Fatalf("got %+v, want renew=%v at %v", d, c.renew, c.at)
-			}
-		})
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/certlocker/caddy-certlocker/internal/acmetest"
+	inv "github.com/certlocker/caddy-certlocker/modules/inventory"
 	"github.com/certlocker/caddy-certlocker/modules/workflow"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
@@ -58,6 +59,15 @@ func TestRenewals(t *testing.T) {
 	}
 	if n, err := mid.RenewDue(t.Context()); err != nil || n != 1 {
 		t.Fatalf("inside the ARI window: %d renewals, %v", n, err)
+	}
+	// before two thirds, inside the CA's window: the inventory says due
+	// as the engine did (one rule)
+	inWindow, err := e.store.Certificates().Get(t.Context(), cert.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := inv.RenewalStatus(inWindow, at(0.55)()); r.Status != inv.RenewalDue || r.RenewAt.Sub(at(0.55)().Add(-time.Hour)).Abs() > time.Second {
+		t.Fatalf("the engine renews inside the CA's window; the inventory says %s from %v (%s)", r.Status, r.RenewAt, r.Message)
 	}
 	if n, _ := mid.RenewDue(t.Context()); n != 0 {
 		t.Fatalf("a second scan started %d more renewals", n)
