@@ -4,7 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -482,5 +486,104 @@ func TestBusyIssuerLeftToOtherNodes(t *testing.T) {
 	}
 	if w := get(t, e.store, held); w.State != storage.StateIssued {
 		t.Fatalf("node A's workflow %s: %s", held, w.State)
+	}
+}
+
+// The CA refuses the first newOrder with rateLimited and a Retry-After far
+// longer than the back-off: the workflow waits exactly that long, with the
+// CA's problem and Retry-After on its timeline, then orders again once and
+// is issued.
+func TestRateLimitedHonoursRetryAfter(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{})
+	cp, clients := e.throughProxy(t)
+	name := e.name("limited")
+	cp.failNewOrder(name, orderFault{Status: http.StatusTooManyRequests, ProblemType: "urn:ietf:params:acme:error:rateLimited",
+		Detail: "too many new orders recently", RetryAfter: "3600"})
+	t0 := time.Now()
+	at := func(d time.Duration) workflow.Options {
+		_, opts := e.engine("node-a", func() time.Time { return t0.Add(d) })
+		return opts
+	}
+	eng := e.engineWith(t, at(0), clients, nil)
+	w, err := eng.Create(t.Context(), workflow.Request{IssuerID: e.issuer.ID, Identifiers: []storage.Identifier{{Value: name}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, eng)
+	w = get(t, e.store, w.ID)
+	// the policy's back-off is a nanosecond: only the CA's hour explains it
+	if w.State != storage.StateRetryScheduled || w.NextRunAt.Sub(t0.Add(time.Hour)).Abs() > time.Millisecond ||
+		!strings.Contains(w.Status, "rateLimited") {
+		t.Fatalf("state %s next run %v (want %v): %s", w.State, w.NextRunAt, t0.Add(time.Hour), w.Status)
+	}
+	evs, _ := e.store.Workflows().Events(t.Context(), w.ID, 0, 0)
+	last := evs[len(evs)-1]
+	var p struct{ Type string }
+	if err := json.Unmarshal(last.Problem, &p); err != nil || p.Type != "urn:ietf:params:acme:error:rateLimited" || last.RetryAfter != time.Hour {
+		t.Fatalf("timeline: problem %s retry after %v", last.Problem, last.RetryAfter)
+	}
+	// a second before the CA's time, nothing runs
+	run(t, e.engineWith(t, at(time.Hour-time.Second), clients, nil))
+	if w = get(t, e.store, w.ID); w.State != storage.StateRetryScheduled || len(cp.sent(name)) != 1 {
+		t.Fatalf("before the Retry-After: %s, %d newOrder requests", w.State, len(cp.sent(name)))
+	}
+	run(t, e.engineWith(t, at(time.Hour), clients, nil))
+	if w = get(t, e.store, w.ID); w.State != storage.StateIssued {
+		t.Fatalf("after the Retry-After: %s: %s", w.State, w.Status)
+	}
+	if sent, created := len(cp.sent(name)), cp.created(name); sent != 2 || created != 1 {
+		t.Fatalf("%d newOrder requests, %d orders created; want 2 and 1", sent, created)
+	}
+}
+
+// The CA takes longer to validate than ValidationTimeout (its validator
+// waits on the name's HTTP server): the engine stops waiting, schedules a
+// retry saying why, and resumes polling the same authorization later.
+func TestValidationTimeout(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{})
+	// slow.example.test resolves to 127.0.0.2, where the http-01 answer
+	// comes only once released
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.2", strconv.Itoa(e.pebble.HTTPPort())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		if !workflow.ServeChallenge(e.store, nil, w, r) {
+			http.NotFound(w, r)
+		}
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	name := "slow." + zone
+	e.dns.SetAddrs(name, netip.MustParseAddr("127.0.0.2"))
+
+	t0 := time.Now()
+	opts := func(d time.Duration) workflow.Options {
+		_, o := e.engine("node-a", func() time.Time { return t0.Add(d) })
+		o.ValidationTimeout = 200 * time.Millisecond
+		o.Retry = workflow.RetryPolicy{MaxAttempts: 3, BaseDelay: time.Hour, MaxDelay: time.Hour}
+		return o
+	}
+	eng := e.newEngine(opts(0))
+	w, err := eng.Create(t.Context(), workflow.Request{IssuerID: e.issuer.ID, Identifiers: []storage.Identifier{{Value: name}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, eng)
+	w = get(t, e.store, w.ID)
+	if w.State != storage.StateRetryScheduled || w.Attempt != 1 || !strings.Contains(w.Status, "waiting for the CA to validate") ||
+		w.NextRunAt.Before(t0.Add(time.Hour)) {
+		t.Fatalf("after the validation timeout: %s attempt %d next %v: %s", w.State, w.Attempt, w.NextRunAt, w.Status)
+	}
+	close(release)
+	run(t, e.newEngine(opts(2*time.Hour)))
+	if w = get(t, e.store, w.ID); w.State != storage.StateIssued {
+		t.Fatalf("after the CA validated: %s: %s", w.State, w.Status)
 	}
 }

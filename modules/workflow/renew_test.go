@@ -3,10 +3,13 @@ package workflow_test
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mholt/acmez/v3/acme"
 
 	"github.com/certlocker/caddy-certlocker/internal/acmetest"
 	inv "github.com/certlocker/caddy-certlocker/modules/inventory"
@@ -262,5 +265,53 @@ func TestFailedRenewalBacksOff(t *testing.T) {
 	// a manual renewal while one is under way is refused, not doubled
 	if w, err := eng.Renew(t.Context(), first, "operator"); err != nil || w != nil {
 		t.Fatalf("manual renewal during one under way: %v %v", w, err)
+	}
+}
+
+// A renewal orders with replaces naming the old certificate's ARI ID; a
+// second successor of the same certificate is refused alreadyReplaced by
+// the CA and orders again without it.
+func TestRenewalOrderReplaces(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{})
+	cp, clients := e.throughProxy(t)
+	_, opts := e.engine("node-a", nil)
+	eng := e.engineWith(t, opts, clients, nil)
+	name := e.name("replaces")
+	first := issue(t, e, eng, workflow.Request{IssuerID: e.issuer.ID, Identifiers: []storage.Identifier{{Value: name}}})
+	cert, _ := e.store.Certificates().Get(t.Context(), first.CertificateID)
+	ariID, err := acme.ARIUniqueIdentifier(leaf(t, e.store, cert.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, lopts := e.engine("node-a", func() time.Time { return cert.NotAfter.Add(-cert.NotAfter.Sub(cert.NotBefore) / 10) })
+	late := e.engineWith(t, lopts, clients, nil)
+	if n, err := late.RenewDue(t.Context()); err != nil || n != 1 {
+		t.Fatalf("%d renewals, %v", n, err)
+	}
+	run(t, late)
+	sent := cp.sent(name)
+	if len(sent) != 2 || sent[1].Replaces != ariID || sent[1].Status != http.StatusCreated {
+		t.Fatalf("renewal's newOrder requests %+v, want the second with replaces %s, created", sent, ariID)
+	}
+	// another successor naming the same certificate
+	again, err := late.Create(t.Context(), workflow.RenewalRequest(first, ariID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, late)
+	if w := get(t, e.store, again.ID); w.State != storage.StateIssued {
+		t.Fatalf("second successor %s: %s", w.State, w.Status)
+	}
+	sent = cp.sent(name)
+	if len(sent) != 4 || sent[2].Replaces != ariID || sent[2].Status == http.StatusCreated || sent[3].Replaces != "" || sent[3].Status != http.StatusCreated {
+		t.Fatalf("second successor's newOrder requests %+v: want one refused with replaces, then one created without", sent[2:])
+	}
+	evs, _ := e.store.Workflows().Events(t.Context(), again.ID, 0, 0)
+	found := false
+	for _, ev := range evs {
+		found = found || (strings.Contains(ev.Message, "already replaced") && strings.Contains(string(ev.Problem), "alreadyReplaced"))
+	}
+	if !found {
+		t.Fatal("the CA's alreadyReplaced is not on the timeline")
 	}
 }
