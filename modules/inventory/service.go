@@ -71,7 +71,7 @@ func (s *Service) Import(ctx context.Context, req ImportRequest, actor string) (
 		return nil, false, fmt.Errorf("importing certificate: %w", err)
 	}
 	s.logger.Info("certificate imported", zap.String("certificate_id", c.ID), zap.Strings("identifiers", c.Names),
-		zap.String("issuer", c.IssuerDN), zap.Time("expiration", c.NotAfter), zap.String("rating", c.Rating))
+		zap.String("issuer_dn", c.IssuerDN), zap.Time("expiration", c.NotAfter), zap.String("rating", c.Rating))
 	return c, true, nil
 }
 
@@ -160,7 +160,7 @@ func (s *Service) AddIssued(ctx context.Context, chainPEM []byte, key any, issue
 		return existing, nil
 	}
 	s.logger.Info("certificate added to inventory", zap.String("certificate_id", c.ID), zap.Strings("identifiers", c.Names),
-		zap.String("issuer", issuerID), zap.String("workflow_id", workflowID), zap.Time("expiration", c.NotAfter),
+		zap.String("issuer_id", issuerID), zap.String("workflow_id", workflowID), zap.Time("expiration", c.NotAfter),
 		zap.String("rating", c.Rating))
 	return c, nil
 }

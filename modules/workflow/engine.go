@@ -52,6 +52,10 @@ type Options struct {
 	// afterPersist is a test hook run after every persisted transition;
 	// an error from it stops the workflow there, as a crash would.
 	afterPersist func(w *storage.Workflow, ev *storage.WorkflowEvent) error
+	// afterClaim is a test hook run once a certificate's successor is
+	// claimed, before the successor is created; an error from it stops
+	// there, as a crash would.
+	afterClaim func(certID, workflowID string) error
 }
 
 // Engine runs workflows on one node. One engine runs per node and store: a

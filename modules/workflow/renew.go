@@ -193,6 +193,11 @@ func (e *Engine) createSuccessor(ctx context.Context, certID string, req Request
 	if _, ok, err := kv.CompareAndSwap(ctx, SuccessorBucket, certID, cur, claim); err != nil || !ok {
 		return nil, err // lost the race: the winner starts it
 	}
+	if e.opts.afterClaim != nil {
+		if err := e.opts.afterClaim(certID, req.ID); err != nil {
+			return nil, err // as if the node died: the claim stays
+		}
+	}
 	w, err := e.Create(ctx, req)
 	if err != nil {
 		if cur == nil {
