@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +21,8 @@ import (
 	"github.com/certlocker/caddy-certlocker/internal/acmetest"
 	"github.com/certlocker/caddy-certlocker/modules/workflow"
 	"github.com/certlocker/caddy-certlocker/storage"
+	"github.com/certlocker/caddy-certlocker/storage/sqlite"
+	"github.com/certlocker/caddy-certlocker/storage/storagetest"
 )
 
 func run(t *testing.T, eng *workflow.Engine) {
@@ -854,4 +857,49 @@ func TestValidationTimeout(t *testing.T) {
 	if w = get(t, e.store, w.ID); w.State != storage.StateIssued {
 		t.Fatalf("after the CA validated: %s: %s", w.State, w.Status)
 	}
+}
+
+// Configure changes the running engine's tunables and nothing else.
+func TestConfigure(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{})
+	_, opts := e.engine("node-a", nil)
+	opts.Concurrency, opts.PerIssuerConcurrency = 2, 1
+	eng := e.newEngine(opts)
+	eng.Start()
+	defer eng.Stop()
+	if err := eng.Configure(workflow.Options{Node: "node-b"}); err == nil {
+		t.Fatal("the node changed under a running engine")
+	}
+	if err := eng.Configure(workflow.Options{Store: newStoreFor(t)}); err == nil {
+		t.Fatal("the store changed under a running engine")
+	}
+	if err := eng.Configure(workflow.Options{Concurrency: 5, PerIssuerConcurrency: 3, Retry: workflow.RetryPolicy{MaxAttempts: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	got := eng.Settings()
+	if got.Concurrency != 5 || got.PerIssuerConcurrency != 3 || got.Retry.MaxAttempts != 2 || got.LeaseTTL != 2*time.Minute ||
+		got.Node != "node-a" || got.Store != e.store {
+		t.Fatalf("settings after Configure: %+v", got)
+	}
+	// the running engine works under the new settings
+	w, err := eng.Create(t.Context(), workflow.Request{IssuerID: e.issuer.ID, Identifiers: []storage.Identifier{{Value: e.name("conf")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for get(t, e.store, w.ID).State != storage.StateIssued {
+		if time.Now().After(deadline) {
+			t.Fatalf("not issued after Configure: %s", get(t, e.store, w.ID).State)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the store with a deadline
+	}
+}
+
+func newStoreFor(t *testing.T) storage.Store {
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "other.db"), storagetest.NewSealer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
