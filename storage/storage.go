@@ -154,9 +154,10 @@ type WorkflowStore interface {
 
 	// Acquire leases up to limit workflows that are due (not terminal,
 	// NextRunAt <= now, lease free or expired) to owner until now+ttl and
-	// returns them. Two nodes never receive the same workflow for
-	// overlapping leases.
-	Acquire(ctx context.Context, owner string, now time.Time, ttl time.Duration, limit int) ([]*Workflow, error)
+	// returns them, leaving alone those of the ACME clients in
+	// skipIssuers (the node has no slot for them). Two nodes never receive
+	// the same workflow for overlapping leases.
+	Acquire(ctx context.Context, owner string, now time.Time, ttl time.Duration, limit int, skipIssuers ...string) ([]*Workflow, error)
 	// Renew extends owner's lease on the workflow; ErrConflict if owner
 	// no longer holds it.
 	Renew(ctx context.Context, id, owner string, until time.Time) error

@@ -2,13 +2,13 @@ package certlocker
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"go.uber.org/zap"
 
 	"github.com/certlocker/caddy-certlocker/modules/notify"
 	"github.com/certlocker/caddy-certlocker/modules/workflow"
@@ -35,8 +35,9 @@ type WorkflowConfig struct {
 }
 
 // engines keeps one workflow engine per open store and node across config
-// reloads: a reload swaps the engine's collaborators but never stops
-// running work.
+// reloads: a reload applies its settings to the running engine and swaps its
+// collaborators, but never starts a second engine under the node's ID nor
+// stops running work.
 var engines = caddy.NewUsagePool()
 
 type pooledEngine struct {
@@ -53,25 +54,31 @@ func (p pooledEngine) Destruct() error {
 // Workflows returns the workflow engine.
 func (a *App) Workflows() *workflow.Engine { return a.engine }
 
-// provisionWorkflows creates (or reuses) the engine and loads notifiers.
-func (a *App) provisionWorkflows(ctx caddy.Context) error {
+// engineOptions are the engine settings this config asks for.
+func (a *App) engineOptions() workflow.Options {
 	wc := WorkflowConfig{}
 	if a.Workflow != nil {
 		wc = *a.Workflow
 	}
-	if wc.Concurrency < 0 || wc.PerIssuerConcurrency < 0 || wc.MaxAttempts < 0 || wc.LeaseTTL < 0 || wc.ScanInterval < 0 {
+	return workflow.Options{Store: a.store, Node: a.nodeID, Logger: a.logger.Named("workflow"),
+		Concurrency: wc.Concurrency, PerIssuerConcurrency: wc.PerIssuerConcurrency, LeaseTTL: time.Duration(wc.LeaseTTL),
+		ScanInterval: time.Duration(wc.ScanInterval), Retry: workflow.RetryPolicy{MaxAttempts: wc.MaxAttempts},
+		RenewalInterval: time.Duration(wc.RenewalInterval)}
+}
+
+// provisionWorkflows creates (or reuses) the engine and loads notifiers.
+// It changes nothing in a running engine: this config's settings reach it
+// when the config starts (startWorkflows), so validating a config does not.
+func (a *App) provisionWorkflows(ctx caddy.Context) error {
+	if wc := a.Workflow; wc != nil && (wc.Concurrency < 0 || wc.PerIssuerConcurrency < 0 || wc.MaxAttempts < 0 || wc.LeaseTTL < 0 || wc.ScanInterval < 0) {
 		return fmt.Errorf("workflow: limits must not be negative")
 	}
-	// a changed engine config makes a new engine: the old one stops when
-	// its config is cleaned up, releasing its leases to the new one
-	wcJSON, _ := json.Marshal(wc)
-	key := a.poolKey + "\x00" + a.nodeID + "\x00" + string(wcJSON)
+	key := a.poolKey + "\x00" + a.nodeID
 	val, _, err := engines.LoadOrNew(key, func() (caddy.Destructor, error) {
 		m := workflow.NewMetrics(a.store)
-		eng, err := workflow.New(workflow.Options{Store: a.store, Node: a.nodeID, Logger: a.logger.Named("workflow"),
-			Concurrency: wc.Concurrency, PerIssuerConcurrency: wc.PerIssuerConcurrency, LeaseTTL: time.Duration(wc.LeaseTTL),
-			ScanInterval: time.Duration(wc.ScanInterval), Retry: workflow.RetryPolicy{MaxAttempts: wc.MaxAttempts}, Metrics: m,
-			RenewalInterval: time.Duration(wc.RenewalInterval)})
+		opts := a.engineOptions()
+		opts.Metrics = m
+		eng, err := workflow.New(opts)
 		if err != nil {
 			return nil, err
 		}
@@ -106,9 +113,12 @@ func (a *App) provisionWorkflows(ctx caddy.Context) error {
 	return nil
 }
 
-// startWorkflows gives the engine this config's collaborators and starts
-// it the first time.
+// startWorkflows gives the engine this config's settings and collaborators
+// and starts it the first time.
 func (a *App) startWorkflows() {
+	if err := a.engine.Configure(a.engineOptions()); err != nil {
+		a.logger.Error("applying workflow settings", zap.Error(err))
+	}
 	a.engine.SetDeps(workflow.Deps{
 		Clients:   a.issuers,
 		DNS:       a.dns,

@@ -18,6 +18,7 @@ import (
 	"github.com/mholt/acmez/v3/acme"
 
 	"github.com/certlocker/caddy-certlocker/internal/keys"
+	"github.com/certlocker/caddy-certlocker/internal/renewal"
 )
 
 // MaxChainLength caps the certificates of one PEM chain.
@@ -63,6 +64,9 @@ type Metadata struct {
 	// ARICertID is the certificate's ACME Renewal Information identifier
 	// (RFC 9773): base64url(AKI) "." base64url(serial).
 	ARICertID string `json:"ari_cert_id,omitempty"`
+	// RenewalWindow is the CA's renewal window (ARI) as the workflow
+	// engine last read it; renewal.WindowOf reads it from the stored JSON.
+	RenewalWindow *renewal.Window `json:"renewal_window,omitempty"`
 
 	CRLURLs      []string `json:"crl_urls,omitempty"`
 	OCSPURLs     []string `json:"ocsp_urls,omitempty"`

@@ -3,6 +3,7 @@ package inventory
 import (
 	"time"
 
+	"github.com/certlocker/caddy-certlocker/internal/renewal"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
 
@@ -15,10 +16,6 @@ const (
 	RenewalRenewed     = "renewed"       // replaced by a newer certificate
 	RenewalRevoked     = "revoked"
 )
-
-// RenewalRatio is the part of a certificate's lifetime left when renewal
-// becomes due: a third, as certmagic does.
-const RenewalRatio = 1.0 / 3
 
 // Renewal is a certificate's renewal status at some time.
 type Renewal struct {
@@ -33,46 +30,48 @@ type Renewal struct {
 	Message string `json:"message"`
 }
 
-// renewalPolicy is one rule of the renewal decision: it returns a status
+// renewalPolicy is one rule of the renewal status: it returns a status
 // and message and true when it decides, or false to pass to the next rule.
-type renewalPolicy func(c *storage.Certificate, renewAt, now time.Time) (status, message string, decided bool)
+type renewalPolicy func(c *storage.Certificate, due renewal.Decision, now time.Time) (status, message string, decided bool)
 
-// renewalPolicies are applied in order; the first that decides wins.
+// renewalPolicies are applied in order; the first that decides wins. When
+// renewal is due is renewal.Decide's answer, the rule the engine renews by.
 var renewalPolicies = []renewalPolicy{
-	func(c *storage.Certificate, _, _ time.Time) (string, string, bool) {
+	func(c *storage.Certificate, _ renewal.Decision, _ time.Time) (string, string, bool) {
 		return RenewalRevoked, "revoked", c.Status == storage.CertStatusRevoked
 	},
-	func(c *storage.Certificate, _, _ time.Time) (string, string, bool) {
+	func(c *storage.Certificate, _ renewal.Decision, _ time.Time) (string, string, bool) {
 		return RenewalRenewed, "renewed by " + c.ReplacedBy, c.Status == storage.CertStatusRenewed || c.ReplacedBy != ""
 	},
-	func(c *storage.Certificate, _, now time.Time) (string, string, bool) {
+	func(c *storage.Certificate, _ renewal.Decision, now time.Time) (string, string, bool) {
 		return RenewalExpired, "expired on " + c.NotAfter.Format(time.DateOnly), !now.Before(c.NotAfter)
 	},
-	func(c *storage.Certificate, _, now time.Time) (string, string, bool) {
+	func(c *storage.Certificate, _ renewal.Decision, now time.Time) (string, string, bool) {
 		return RenewalNotYetValid, "valid from " + c.NotBefore.Format(time.RFC3339), now.Before(c.NotBefore)
 	},
-	func(c *storage.Certificate, renewAt, now time.Time) (string, string, bool) {
-		if now.Before(renewAt) {
+	func(c *storage.Certificate, due renewal.Decision, _ time.Time) (string, string, bool) {
+		if !due.Renew {
 			return "", "", false
 		}
 		if c.IssuerID == "" {
-			return RenewalDue, "renewal due: imported, renew it outside CertLocker or order it through an ACME client", true
+			return RenewalDue, "renewal due (" + due.Reason + "): imported, renew it outside CertLocker or order it through an ACME client", true
 		}
-		return RenewalDue, "renewal due", true
+		return RenewalDue, "renewal due (" + due.Reason + ")", true
 	},
-	func(_ *storage.Certificate, renewAt, _ time.Time) (string, string, bool) {
-		return RenewalOK, "renews from " + renewAt.Format(time.DateOnly), true
+	func(_ *storage.Certificate, due renewal.Decision, _ time.Time) (string, string, bool) {
+		return RenewalOK, "renews from " + due.At.Format(time.DateOnly) + " (" + due.Reason + ")", true
 	},
 }
 
-// RenewalStatus says where c stands on renewal at now: renewal is due
-// when RenewalRatio of its lifetime is left.
+// RenewalStatus says where c stands on renewal at now. Renewal is due by
+// the engine's own rule (renewal.Decide): inside the CA's renewal window
+// the engine last recorded on the certificate, else at two thirds of its
+// lifetime.
 func RenewalStatus(c *storage.Certificate, now time.Time) Renewal {
-	life := c.NotAfter.Sub(c.NotBefore)
-	renewAt := c.NotAfter.Add(-time.Duration(float64(life) * RenewalRatio))
-	r := Renewal{RenewAt: renewAt.UTC(), ReplacedBy: c.ReplacedBy, Managed: c.IssuerID != ""}
+	due := renewal.Decide(c.NotBefore, c.NotAfter, renewal.WindowOf(c.Meta), now)
+	r := Renewal{RenewAt: due.At.UTC(), ReplacedBy: c.ReplacedBy, Managed: c.IssuerID != ""}
 	for _, p := range renewalPolicies {
-		if status, msg, ok := p(c, renewAt, now); ok {
+		if status, msg, ok := p(c, due, now); ok {
 			r.Status, r.Message = status, msg
 			break
 		}

@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/certlocker/caddy-certlocker/internal/renewal"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
 
@@ -262,6 +263,7 @@ func (s *Service) rerate(ctx context.Context, c *storage.Certificate, now time.T
 		return false, nil
 	}
 	p.Meta.Source, p.Meta.IssuerID, p.Meta.WorkflowID, p.Meta.Profile = c.Source, c.IssuerID, c.WorkflowID, c.Profile
+	p.Meta.RenewalWindow = renewal.WindowOf(c.Meta) // the engine's, not the certificate's
 	meta, err := json.Marshal(p.Meta)
 	if err != nil {
 		return false, err

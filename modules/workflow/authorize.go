@@ -270,7 +270,7 @@ func (s *session) pollAuthzDone(ctx context.Context, i int) error {
 // pollAuthz polls until the CA decides: first after 20 ms, doubling up to
 // 2 s, or after the CA's Retry-After (read into ra).
 func (s *session) pollAuthz(ctx context.Context, url string, ra *retryAfterSink) (acme.Authorization, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.e.opts.ValidationTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.e.settings().ValidationTimeout)
 	defer cancel()
 	wait := 20 * time.Millisecond
 	for {

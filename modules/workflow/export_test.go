@@ -15,6 +15,14 @@ func (o *Options) SetAfterPersist(fn func(w *storage.Workflow, ev *storage.Workf
 	o.afterPersist = fn
 }
 
+// SetAfterClaim installs the crash-test hook of successor claims.
+func (o *Options) SetAfterClaim(fn func(certID, workflowID string) error) {
+	o.afterClaim = fn
+}
+
+// ClaimStale is how long a claim without its workflow blocks other nodes.
+const ClaimStale = claimStale
+
 // ErrCrash is the hook's "die here" error.
 var ErrCrash = errCrash
 

@@ -80,7 +80,7 @@ func (s *session) failOrRetry(ctx context.Context, step, identifier string, err 
 		ptype = pp.Type
 	}
 	s.w.Attempt++
-	at, ok := NextRetry(s.e.opts.Retry, s.w.Attempt, ptype, s.ra.get(), s.e.opts.Clock(), jitter())
+	at, ok := NextRetry(s.e.settings().Retry, s.w.Attempt, ptype, s.ra.get(), s.e.opts.Clock(), jitter())
 	if !ok {
 		return s.fail(ctx, step, identifier, describe(step, err), pp)
 	}

@@ -76,7 +76,7 @@ func (s *session) finalize(ctx context.Context) error {
 // awaitIssuance polls a processing order until the CA decides: first
 // after 20 ms, doubling up to 2 s, or after the CA's Retry-After.
 func (s *session) awaitIssuance(ctx context.Context, order acme.Order) (acme.Order, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.e.opts.ValidationTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.e.settings().ValidationTimeout)
 	defer cancel()
 	ra := &retryAfterSink{}
 	ctx = withSink(ctx, ra)

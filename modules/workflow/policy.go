@@ -5,12 +5,12 @@ import (
 	"math/rand/v2"
 	"strings"
 	"time"
-
-	"github.com/mholt/acmez/v3/acme"
 )
 
 // Decisions are small pure functions with the clock passed in, so the
 // engine's behaviour is tested without running it (cert-manager's style).
+// When a certificate renews is internal/renewal's Decide, shared with the
+// inventory.
 
 // RetryPolicy bounds retries of a workflow.
 type RetryPolicy struct {
@@ -78,35 +78,6 @@ func NextRetry(p RetryPolicy, attempt int, problemType string, retryAfter time.D
 		d = retryAfter
 	}
 	return now.Add(d), true
-}
-
-// RenewalDecision says whether a certificate renews now.
-type RenewalDecision struct {
-	Renew  bool
-	Reason string
-	// At is when to renew (or look again) if not now.
-	At time.Time
-}
-
-// ShouldRenew decides renewal from the certificate's validity and the
-// CA's ARI window (RFC 9773) if it offered one: inside the window, renew
-// at the window's start; without a window, at 2/3 of the lifetime.
-func ShouldRenew(notBefore, notAfter time.Time, ari *acme.RenewalInfo, now time.Time) RenewalDecision {
-	if !now.Before(notAfter) {
-		return RenewalDecision{Renew: true, Reason: "expired", At: now}
-	}
-	if ari != nil && !ari.SuggestedWindow.Start.IsZero() && ari.SuggestedWindow.End.After(ari.SuggestedWindow.Start) {
-		start := ari.SuggestedWindow.Start
-		if !now.Before(start) {
-			return RenewalDecision{Renew: true, Reason: "inside the CA's renewal window (ARI)", At: now}
-		}
-		return RenewalDecision{Reason: "waiting for the CA's renewal window (ARI)", At: start}
-	}
-	at := notBefore.Add(notAfter.Sub(notBefore) * 2 / 3)
-	if !now.Before(at) {
-		return RenewalDecision{Renew: true, Reason: "two thirds of the lifetime passed", At: now}
-	}
-	return RenewalDecision{Reason: "renews at two thirds of the lifetime", At: at}
 }
 
 func jitter() float64 { return rand.Float64() }

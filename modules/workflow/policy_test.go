@@ -5,13 +5,11 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
-
-	"github.com/mholt/acmez/v3/acme"
 )
 
 func TestNextRetry(t *testing.T) {
 	now := time.Date(2026, 5, 20, 2, 0, 0, 0, time.UTC)
-	p := RetryPolicy{MaxAttempts: 4, BaseDelay: time.Minute, MaxDelay: 10 * time.Minute}
+	p := RetryPolicy{MaxAttempts: 8, BaseDelay: time.Minute, MaxDelay: 10 * time.Minute}
 	cases := map[string]struct {
 		attempt    int
 		problem    string
@@ -23,10 +21,12 @@ func TestNextRetry(t *testing.T) {
 		"first failure":               {1, "", 0, 0, time.Minute, true},
 		"second doubles":              {2, "urn:ietf:params:acme:error:serverInternal", 0, 0, 2 * time.Minute, true},
 		"jitter adds up to a quarter": {2, "", 0, 0.999, 2*time.Minute + 29*time.Second + 970*time.Millisecond, true},
-		"capped":                      {3, "", 0, 0, 4 * time.Minute, true},
+		"below the cap":               {4, "", 0, 0, 8 * time.Minute, true},
+		"capped":                      {5, "", 0, 0, 10 * time.Minute, true},
+		"capped far out":              {7, "", 0, 0, 10 * time.Minute, true},
 		"rate limited honours header": {1, "urn:ietf:params:acme:error:rateLimited", 3 * time.Hour, 0, 3 * time.Hour, true},
 		"short Retry-After ignored":   {2, "urn:ietf:params:acme:error:rateLimited", time.Second, 0, 2 * time.Minute, true},
-		"out of attempts":             {4, "", 0, 0, 0, false},
+		"out of attempts":             {8, "", 0, 0, 0, false},
 		"permanent: unauthorized":     {1, "urn:ietf:params:acme:error:unauthorized", 0, 0, 0, false},
 		"permanent: caa":              {1, "urn:ietf:params:acme:error:caa", 0, 0, 0, false},
 		"permanent: rejected":         {1, "urn:ietf:params:acme:error:rejectedIdentifier", 0, 0, 0, false},
@@ -46,39 +46,9 @@ func TestNextRetry(t *testing.T) {
 	if _, ok := NextRetry(RetryPolicy{}, 5, "", 0, now, 0); !ok {
 		t.Fatal("the default policy gave up after 5 attempts")
 	}
-}
-
-func TestShouldRenew(t *testing.T) {
-	nb := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	na := nb.Add(90 * 24 * time.Hour)
-	twoThirds := nb.Add(60 * 24 * time.Hour)
-	window := &acme.RenewalInfo{}
-	window.SuggestedWindow.Start = nb.Add(50 * 24 * time.Hour)
-	window.SuggestedWindow.End = nb.Add(52 * 24 * time.Hour)
-	revoked := &acme.RenewalInfo{} // a CA pulling the window into the past: renew now
-	revoked.SuggestedWindow.Start = nb.Add(-time.Hour)
-	revoked.SuggestedWindow.End = nb
-	cases := map[string]struct {
-		now   time.Time
-		ari   *acme.RenewalInfo
-		renew bool
-		at    time.Time
-	}{
-		"fresh, no ARI":          {nb.Add(time.Hour), nil, false, twoThirds},
-		"at two thirds":          {twoThirds, nil, true, twoThirds},
-		"expired":                {na.Add(time.Second), nil, true, na.Add(time.Second)},
-		"before the ARI window":  {nb.Add(10 * 24 * time.Hour), window, false, window.SuggestedWindow.Start},
-		"inside the ARI window":  {nb.Add(51 * 24 * time.Hour), window, true, nb.Add(51 * 24 * time.Hour)},
-		"ARI window in the past": {nb.Add(time.Hour), revoked, true, nb.Add(time.Hour)},
-		"empty ARI falls back":   {nb.Add(time.Hour), &acme.RenewalInfo{}, false, twoThirds},
-	}
-	for name, c := range cases {
-		t.Run(name, func(t *testing.T) {
-			d := ShouldRenew(nb, na, c.ari, c.now)
-			if d.Renew != c.renew || !d.At.Equal(c.at) || d.Reason == "" {
-				t.Fatalf("got %+v, want renew=%v at %v", d, c.renew, c.at)
-			}
-		})
+	// so many attempts that the doubling overflows: still the cap
+	if at, ok := NextRetry(RetryPolicy{MaxAttempts: 100, BaseDelay: time.Minute, MaxDelay: time.Hour}, 90, "", 0, now, 0); !ok || at.Sub(now) != time.Hour {
+		t.Fatalf("attempt 90: retry %v after %v, want the 1h cap", ok, at.Sub(now))
 	}
 }
 
@@ -172,5 +142,15 @@ func TestServeChallengeMatchesHost(t *testing.T) {
 				t.Fatalf("served %v body %q", served, w.Body.String())
 			}
 		})
+	}
+}
+
+func TestSuccessorBackoff(t *testing.T) {
+	cases := map[int]time.Duration{0: 0, 1: time.Hour, 2: 2 * time.Hour, 3: 4 * time.Hour, 5: 16 * time.Hour,
+		6: 24 * time.Hour, 7: 24 * time.Hour, 1000: 24 * time.Hour}
+	for n, want := range cases {
+		if got := successorBackoff(n); got != want {
+			t.Errorf("after %d failures: %v, want %v", n, got, want)
+		}
 	}
 }

@@ -12,12 +12,14 @@ import (
 	"github.com/mholt/acmez/v3/acme"
 	"go.uber.org/zap"
 
+	"github.com/certlocker/caddy-certlocker/internal/renewal"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
 
 // RenewDue looks at every active certificate CertLocker issued and starts
-// a renewal workflow for each that is due: inside the CA's ARI window
-// (RFC 9773) when the CA offers one, else at two thirds of its lifetime.
+// a renewal workflow for each that is due by renewal.Decide: inside the
+// CA's ARI window (RFC 9773) when the CA offers one, else at two thirds of
+// its lifetime.
 // A certificate with a renewal already under way is skipped. It returns
 // how many renewals it started.
 func (e *Engine) RenewDue(ctx context.Context) (int, error) {
@@ -60,20 +62,22 @@ func (e *Engine) renewOne(ctx context.Context, deps *Deps, c *storage.Certificat
 		return false, err
 	}
 	// ask the CA for its window only once the certificate is half way
-	// through its life: ARI windows sit near the two-thirds point
-	var ari *acme.RenewalInfo
+	// through its life (ARI windows sit near the two-thirds point), and
+	// record it on the certificate, where the inventory reads it; without
+	// an answer, the window last recorded holds
+	window := renewal.WindowOf(c.Meta)
 	ariID := ""
 	if deps != nil && deps.Clients != nil && now.After(c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore)/2)) {
 		if cl, _, err := deps.Clients.Client(ctx, c.IssuerID); err == nil {
 			if dir, err := cl.GetDirectory(ctx); err == nil && dir.RenewalInfo != "" {
 				if ri, err := cl.GetRenewalInfo(ctx, leaf); err == nil {
-					ari = &ri
+					window = e.recordWindow(ctx, c, &renewal.Window{Start: ri.SuggestedWindow.Start, End: ri.SuggestedWindow.End})
 				}
 				ariID, _ = acme.ARIUniqueIdentifier(leaf)
 			}
 		}
 	}
-	d := ShouldRenew(c.NotBefore, c.NotAfter, ari, now)
+	d := renewal.Decide(c.NotBefore, c.NotAfter, window, now)
 	if !d.Renew {
 		return false, nil
 	}
@@ -89,6 +93,30 @@ func (e *Engine) renewOne(ctx context.Context, deps *Deps, c *storage.Certificat
 	}
 	e.log.Info("renewal started", zap.String("certificate_id", c.ID), zap.String("workflow_id", w.ID), zap.String("reason", d.Reason))
 	return true, nil
+}
+
+// recordWindow stores the CA's renewal window on c, where the inventory
+// reads it, if it changed (a CA that stops giving one clears it), and
+// returns the window to decide by.
+func (e *Engine) recordWindow(ctx context.Context, c *storage.Certificate, w *renewal.Window) *renewal.Window {
+	if !w.Usable() {
+		w = nil
+	}
+	if w.Equal(renewal.WindowOf(c.Meta)) {
+		return w
+	}
+	meta, err := renewal.WithWindow(c.Meta, w)
+	if err == nil {
+		upd := *c
+		upd.Meta = meta
+		err = e.opts.Store.Certificates().Update(ctx, &upd)
+	}
+	// a concurrent change (another node recording it, a re-rating) wins;
+	// the next scan records it again
+	if err != nil && !errors.Is(err, storage.ErrConflict) {
+		e.log.Warn("recording the CA's renewal window", zap.String("certificate_id", c.ID), zap.Error(err))
+	}
+	return w
 }
 
 // SuccessorBucket holds, per certificate, the workflow replacing it
@@ -165,6 +193,11 @@ func (e *Engine) createSuccessor(ctx context.Context, certID string, req Request
 	if _, ok, err := kv.CompareAndSwap(ctx, SuccessorBucket, certID, cur, claim); err != nil || !ok {
 		return nil, err // lost the race: the winner starts it
 	}
+	if e.opts.afterClaim != nil {
+		if err := e.opts.afterClaim(certID, req.ID); err != nil {
+			return nil, err // as if the node died: the claim stays
+		}
+	}
 	w, err := e.Create(ctx, req)
 	if err != nil {
 		if cur == nil {
@@ -188,20 +221,33 @@ func (e *Engine) Renew(ctx context.Context, w *storage.Workflow, actor string) (
 	return e.createSuccessor(ctx, w.CertificateID, req, true)
 }
 
-// RunRenewals checks for due renewals every interval until ctx ends.
-func (e *Engine) RunRenewals(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
+// renewals scans for due renewals every RenewalInterval until ctx ends; a
+// negative interval turns the scan off until Configure turns it on again.
+func (e *Engine) renewals(ctx context.Context) {
+	var last time.Time // of the last scan, on the engine's clock
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 	for {
-		if n, err := e.RenewDue(ctx); err != nil && ctx.Err() == nil {
-			e.log.Error("scanning for due renewals", zap.Error(err))
-		} else if n > 0 {
-			e.log.Info("renewals started", zap.Int("count", n))
+		interval := e.settings().RenewalInterval
+		if interval > 0 && (last.IsZero() || !e.opts.Clock().Before(last.Add(interval))) {
+			last = e.opts.Clock()
+			if n, err := e.RenewDue(ctx); err != nil && ctx.Err() == nil {
+				e.log.Error("scanning for due renewals", zap.Error(err))
+			} else if n > 0 {
+				e.log.Info("renewals started", zap.Int("count", n))
+			}
+		}
+		var tick <-chan time.Time
+		if interval > 0 {
+			timer.Reset(max(0, last.Add(interval).Sub(e.opts.Clock())))
+			tick = timer.C
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-e.changes():
+			timer.Stop()
+		case <-tick:
 		}
 	}
 }

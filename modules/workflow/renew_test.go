@@ -3,12 +3,16 @@ package workflow_test
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/mholt/acmez/v3/acme"
+
 	"github.com/certlocker/caddy-certlocker/internal/acmetest"
+	inv "github.com/certlocker/caddy-certlocker/modules/inventory"
 	"github.com/certlocker/caddy-certlocker/modules/workflow"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
@@ -58,6 +62,15 @@ func TestRenewals(t *testing.T) {
 	}
 	if n, err := mid.RenewDue(t.Context()); err != nil || n != 1 {
 		t.Fatalf("inside the ARI window: %d renewals, %v", n, err)
+	}
+	// before two thirds, inside the CA's window: the inventory says due
+	// as the engine did (one rule)
+	inWindow, err := e.store.Certificates().Get(t.Context(), cert.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := inv.RenewalStatus(inWindow, at(0.55)()); r.Status != inv.RenewalDue || r.RenewAt.Sub(at(0.55)().Add(-time.Hour)).Abs() > time.Second {
+		t.Fatalf("the engine renews inside the CA's window; the inventory says %s from %v (%s)", r.Status, r.RenewAt, r.Message)
 	}
 	if n, _ := mid.RenewDue(t.Context()); n != 0 {
 		t.Fatalf("a second scan started %d more renewals", n)
@@ -210,47 +223,139 @@ func TestRenewalsFromManyNodes(t *testing.T) {
 	for n := range started {
 		total += n
 	}
-	if total != len(certs) {
-		t.Fatalf("%d renewals started by 4 nodes for %d certificates", total, len(certs))
+	// exactly one renewal workflow per certificate, whoever started it
+	per := map[string]int{}
+	ws, _, err := e.store.Workflows().List(t.Context(), storage.WorkflowFilter{}, storage.Page{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range ws {
+		if w.Trigger == workflow.TriggerRenewal {
+			per[w.PreviousCertificateID]++
+		}
+	}
+	for _, c := range certs {
+		if per[c.ID] != 1 {
+			t.Errorf("certificate %s: %d renewals started by 4 nodes, want 1", c.ID, per[c.ID])
+		}
+	}
+	if len(per) != len(certs) || total != len(certs) {
+		t.Fatalf("renewals per certificate %v; the nodes reported %d started", per, total)
 	}
 }
 
 // A renewal that fails is not started again at once: the next waits an
-// hour, then two, and so on; a manual renewal does not wait.
+// hour after the failed one started, then two, then four (each step
+// checked to the nanosecond on the engine's clock); a manual renewal is
+// not held by the back-off, and one under way is not doubled.
 func TestFailedRenewalBacksOff(t *testing.T) {
 	e := newEnv(t, acmetest.PebbleOptions{})
 	eng, _ := e.engine("node-a", nil)
 	first := issue(t, e, eng, workflow.Request{IssuerID: e.issuer.ID, Identifiers: []storage.Identifier{{Value: e.name("backoff")}}})
 	cert, _ := e.store.Certificates().Get(t.Context(), first.CertificateID)
-	now := cert.NotAfter.Add(-time.Hour)
-	at := func(d time.Duration) func() time.Time { return func() time.Time { return now.Add(d) } }
-	scan := func(clock func() time.Time) int {
-		node, _ := e.engine("node-a", clock)
-		n, err := node.RenewDue(t.Context())
+	t0 := cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) * 9 / 10) // due, and stays due below
+	at := func(d time.Duration) *workflow.Engine {
+		node, _ := e.engine("node-a", func() time.Time { return t0.Add(d) })
+		return node
+	}
+	scan := func(d time.Duration) int {
+		n, err := at(d).RenewDue(t.Context())
 		if err != nil {
 			t.Fatal(err)
 		}
 		return n
 	}
-	if n := scan(at(0)); n != 1 {
+	// failRenewal ends the renewal under way (an operator cancels it)
+	failRenewal := func() {
+		t.Helper()
+		ws, _, _ := e.store.Workflows().List(t.Context(), storage.WorkflowFilter{State: storage.StatePending}, storage.Page{})
+		if len(ws) != 1 || ws[0].Trigger != workflow.TriggerRenewal {
+			t.Fatalf("%d pending workflows, want the one renewal", len(ws))
+		}
+		if _, err := eng.Cancel(t.Context(), ws[0].ID, "operator"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := scan(0); n != 1 {
 		t.Fatalf("first scan started %d", n)
 	}
-	// the renewal fails (an operator cancels it)
-	ws, _, _ := e.store.Workflows().List(t.Context(), storage.WorkflowFilter{State: storage.StatePending}, storage.Page{})
-	if len(ws) != 1 {
-		t.Fatalf("%d pending renewals", len(ws))
+	started := time.Duration(0) // when the last renewal started, from t0
+	for i, wait := range []time.Duration{time.Hour, 2 * time.Hour, 4 * time.Hour} {
+		failRenewal()
+		if n := scan(started + time.Minute); n != 0 {
+			t.Fatalf("failure %d: restarted at once (%d)", i+1, n)
+		}
+		if n := scan(started + wait - time.Nanosecond); n != 0 {
+			t.Fatalf("failure %d: restarted %v before the %v back-off ended", i+1, time.Nanosecond, wait)
+		}
+		if n := scan(started + wait); n != 1 {
+			t.Fatalf("failure %d: %d renewals once the %v back-off ended, want 1", i+1, n, wait)
+		}
+		started += wait
 	}
-	if _, err := eng.Cancel(t.Context(), ws[0].ID, "operator"); err != nil {
-		t.Fatal(err)
+	// a manual renewal during a back-off starts at once
+	failRenewal()
+	manual, err := at(started+time.Minute).Renew(t.Context(), first, "operator")
+	if err != nil || manual == nil {
+		t.Fatalf("manual renewal during the back-off: %v, %v", manual, err)
 	}
-	if n := scan(at(time.Minute)); n != 0 {
-		t.Fatalf("a failed renewal was restarted at once (%d)", n)
-	}
-	if n := scan(at(3 * time.Hour)); n != 1 {
-		t.Fatalf("after the back-off: %d renewals", n)
+	if manual.State != storage.StatePending || manual.PreviousCertificateID != cert.ID {
+		t.Fatalf("manual renewal %+v", manual)
 	}
 	// a manual renewal while one is under way is refused, not doubled
-	if w, err := eng.Renew(t.Context(), first, "operator"); err != nil || w != nil {
+	if w, err := at(started+2*time.Minute).Renew(t.Context(), first, "operator"); err != nil || w != nil {
 		t.Fatalf("manual renewal during one under way: %v %v", w, err)
+	}
+	// the scan does not double it either
+	if n := scan(started + 24*time.Hour); n != 0 {
+		t.Fatalf("the scan started %d beside the manual renewal", n)
+	}
+}
+
+// A renewal orders with replaces naming the old certificate's ARI ID; a
+// second successor of the same certificate is refused alreadyReplaced by
+// the CA and orders again without it.
+func TestRenewalOrderReplaces(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{})
+	cp, clients := e.throughProxy(t)
+	_, opts := e.engine("node-a", nil)
+	eng := e.engineWith(t, opts, clients, nil)
+	name := e.name("replaces")
+	first := issue(t, e, eng, workflow.Request{IssuerID: e.issuer.ID, Identifiers: []storage.Identifier{{Value: name}}})
+	cert, _ := e.store.Certificates().Get(t.Context(), first.CertificateID)
+	ariID, err := acme.ARIUniqueIdentifier(leaf(t, e.store, cert.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, lopts := e.engine("node-a", func() time.Time { return cert.NotAfter.Add(-cert.NotAfter.Sub(cert.NotBefore) / 10) })
+	late := e.engineWith(t, lopts, clients, nil)
+	if n, err := late.RenewDue(t.Context()); err != nil || n != 1 {
+		t.Fatalf("%d renewals, %v", n, err)
+	}
+	run(t, late)
+	sent := cp.sent(name)
+	if len(sent) != 2 || sent[1].Replaces != ariID || sent[1].Status != http.StatusCreated {
+		t.Fatalf("renewal's newOrder requests %+v, want the second with replaces %s, created", sent, ariID)
+	}
+	// another successor naming the same certificate
+	again, err := late.Create(t.Context(), workflow.RenewalRequest(first, ariID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, late)
+	if w := get(t, e.store, again.ID); w.State != storage.StateIssued {
+		t.Fatalf("second successor %s: %s", w.State, w.Status)
+	}
+	sent = cp.sent(name)
+	if len(sent) != 4 || sent[2].Replaces != ariID || sent[2].Status == http.StatusCreated || sent[3].Replaces != "" || sent[3].Status != http.StatusCreated {
+		t.Fatalf("second successor's newOrder requests %+v: want one refused with replaces, then one created without", sent[2:])
+	}
+	evs, _ := e.store.Workflows().Events(t.Context(), again.ID, 0, 0)
+	found := false
+	for _, ev := range evs {
+		found = found || (strings.Contains(ev.Message, "already replaced") && strings.Contains(string(ev.Problem), "alreadyReplaced"))
+	}
+	if !found {
+		t.Fatal("the CA's alreadyReplaced is not on the timeline")
 	}
 }

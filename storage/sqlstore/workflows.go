@@ -161,18 +161,27 @@ func (x workflows) Update(ctx context.Context, w *storage.Workflow) error {
 	return nil
 }
 
-func (x workflows) Acquire(ctx context.Context, owner string, at time.Time, ttl time.Duration, limit int) ([]*storage.Workflow, error) {
+func (x workflows) Acquire(ctx context.Context, owner string, at time.Time, ttl time.Duration, limit int, skipIssuers ...string) ([]*storage.Workflow, error) {
 	if owner == "" {
 		return nil, fmt.Errorf("acquiring workflows: empty lease owner")
 	}
 	if limit <= 0 {
 		limit = 1
 	}
+	skip := ""
+	args := []any{ts(at), ts(at)}
+	if len(skipIssuers) > 0 {
+		skip = " AND issuer_id NOT IN (?" + strings.Repeat(", ?", len(skipIssuers)-1) + ")"
+		for _, id := range skipIssuers {
+			args = append(args, id)
+		}
+	}
+	args = append(args, limit)
 	var out []*storage.Workflow
 	err := x.s.inTx(ctx, func(tx *Store) error {
 		rows, err := tx.query(ctx, `SELECT id FROM workflows WHERE state NOT IN `+terminalSQL+`
-			AND next_run_at <= ? AND (lease_owner = '' OR lease_until < ?)
-			ORDER BY next_run_at, id LIMIT ? `+tx.db.dialect.SkipLocked, ts(at), ts(at), limit)
+			AND next_run_at <= ? AND (lease_owner = '' OR lease_until < ?)`+skip+`
+			ORDER BY next_run_at, id LIMIT ? `+tx.db.dialect.SkipLocked, args...)
 		if err != nil {
 			return tx.classify(err, "acquiring workflows")
 		}

@@ -306,6 +306,37 @@ func testWorkflows(t *testing.T, b Backend) {
 	}
 }
 
+// A node with no free slot for some ACME clients leases only the others'
+// work, and leaves that work unleased for other nodes.
+func testLeaseSkipsIssuers(t *testing.T, b Backend) {
+	st, _ := open(t, b)
+	ctx := t.Context()
+	full, busy, free := newIssuer(t, st, "full"), newIssuer(t, st, "busy"), newIssuer(t, st, "free")
+	want := map[string]bool{}
+	for i := 0; i < 3; i++ {
+		newWorkflow(t, st, full.ID, fmt.Sprintf("f%d.example.com", i))
+		newWorkflow(t, st, busy.ID, fmt.Sprintf("b%d.example.com", i))
+		want[newWorkflow(t, st, free.ID, fmt.Sprintf("o%d.example.com", i)).ID] = true
+	}
+	at := time.Now()
+	got, err := st.Workflows().Acquire(ctx, "node-a", at, time.Minute, 100, full.ID, busy.ID)
+	must(t, err)
+	if len(got) != len(want) {
+		t.Fatalf("acquired %d workflows skipping two ACME clients, want %d", len(got), len(want))
+	}
+	for _, w := range got {
+		if !want[w.ID] {
+			t.Fatalf("acquired %s of ACME client %s, which was to be skipped", w.ID, w.IssuerID)
+		}
+	}
+	// the skipped ones are free for another node
+	got, err = st.Workflows().Acquire(ctx, "node-b", at, time.Minute, 100)
+	must(t, err)
+	if len(got) != 6 {
+		t.Fatalf("another node acquired %d of the skipped workflows, want 6", len(got))
+	}
+}
+
 func testLeases(t *testing.T, b Backend) {
 	st, _ := open(t, b)
 	ctx := t.Context()
