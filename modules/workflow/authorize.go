@@ -272,7 +272,7 @@ func (s *session) pollAuthzDone(ctx context.Context, i int) error {
 func (s *session) pollAuthz(ctx context.Context, url string, ra *retryAfterSink) (acme.Authorization, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.e.settings().ValidationTimeout)
 	defer cancel()
-	wait := 20 * time.Millisecond
+	var pace pollPacer
 	for {
 		ra.reset()
 		authz, err := s.cl.GetAuthorization(ctx, s.acct, url)
@@ -282,17 +282,8 @@ func (s *session) pollAuthz(ctx context.Context, url string, ra *retryAfterSink)
 		if authz.Status != "pending" && authz.Status != "processing" {
 			return authz, nil
 		}
-		next := wait
-		if d := ra.get(); d > 0 {
-			next = d
-		}
-		select {
-		case <-ctx.Done():
-			return authz, fmt.Errorf("waiting for the CA to validate: %w", ctx.Err())
-		case <-time.After(next): // the CA's pace, not a fixed sleep
-		}
-		if wait *= 2; wait > 2*time.Second {
-			wait = 2 * time.Second
+		if err := pace.pause(ctx, ra, "validate"); err != nil {
+			return authz, err
 		}
 	}
 }

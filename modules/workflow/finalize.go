@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"time"
 
 	"github.com/mholt/acmez/v3/acme"
 	"go.uber.org/zap"
@@ -80,19 +79,10 @@ func (s *session) awaitIssuance(ctx context.Context, order acme.Order) (acme.Ord
 	defer cancel()
 	ra := &retryAfterSink{}
 	ctx = withSink(ctx, ra)
-	wait := 20 * time.Millisecond
+	var pace pollPacer
 	for order.Status == "processing" {
-		next := wait
-		if d := ra.get(); d > 0 {
-			next = d
-		}
-		select {
-		case <-ctx.Done():
-			return order, fmt.Errorf("waiting for the CA to issue: %w", ctx.Err())
-		case <-time.After(next): // the CA's pace, not a fixed sleep
-		}
-		if wait *= 2; wait > 2*time.Second {
-			wait = 2 * time.Second
+		if err := pace.pause(ctx, ra, "issue"); err != nil {
+			return order, err
 		}
 		ra.reset()
 		o, err := s.cl.GetOrder(ctx, s.acct, order)

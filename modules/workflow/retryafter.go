@@ -2,6 +2,7 @@ package workflow
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
 	"sync"
@@ -105,4 +106,30 @@ func (s *session) withSinkClient(cl *acme.Client) *acme.Client {
 	}
 	return &acme.Client{Directory: cl.Directory, HTTPClient: &wrapped, UserAgent: cl.UserAgent,
 		PollInterval: poll, PollTimeout: cl.PollTimeout, Logger: cl.Logger}
+}
+
+// pollPacer paces polling of the CA: first after 20 ms, doubling up to 2 s,
+// or after the CA's Retry-After when it sent one.
+type pollPacer struct{ wait time.Duration }
+
+// pause waits before the next poll; what names the wait in its error.
+func (p *pollPacer) pause(ctx context.Context, ra *retryAfterSink, what string) error {
+	if p.wait == 0 {
+		p.wait = 20 * time.Millisecond
+	}
+	next := p.wait
+	if d := ra.get(); d > 0 {
+		next = d
+	}
+	t := time.NewTimer(next) // the CA's pace, not a fixed sleep
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the CA to %s: %w", what, ctx.Err())
+	case <-t.C:
+	}
+	if p.wait *= 2; p.wait > 2*time.Second {
+		p.wait = 2 * time.Second
+	}
+	return nil
 }
