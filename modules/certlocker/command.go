@@ -64,7 +64,7 @@ func cmdRekey(fl caddycmd.Flags) (int, error) {
 	if err != nil {
 		return caddy.ExitCodeFailedQuit, err
 	}
-	h, _ := app.Store().Health(context.Background())
+	h, _ := app.Health(context.Background())
 	fmt.Fprintf(os.Stdout, "re-sealed %d secrets with encryption key %s\n", n, h.KeyID)
 	return caddy.ExitCodeSuccess, nil
 }
