@@ -237,7 +237,7 @@ func (s memSolver) CleanUp(_ context.Context, c acme.Challenge) error {
 }
 
 // BenchmarkInFlight puts 2,000 workflows in flight at once (created, not
-// finished: rows in the store, leased and run 24 at a time) and reports the
+// finished: rows in the store, leased and run 16 at a time) and reports the
 // process's peak RSS (VmHWM: Pebble, the store and the engine together) and
 // throughput. Pebble 2.10.3 deadlocks on its own locks at a few dozen
 // concurrent orders (seen here at 256 in total, and at 32 on one account),
@@ -254,7 +254,7 @@ func BenchmarkInFlight(b *testing.B) {
 	issuers := benchIssuers(b, e, 100)
 	for b.Loop() {
 		_, opts := e.engine("inflight", nil)
-		opts.Concurrency, opts.PerIssuerConcurrency = 24, 4
+		opts.Concurrency, opts.PerIssuerConcurrency = 16, 4
 		eng := e.newEngine(opts)
 		ids := make([]string, 0, n)
 		for i := 0; i < n; i++ {
