@@ -5,8 +5,8 @@
 -- (acmedns_registrations.password/id). txt1 is the newest value, txt2 the
 -- one before. Times are Unix nanoseconds, 0 = never.
 
-CREATE INDEX challenge_records_zone_name ON challenge_records (zone, name);
-CREATE TABLE acmedns_registrations (
+CREATE INDEX IF NOT EXISTS challenge_records_zone_name ON challenge_records (zone, name);
+CREATE TABLE IF NOT EXISTS acmedns_registrations (
 	id         TEXT PRIMARY KEY,
 	password   BLOB NOT NULL,
 	zone       TEXT NOT NULL,
@@ -17,4 +17,4 @@ CREATE TABLE acmedns_registrations (
 	created_at BIGINT NOT NULL,
 	updated_at BIGINT NOT NULL DEFAULT 0
 );
-CREATE UNIQUE INDEX acmedns_registrations_subdomain ON acmedns_registrations (zone, subdomain);
+CREATE UNIQUE INDEX IF NOT EXISTS acmedns_registrations_subdomain ON acmedns_registrations (zone, subdomain);
