@@ -84,6 +84,9 @@ type Config struct {
 	Now func() time.Time
 	// Logger receives the server's logs. Default: no-op.
 	Logger *zap.Logger
+	// ReusePort binds with SO_REUSEPORT (Linux), so that the server of a
+	// new config can start on the addresses of the one it replaces.
+	ReusePort bool
 }
 
 // Server is an authoritative DNS server for challenge zones. It is safe for
@@ -213,7 +216,7 @@ func CanonicalZone(name string) (string, error) {
 // stops what it started.
 func (s *Server) Start() error {
 	for _, addr := range s.cfg.Listen {
-		pc, l, err := listen(addr)
+		pc, l, err := listen(addr, s.cfg.ReusePort)
 		if err != nil {
 			_ = s.Stop()
 			return fmt.Errorf("starting challenge zone server: listening on %s: %w", addr, err)
@@ -239,20 +242,26 @@ func (s *Server) Start() error {
 
 // listen binds UDP and TCP on the same address; with port 0, on one free
 // port for both.
-func listen(addr string) (net.PacketConn, net.Listener, error) {
+func listen(addr string, reuse bool) (net.PacketConn, net.Listener, error) {
+	var lc net.ListenConfig
+	_, port, _ := net.SplitHostPort(addr)
+	if reuse && port != "0" {
+		lc.Control = reusePort
+	}
+	ctx := context.Background()
 	var last error
 	for range 20 {
-		pc, err := net.ListenPacket("udp", addr)
+		pc, err := lc.ListenPacket(ctx, "udp", addr)
 		if err != nil {
 			return nil, nil, err
 		}
-		l, err := net.Listen("tcp", pc.LocalAddr().String())
+		l, err := lc.Listen(ctx, "tcp", pc.LocalAddr().String())
 		if err == nil {
 			return pc, l, nil
 		}
 		_ = pc.Close()
 		last = err
-		if _, port, _ := net.SplitHostPort(addr); port != "0" {
+		if port != "0" {
 			break
 		}
 	}
