@@ -179,4 +179,3 @@ func exchangeDNS(t *testing.T, addr, name string, qtype uint16) *dns.Msg {
 	}
 	return in
 }
-

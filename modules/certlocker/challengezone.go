@@ -223,3 +223,13 @@ func (c *ChallengeZoneConfig) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	return nil
 }
+
+// ChallengeZoneNames returns the challenge zones this config serves,
+// without the trailing dot.
+func (a *App) ChallengeZoneNames() []string {
+	var out []string
+	for _, srv := range a.zoneServers {
+		out = append(out, srv.ZoneNames()...)
+	}
+	return out
+}

@@ -372,4 +372,3 @@ func exchangeRawMaybe(t testing.TB, addr string, q []byte) []byte {
 		first = buf[:n]
 	}
 }
-
