@@ -8,6 +8,9 @@ import (
 
 // cache keeps storage lookups for a short time, bounded in entries: when
 // full, expired entries are dropped, and if none has expired, all are.
+// Negative lookups (no value) are kept for a fifth of the time only: a CA
+// or a resolver that asks before the record is published would otherwise
+// hold up the first answer for the whole TTL.
 type cache struct {
 	ttl time.Duration
 	max int
@@ -48,7 +51,11 @@ func (c *cache) put(key string, values []string, now time.Time) {
 			clear(c.entries)
 		}
 	}
-	c.entries[key] = cacheEntry{values: slices.Clone(values), expires: now.Add(c.ttl)}
+	ttl := c.ttl
+	if len(values) == 0 {
+		ttl /= 5
+	}
+	c.entries[key] = cacheEntry{values: slices.Clone(values), expires: now.Add(ttl)}
 }
 
 func (c *cache) size() int {

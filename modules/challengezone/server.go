@@ -71,8 +71,9 @@ type Config struct {
 	TTL time.Duration
 	// StaticTTL of SOA, NS and nameserver address answers.
 	StaticTTL time.Duration
-	// CacheTTL is how long a TXT lookup in storage is reused; 0 takes
-	// DefaultCacheTTL, negative disables the cache.
+	// CacheTTL is how long a TXT lookup in storage is reused (a lookup
+	// that found nothing, a fifth of it); 0 takes DefaultCacheTTL,
+	// negative disables the cache.
 	CacheTTL time.Duration
 	// Rate and Burst bound the queries per second each source (an IPv4
 	// address, an IPv6 /64) may send; queries beyond are dropped. Rate
