@@ -43,6 +43,10 @@ func TestTwoNodesOnPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// verification publishes a probe in the zone and finds node B serving it
+	if v, _, err := svcA.Verify(t.Context(), "tester", p.ID); err != nil || !v.OK {
+		t.Fatalf("verify: %+v %v", v, err)
+	}
 	d, err := svcA.Delegation(t.Context(), p.ID, "shop.example.com")
 	if err != nil || d.OK {
 		t.Fatalf("delegation before the CNAME: %+v %v", d, err)

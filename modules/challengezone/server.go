@@ -27,6 +27,7 @@ import (
 
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
+	"golang.org/x/net/netutil"
 
 	"github.com/certlocker/caddy-certlocker/storage"
 )
@@ -44,6 +45,7 @@ const (
 	lookupTimeout      = 2 * time.Second
 	tcpReadTimeout     = 2 * time.Second
 	defaultMaxTCPQuery = 16
+	maxTCPConns        = 512
 )
 
 // Zone is one zone the server is authoritative for.
@@ -224,7 +226,9 @@ func (s *Server) Start() error {
 		}
 		udpUp, tcpUp := make(chan struct{}), make(chan struct{})
 		udp := &dns.Server{PacketConn: pc, Handler: s, UDPSize: maxUDPSize, NotifyStartedFunc: func() { close(udpUp) }}
-		tcp := &dns.Server{Listener: l, Handler: s, ReadTimeout: tcpReadTimeout, WriteTimeout: tcpReadTimeout,
+		// at most maxTCPConns connections at once: each holds a goroutine
+		// and buffers until its read timeout
+		tcp := &dns.Server{Listener: netutil.LimitListener(l, maxTCPConns), Handler: s, ReadTimeout: tcpReadTimeout, WriteTimeout: tcpReadTimeout,
 			IdleTimeout: func() time.Duration { return tcpReadTimeout }, MaxTCPQueries: defaultMaxTCPQuery,
 			NotifyStartedFunc: func() { close(tcpUp) }}
 		go func() { _ = udp.ActivateAndServe() }()
