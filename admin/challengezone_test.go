@@ -150,6 +150,23 @@ func TestChallengeZoneIssuesWithoutDNSCredentials(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	})
+	t.Run("acme-dns registration through the admin API", func(t *testing.T) {
+		if r := call(t, api, http.MethodPost, "/certlocker/acme-dns/registrations", `{"zone":"example.org"}`); r.status != 400 || r.json["field"] != "zone" {
+			t.Fatalf("unserved zone: %d %s", r.status, r.body)
+		}
+		if r := call(t, api, http.MethodPost, "/certlocker/acme-dns/registrations", `{"zone":"acme.example.net","allowfrom":["nope"]}`); r.status != 400 || r.json["field"] != "allowfrom" {
+			t.Fatalf("bad allowfrom: %d %s", r.status, r.body)
+		}
+		r := call(t, api, http.MethodPost, "/certlocker/acme-dns/registrations", `{"zone":"acme.example.net","allowfrom":["10.0.0.0/8"]}`)
+		if r.status != http.StatusCreated || len(r.json["password"].(string)) != 40 ||
+			r.json["fulldomain"] != r.json["subdomain"].(string)+".acme.example.net" {
+			t.Fatalf("register: %d %s", r.status, r.body)
+		}
+		entries, _, err := app.AuditLog(t.Context(), storage.AuditFilter{Action: "acme_dns.register"}, storage.Page{})
+		if err != nil || len(entries) != 1 || entries[0].Target != r.json["username"] || !strings.HasPrefix(entries[0].Actor, "admin-api") {
+			t.Fatalf("audit %v %v", entries, err)
+		}
+	})
 	t.Run("direct in a private zone", func(t *testing.T) {
 		issue(t, `{"issuer_id":"`+ids["direct"]+`","identifiers":[{"value":"app.dev.internal","challenge":"dns-01","dns_provider_id":"`+pid+`"}]}`)
 		if recs, _ := app.DNS().Records(t.Context(), pid); len(recs) != 0 {

@@ -11,6 +11,7 @@ import (
 func init() {
 	routeSets = append(routeSets, func(a *API) {
 		a.handle("/certlocker/dns-providers/{id}/delegation", methods{http.MethodGet: a.getDelegation})
+		a.handle("/certlocker/acme-dns/registrations", methods{http.MethodPost: a.createACMEDNSRegistration})
 	})
 }
 
@@ -40,4 +41,30 @@ func checkDelegation(r *http.Request, app *certlocker.App, field, providerID, id
 		return BadRequest(field, "%s", err.Error())
 	}
 	return dnsError(err)
+}
+
+// createACMEDNSRegistration answers POST /certlocker/acme-dns/registrations
+// with {"zone": "<served challenge zone>", "allowfrom": ["<cidr>", …]}:
+// 201 and the registration in acme-dns's shape (username, password,
+// fulldomain, subdomain, allowfrom), for acme-dns clients such as
+// cert-manager that are given credentials rather than registering
+// themselves. The password is shown only here.
+func (a *API) createACMEDNSRegistration(w http.ResponseWriter, r *http.Request, app *certlocker.App) error {
+	var body struct {
+		Zone      string   `json:"zone"`
+		AllowFrom []string `json:"allowfrom"`
+	}
+	if err := decodeJSON(w, r, &body); err != nil {
+		return err
+	}
+	resp, err := app.RegisterACMEDNS(r.Context(), actor(r), body.Zone, body.AllowFrom)
+	var ie *certlocker.InvalidInput
+	if errors.As(err, &ie) {
+		return BadRequest(ie.Field, "%s", ie.Message)
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, resp)
+	return nil
 }

@@ -1,6 +1,7 @@
 package certlocker
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -233,3 +234,24 @@ func (a *App) ChallengeZoneNames() []string {
 	}
 	return out
 }
+
+// RegisterACMEDNS creates an acme-dns registration in zone, one of the
+// challenge zones this config serves, audited as made by actor; the
+// response holds the password, shown only once. A zone not served or an
+// allowfrom that is not a list of networks is an *InvalidInput.
+func (a *App) RegisterACMEDNS(ctx context.Context, actor, zone string, allow []string) (challengezone.RegisterResponse, error) {
+	zone = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(zone)), ".")
+	if served := a.ChallengeZoneNames(); !slices.Contains(served, zone) {
+		return challengezone.RegisterResponse{}, &InvalidInput{Field: "zone",
+			Message: fmt.Sprintf("zone must be one of the challenge zones this node serves (%s)", strings.Join(served, ", "))}
+	}
+	if err := challengezone.CheckNetworks(allow); err != nil {
+		return challengezone.RegisterResponse{}, &InvalidInput{Field: "allowfrom", Message: "allowfrom: " + err.Error()}
+	}
+	return challengezone.Register(ctx, a.store, a.nodeID, actor, zone, allow, nil)
+}
+
+// InvalidInput is a request the app refuses, naming the field at fault.
+type InvalidInput struct{ Field, Message string }
+
+func (e *InvalidInput) Error() string { return e.Message }

@@ -195,23 +195,51 @@ func (h *ACMEDNSHandler) register(w http.ResponseWriter, r *http.Request) {
 	if len(allow) == 0 && len(base) > 0 {
 		allow = append(allow, h.AllowFrom...)
 	}
-	reg := &storage.ACMEDNSRegistration{Username: newUUID(), Password: storage.NewSecret([]byte(newPassword())),
-		Zone: h.Zone, Subdomain: newUUID(), AllowFrom: allow}
-	err = h.store.InTx(r.Context(), func(tx storage.Store) error {
-		if err := storage.ChallengeZoneOf(tx).CreateRegistration(r.Context(), reg); err != nil {
-			return err
-		}
-		return h.audit(r.Context(), tx, "acme_dns.register", reg, remote, nil)
-	})
+	resp, err := Register(r.Context(), h.store, h.node, "", h.Zone, allow, remote)
 	if err != nil {
 		h.logger.Error("storing acme-dns registration", zap.Error(err))
 		apiError(w, http.StatusInternalServerError, "db_error")
 		return
 	}
-	h.logger.Info("acme-dns registration created", zap.String("username", reg.Username),
-		zap.String("fqdn", reg.Subdomain+"."+reg.Zone), zap.String("remote_ip", remote.String()))
-	writeAPI(w, http.StatusCreated, RegisterResponse{Username: reg.Username, Password: string(reg.Password.Reveal()),
-		FullDomain: reg.Subdomain + "." + reg.Zone, Subdomain: reg.Subdomain, AllowFrom: allow})
+	h.logger.Info("acme-dns registration created", zap.String("username", resp.Username),
+		zap.String("fqdn", resp.FullDomain), zap.String("remote_ip", remote.String()))
+	writeAPI(w, http.StatusCreated, resp)
+}
+
+// Register creates an acme-dns registration in zone (a served challenge
+// zone, without the trailing dot) whose updates may come from allow (CIDR;
+// empty: anywhere), audited in the same transaction as made by actor
+// (default "acme-dns:<username>") from remote (nil if not over HTTP). The
+// response holds the password, which is never shown again.
+func Register(ctx context.Context, st storage.Store, node, actor, zone string, allow []string, remote net.IP) (RegisterResponse, error) {
+	nets, err := parseNets(allow)
+	if err != nil {
+		return RegisterResponse{}, err
+	}
+	clean := make([]string, 0, len(nets))
+	for _, n := range nets {
+		clean = append(clean, n.String())
+	}
+	reg := &storage.ACMEDNSRegistration{Username: newUUID(), Password: storage.NewSecret([]byte(newPassword())),
+		Zone: zone, Subdomain: newUUID(), AllowFrom: clean}
+	if actor == "" {
+		actor = "acme-dns:" + reg.Username
+	}
+	err = st.InTx(ctx, func(tx storage.Store) error {
+		zs := storage.ChallengeZoneOf(tx)
+		if zs == nil {
+			return errors.New("the storage backend has no challenge zone store")
+		}
+		if err := zs.CreateRegistration(ctx, reg); err != nil {
+			return err
+		}
+		return audit(ctx, tx, node, actor, "acme_dns.register", reg, remote)
+	})
+	if err != nil {
+		return RegisterResponse{}, fmt.Errorf("creating acme-dns registration: %w", err)
+	}
+	return RegisterResponse{Username: reg.Username, Password: string(reg.Password.Reveal()),
+		FullDomain: reg.Subdomain + "." + reg.Zone, Subdomain: reg.Subdomain, AllowFrom: clean}, nil
 }
 
 var (
@@ -271,7 +299,7 @@ func (h *ACMEDNSHandler) update(w http.ResponseWriter, r *http.Request) {
 		if err := storage.ChallengeZoneOf(tx).SetRegistrationTXT(r.Context(), reg.Username, req.TXT, h.now()); err != nil {
 			return err
 		}
-		return h.audit(r.Context(), tx, "acme_dns.update", reg, remote, nil)
+		return audit(r.Context(), tx, h.node, "acme-dns:"+reg.Username, "acme_dns.update", reg, remote)
 	})
 	if err != nil {
 		h.logger.Error("updating acme-dns registration", zap.Error(err))
@@ -285,17 +313,16 @@ func (h *ACMEDNSHandler) update(w http.ResponseWriter, r *http.Request) {
 }
 
 // audit appends an audit entry in tx; never the password.
-func (h *ACMEDNSHandler) audit(ctx context.Context, tx storage.Store, action string, reg *storage.ACMEDNSRegistration, remote net.IP, extra map[string]any) error {
-	d := map[string]any{"zone": reg.Zone, "subdomain": reg.Subdomain, "remote_ip": remote.String()}
+func audit(ctx context.Context, tx storage.Store, node, actor, action string, reg *storage.ACMEDNSRegistration, remote net.IP) error {
+	d := map[string]any{"zone": reg.Zone, "subdomain": reg.Subdomain}
+	if remote != nil {
+		d["remote_ip"] = remote.String()
+	}
 	if len(reg.AllowFrom) > 0 {
 		d["allow_from"] = reg.AllowFrom
 	}
-	for k, v := range extra {
-		d[k] = v
-	}
 	b, _ := json.Marshal(d)
-	return tx.Audit().Append(ctx, &storage.AuditEntry{Node: h.node, Actor: "acme-dns:" + reg.Username, Action: action,
-		Target: reg.Username, Details: b})
+	return tx.Audit().Append(ctx, &storage.AuditEntry{Node: node, Actor: actor, Action: action, Target: reg.Username, Details: b})
 }
 
 func apiError(w http.ResponseWriter, status int, code string) {
@@ -323,6 +350,12 @@ func safeUser(u string) string {
 		return u
 	}
 	return "(not a uuid)"
+}
+
+// CheckNetworks checks a list of networks (CIDR, or single addresses).
+func CheckNetworks(in []string) error {
+	_, err := parseNets(in)
+	return err
 }
 
 func parseNets(in []string) ([]*net.IPNet, error) {
