@@ -1,8 +1,12 @@
 package challengezone_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/miekg/dns"
 
@@ -84,4 +88,22 @@ func TestTwoNodesOnPostgres(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("propagation follows the CNAME", func(t *testing.T) {
+		one := caddy.Duration(time.Second)
+		if _, err := svcA.Update(t.Context(), "tester", p.ID, dnsproviders.Patch{PropagationTimeout: &one}); err != nil {
+			t.Fatal(err)
+		}
+		rec, err := svcA.Present(t.Context(), p.ID, "wf_y", "_acme-challenge.shop.example.com", "v-moved")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer svcA.CleanUp(t.Context(), rec)
+		// node B serves the label, but the name no longer leads there
+		parent.SetCNAME("_acme-challenge.shop.example.com", "elsewhere.example.org", "")
+		_, err = svcA.WaitPropagation(t.Context(), rec)
+		if !errors.Is(err, dnsproviders.ErrPropagationTimeout) || !strings.Contains(err.Error(), "not served through its CNAME") {
+			t.Fatalf("got %v, want a propagation timeout through the CNAME", err)
+		}
+	})
 }
