@@ -123,6 +123,9 @@ func (a *API) createWorkflow(w http.ResponseWriter, r *http.Request, app *certlo
 			return err
 		}
 		body.Identifiers[i].DNSProviderID = p.ID
+		if err := checkDelegation(r, app, fmt.Sprintf("identifiers[%d].value", i), p.ID, id.Value); err != nil {
+			return err
+		}
 	}
 	wf, err := app.Workflows().Create(r.Context(), workflow.Request{IssuerID: body.IssuerID, Identifiers: body.Identifiers,
 		KeyType: body.KeyType, Profile: body.Profile, Group: body.Group, Trigger: workflow.TriggerManual,

@@ -168,6 +168,12 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, err
 			}
 			app.DNSProviders = append(app.DNSProviders, c)
+		case "challenge_zone":
+			var c certlocker.ChallengeZoneConfig
+			if err := c.UnmarshalCaddyfile(d); err != nil {
+				return nil, err
+			}
+			app.ChallengeZones = append(app.ChallengeZones, c)
 		case "workflow":
 			if app.Workflow != nil {
 				return nil, d.Err("workflow may be set only once")

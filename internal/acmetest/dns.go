@@ -53,6 +53,7 @@ type DNSServer struct {
 	mu      sync.Mutex
 	txt     map[string][]string
 	ips     map[string][]netip.Addr
+	cnames  map[string]cname // see SetCNAME
 	serial  uint32
 	changed chan struct{} // closed and replaced on every change or query
 	queries []DNSQuery
@@ -100,6 +101,7 @@ func NewDNSServer(t testing.TB, zones ...string) *DNSServer {
 	s := &DNSServer{
 		txt:     make(map[string][]string),
 		ips:     make(map[string][]netip.Addr),
+		cnames:  make(map[string]cname),
 		serial:  1,
 		changed: make(chan struct{}),
 		pending: make(map[string]uint64),
@@ -499,7 +501,9 @@ func (s *DNSServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	default:
 		q := req.Question[0]
 		logged = DNSQuery{Name: canonicalName(q.Name), Type: dns.TypeToString[q.Qtype], Net: network}
-		s.answer(m, q)
+		if !s.answerCNAME(m, q) {
+			s.answer(m, q)
+		}
 	}
 
 	if opt := req.IsEdns0(); opt != nil {

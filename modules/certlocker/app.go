@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certlocker/caddy-certlocker/internal/placeholder"
+	"github.com/certlocker/caddy-certlocker/modules/challengezone"
 	"github.com/certlocker/caddy-certlocker/modules/dnsproviders"
 	"github.com/certlocker/caddy-certlocker/modules/inventory"
 	"github.com/certlocker/caddy-certlocker/modules/issuers"
@@ -103,6 +104,14 @@ type App struct {
 	// API. EAB MAC keys must be
 	// placeholders. Default: none.
 	Issuers []issuers.Config `json:"issuers,omitempty"`
+
+	// ChallengeZones are zones CertLocker's own DNS server is
+	// authoritative for, answering the TXT records of "delegated" DNS
+	// provider clients from the database (see ChallengeZoneConfig).
+	// Default: none (no DNS server).
+	ChallengeZones []ChallengeZoneConfig `json:"challenge_zones,omitempty"`
+
+	zoneServers []*challengezone.Server
 
 	dns        *dnsproviders.Service
 	issuers    *issuers.Service
@@ -250,6 +259,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if err := a.provisionInventory(ctx); err != nil {
+		return err
+	}
+	if err := a.provisionChallengeZones(); err != nil {
 		return err
 	}
 
@@ -494,6 +506,10 @@ func (a *App) Start() error {
 			return fmt.Errorf("recording node start: %w", err)
 		}
 	}
+	if err := a.startChallengeZones(); err != nil {
+		a.revertDeclared(ctx)
+		return err
+	}
 	a.startWorkflows()
 	a.runBackground(a.ctx, a.runJanitor)
 	a.runBackground(a.ctx, a.refreshInventory)
@@ -556,6 +572,7 @@ func (a *App) Stop() error {
 	}
 	a.stopped = true
 	a.stopBackground()
+	a.stopChallengeZones()
 	if current.Load() != a {
 		// a successor started, which Caddy does only once this config ran
 		a.committed = true

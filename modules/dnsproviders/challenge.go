@@ -30,7 +30,16 @@ func (s *Service) Present(ctx context.Context, providerID, workflowID, fqdn, val
 	if err != nil {
 		return nil, err
 	}
-	zone := zoneFor(p.Zones, name)
+	zone, origin := zoneFor(p.Zones, name), ""
+	if zone == "" && p.Type == TypeDelegated {
+		// published under the name's label in the challenge zone, once
+		// the name's CNAME is seen pointing there
+		d, err := s.delegate(ctx, p, name)
+		if err != nil {
+			return nil, err
+		}
+		zone, name, origin = d.Zone, d.Target, d.Record
+	}
 	if zone == "" {
 		return nil, fmt.Errorf("%s is outside the zones of DNS provider %q (%s): %w", name, p.Name, strings.Join(p.Zones, ", "), ErrOutsideZones)
 	}
@@ -39,7 +48,7 @@ func (s *Service) Present(ctx context.Context, providerID, workflowID, fqdn, val
 		return nil, err
 	}
 	rec := &storage.ChallengeRecord{ProviderID: p.ID, WorkflowID: workflowID, Zone: zone, Name: relativeName(name, zone),
-		Type: "TXT", Value: value, CreatedAt: s.now()}
+		Type: "TXT", Value: value, ProviderRecordID: origin, CreatedAt: s.now()}
 	if err := s.store.DNSProviders().PutRecord(ctx, rec); err != nil {
 		return nil, fmt.Errorf("storing challenge record %s before publishing it: %w", name, err)
 	}

@@ -220,6 +220,9 @@ func normaliseServers(field string, in []string) ([]string, error) {
 // checkCredentials validates the credentials for typ and returns them
 // compacted.
 func (s *Service) checkCredentials(typ string, raw json.RawMessage) ([]byte, error) {
+	if typ == TypeDelegated {
+		return delegatedCredentials(raw)
+	}
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return nil, inputErr("credentials", "credentials are required: a JSON object, e.g. {\"api_token\": \"…\"} for cloudflare")
 	}
@@ -294,7 +297,7 @@ func (s *Service) checkCredentials(typ string, raw json.RawMessage) ([]byte, err
 			return nil, inputErr("credentials", err.Error())
 		}
 	case typ == "":
-		return nil, inputErr("type", `type is required: "cloudflare", "rfc2136" or an installed dns.providers.* module`)
+		return nil, inputErr("type", `type is required: "cloudflare", "rfc2136", "delegated" or an installed dns.providers.* module`)
 	default:
 		return nil, inputErr("type", fmt.Sprintf(`type %q is not supported: use "cloudflare", "rfc2136" or an installed dns.providers.* module such as "dns.providers.cloudflare"`, typ))
 	}

@@ -35,13 +35,27 @@ type Nameserver struct {
 // existed), again and again with a back-off that starts at
 // Options.PollInitial and doubles up to Options.PollMax, asking only the
 // nameservers that have not answered yet, until the provider client's
-// propagation timeout (ErrPropagationTimeout) or ctx ends.
+// propagation timeout (ErrPropagationTimeout) or ctx ends. For a record a
+// delegated provider client published under a name's label, it then
+// follows the name's CNAME: the provider client's resolvers, asked for the
+// name's TXT, must answer the value (what the CA's resolver sees).
 func (s *Service) WaitPropagation(ctx context.Context, rec *storage.ChallengeRecord) (time.Duration, error) {
 	start := time.Now()
 	p, err := s.store.DNSProviders().Get(ctx, rec.ProviderID)
 	if err != nil {
 		return 0, err
 	}
+	d, err := s.waitAuthoritative(ctx, p, rec, start)
+	if err != nil || p.Type != TypeDelegated || rec.ProviderRecordID == "" {
+		return d, err
+	}
+	if err := s.waitThroughCNAME(ctx, p, rec, parseSettings(p).PropagationTimeout-d); err != nil {
+		return time.Since(start), err
+	}
+	return time.Since(start), nil
+}
+
+func (s *Service) waitAuthoritative(ctx context.Context, p *storage.DNSProvider, rec *storage.ChallengeRecord, start time.Time) (time.Duration, error) {
 	st := parseSettings(p)
 	fqdn := dns.Fqdn(absoluteName(rec.Name, rec.Zone))
 	wctx, cancel := context.WithTimeout(ctx, st.PropagationTimeout)

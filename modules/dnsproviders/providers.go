@@ -80,6 +80,8 @@ func (s *Service) live(p *storage.DNSProvider) (*liveProvider, error) {
 		lp.editor = &rfc2136.Provider{KeyName: c.KeyName, KeyAlg: alg, Key: c.Key, Server: server}
 		lp.server = server
 		lp.retryHere = true
+	case p.Type == TypeDelegated:
+		lp.editor = storedRecords{}
 	case strings.HasPrefix(p.Type, modulePrefix):
 		ed, err := s.loadModuleLocked(p.Type, creds)
 		if err != nil {

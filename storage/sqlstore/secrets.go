@@ -20,6 +20,7 @@ var secretColumns = []struct{ table, column string }{
 	{"workflows", "private_key"},
 	{"certificates", "private_key"},
 	{"tokens", "secret"},
+	{"acmedns_registrations", "password"},
 }
 
 func secretAD(table, column, id string) string { return table + "." + column + "/" + id }

@@ -52,6 +52,7 @@ func Run(t *testing.T, b Backend) {
 		"deleted":        testDeletedSecrets,
 		"wrong_key":      testWrongKey,
 		"cancellation":   testCancellation,
+		"zone_records":   testChallengeZone,
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) { fn(t, b) })
