@@ -33,6 +33,8 @@ var (
 	// ErrInUse means the row is referenced by others and cannot be deleted.
 	ErrInUse = errors.New("in use")
 	// ErrInvalidCursor means a Page.Cursor was not made by this store.
+	// ErrLimit means a counted limit (accounts bound to a token) is reached.
+	ErrLimit         = errors.New("limit reached")
 	ErrInvalidCursor = errors.New("invalid cursor: pass next_cursor from the previous page unchanged")
 )
 
@@ -238,7 +240,20 @@ type TokenStore interface {
 	Get(ctx context.Context, id string) (*Token, error)
 	List(ctx context.Context, f TokenFilter) ([]*Token, error)
 	Update(ctx context.Context, t *Token) error
+	// Delete removes the token and the account bindings it has.
 	Delete(ctx context.Context, id string) error
+	// GetByURLHash returns the token whose URLHash or PreviousURLHash is
+	// hash (ErrNotFound if none). The caller still compares the secret.
+	GetByURLHash(ctx context.Context, hash string) (*Token, error)
+	// BindAccount binds an ACME account to the token, atomically with
+	// the count of accounts bound: ErrLimit if max are bound already.
+	// Binding an account again to the same token is a no-op; an account
+	// bound to another token is ErrConflict.
+	BindAccount(ctx context.Context, tokenID, accountID string, max int) error
+	// AccountToken returns the ID of the token an account is bound to.
+	AccountToken(ctx context.Context, accountID string) (string, error)
+	// Accounts lists the accounts bound to a token, oldest first.
+	Accounts(ctx context.Context, tokenID string) ([]*TokenAccount, error)
 }
 
 // TokenFilter selects tokens; zero fields match everything.

@@ -20,6 +20,8 @@ var secretColumns = []struct{ table, column string }{
 	{"workflows", "private_key"},
 	{"certificates", "private_key"},
 	{"tokens", "secret"},
+	{"tokens", "url_secret"},
+	{"tokens", "previous_secret"},
 }
 
 func secretAD(table, column, id string) string { return table + "." + column + "/" + id }
