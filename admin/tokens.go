@@ -172,4 +172,3 @@ func (a *API) tokenAccounts(w http.ResponseWriter, r *http.Request, app *certloc
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
-
