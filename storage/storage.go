@@ -291,6 +291,9 @@ type ACMEStateStore interface {
 	// oldValue (nil oldValue: only if the key does not exist). It returns
 	// the value found and whether it swapped.
 	CompareAndSwap(ctx context.Context, bucket, key string, oldValue, newValue []byte) ([]byte, bool, error)
+	// Take deletes key and reports whether it existed: of concurrent
+	// Takes of one key, exactly one returns true (a nonce is used once).
+	Take(ctx context.Context, bucket, key string) (bool, error)
 	// DeleteBucket removes every entry of the bucket.
 	DeleteBucket(ctx context.Context, bucket string) error
 }

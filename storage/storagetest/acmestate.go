@@ -3,6 +3,7 @@ package storagetest
 import (
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/certlocker/caddy-certlocker/storage"
@@ -99,5 +100,27 @@ func testACMEState(t *testing.T, b Backend) {
 	}
 	if list, _ := a.List(ctx, "acme_orders"); len(list) != 1 {
 		t.Fatal("deleting one bucket touched another")
+	}
+
+	// a nonce is used once: of concurrent Takes, exactly one wins
+	must(t, a.Set(ctx, "nonces", "n1", []byte("x")))
+	var wins atomic.Int32
+	var twg sync.WaitGroup
+	for range 8 {
+		twg.Add(1)
+		go func() {
+			defer twg.Done()
+			ok, err := a.Take(ctx, "nonces", "n1")
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				wins.Add(1)
+			}
+		}()
+	}
+	twg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d Takes of one nonce won, want 1", wins.Load())
 	}
 }
