@@ -1,0 +1,317 @@
+package gateway_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/mholt/acmez/v3/acme"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/certlocker/caddy-certlocker/internal/acmetest"
+	"github.com/certlocker/caddy-certlocker/modules/certlocker"
+	"github.com/certlocker/caddy-certlocker/modules/gateway"
+	"github.com/certlocker/caddy-certlocker/storage"
+)
+
+// gwEnv is the whole product around the gateway: the certlocker app (real
+// SQLite store, running workflow engine, an ACME client registered with an
+// in-process Pebble) and the gateway served over TLS.
+type gwEnv struct {
+	t      *testing.T
+	pebble *acmetest.Pebble
+	app    *certlocker.App
+	gw     *gateway.Gateway
+	srv    *httptest.Server
+	issuer string
+	logs   *observer.ObservedLogs
+}
+
+func newGWEnv(t *testing.T, opts gateway.Options) *gwEnv {
+	t.Helper()
+	p := acmetest.NewPebble(t, acmetest.PebbleOptions{VAAlwaysValid: true})
+	dir := t.TempDir()
+	rootsFile := filepath.Join(dir, "pebble-root.pem")
+	if err := os.WriteFile(rootsFile, p.WFECertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(certlocker.EnvEncryptionKey, "")
+	cfg, _ := json.Marshal(map[string]any{
+		"storage": map[string]any{"path": filepath.Join(dir, "c.db")}, "node_id": "gw-node",
+		"issuers": []any{map[string]any{"name": "pebble", "directory_url": p.DirectoryURL(), "contacts": []string{"ops@example.com"},
+			"agree_terms": true, "trusted_roots_pem_files": []string{rootsFile}}},
+	})
+	ctx, err := caddy.ProvisionContext(&caddy.Config{AppsRaw: caddy.ModuleMap{"certlocker": cfg}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := ctx.App("certlocker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := v.(*certlocker.App)
+	t.Cleanup(func() { _ = app.Cleanup() })
+	if err := app.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = app.Stop() })
+	core, logs := observer.New(zap.DebugLevel)
+	opts.Store, opts.Engine, opts.Node, opts.Logger = app.Store(), app.Workflows(), app.Node(), zap.New(core)
+	gw, err := gateway.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewTLSServer(gw)
+	t.Cleanup(srv.Close)
+	iss, err := app.Store().Issuers().List(t.Context(), storage.IssuerFilter{})
+	if err != nil || len(iss) != 1 {
+		t.Fatalf("issuers: %v %d", err, len(iss))
+	}
+	return &gwEnv{t: t, pebble: p, app: app, gw: gw, srv: srv, issuer: iss[0].ID, logs: logs}
+}
+
+func (e *gwEnv) token(names ...string) (*storage.Token, *gateway.Credentials) {
+	e.t.Helper()
+	tok, creds, err := e.app.Tokens().Create(e.t.Context(), "test", gateway.CreateRequest{Names: names, IssuerID: e.issuer})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return tok, creds
+}
+
+func (e *gwEnv) client(path string) *acme.Client {
+	return &acme.Client{Directory: e.srv.URL + path, HTTPClient: e.srv.Client(), PollInterval: 20 * time.Millisecond,
+		PollTimeout: time.Minute}
+}
+
+func newKey(t *testing.T, curve elliptic.Curve) *ecdsa.PrivateKey {
+	k, err := ecdsa.GenerateKey(curve, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// account registers an edge account, with EAB if creds are given.
+func (e *gwEnv) account(cl *acme.Client, creds *gateway.Credentials) (acme.Account, error) {
+	acct := acme.Account{Contact: []string{"mailto:edge@example.com"}, TermsOfServiceAgreed: true, PrivateKey: newKey(e.t, elliptic.P256())}
+	if creds != nil {
+		if err := acct.SetExternalAccountBinding(e.t.Context(), cl, acme.EAB{KeyID: creds.EABKeyID, MACKey: creds.EABHMACKey}); err != nil {
+			return acct, err
+		}
+	}
+	return cl.NewAccount(e.t.Context(), acct)
+}
+
+func csrFor(t *testing.T, key crypto.Signer, names ...string) []byte {
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: names[0]}, DNSNames: names}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// pull orders names and finalizes with csr, returning the chain.
+func (e *gwEnv) pull(cl *acme.Client, acct acme.Account, csr []byte, names ...string) ([]*x509.Certificate, error) {
+	ctx := e.t.Context()
+	var ids []acme.Identifier
+	for _, n := range names {
+		ids = append(ids, acme.Identifier{Type: "dns", Value: n})
+	}
+	order, err := cl.NewOrder(ctx, acct, acme.Order{Identifiers: ids})
+	if err != nil {
+		return nil, err
+	}
+	if len(order.Authorizations) != len(names) {
+		e.t.Fatalf("order has %d authorizations for %d names", len(order.Authorizations), len(names))
+	}
+	for _, u := range order.Authorizations {
+		az, err := cl.GetAuthorization(ctx, acct, u)
+		if err != nil {
+			return nil, err
+		}
+		if az.Status != "valid" {
+			e.t.Fatalf("authorization %s is %s", u, az.Status)
+		}
+		types := map[string]bool{}
+		for _, ch := range az.Challenges {
+			types[ch.Type] = ch.Status == "valid"
+		}
+		if !types["http-01"] || !types["dns-01"] {
+			e.t.Fatalf("authorization challenges %+v: want valid http-01 and dns-01", az.Challenges)
+		}
+	}
+	order, err = cl.FinalizeOrder(ctx, acct, order, csr)
+	if err != nil {
+		return nil, err
+	}
+	chains, err := cl.GetCertificateChain(ctx, acct, order.Certificate)
+	if err != nil {
+		return nil, err
+	}
+	var out []*x509.Certificate
+	for rest := chains[0].ChainPEM; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		x, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		out = append(out, x)
+	}
+	return out, nil
+}
+
+// checkEdgeCert asserts the chain carries the edge's key and chains to
+// Pebble's root.
+func (e *gwEnv) checkEdgeCert(chain []*x509.Certificate, key *ecdsa.PrivateKey, name string) {
+	e.t.Helper()
+	if len(chain) < 2 {
+		e.t.Fatalf("chain has %d certificates; want the full chain", len(chain))
+	}
+	if !key.PublicKey.Equal(chain[0].PublicKey) {
+		e.t.Fatal("the edge certificate does not carry the edge's public key")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: e.pebble.RootPool(), Intermediates: inter, DNSName: name}); err != nil {
+		e.t.Fatalf("the edge certificate does not chain to Pebble's root: %v", err)
+	}
+}
+
+func TestPullThroughEAB(t *testing.T) {
+	e := newGWEnv(t, gateway.Options{})
+	tok, creds := e.token("edge.example.test", "www.example.test")
+	cl := e.client(gateway.DirectoryPath)
+	dir, err := cl.GetDirectory(t.Context())
+	if err != nil || dir.Meta == nil || !dir.Meta.ExternalAccountRequired {
+		t.Fatalf("directory %+v, %v: want externalAccountRequired", dir.Meta, err)
+	}
+	acct, err := e.account(cl, creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := newKey(t, elliptic.P256())
+	before := e.pebble.NewOrders()
+	chain, err := e.pull(cl, acct, csrFor(t, key, "edge.example.test", "www.example.test"), "edge.example.test", "www.example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.checkEdgeCert(chain, key, "www.example.test")
+	if n := e.pebble.NewOrders() - before; n != 1 {
+		t.Fatalf("the upstream CA saw %d orders for one pull", n)
+	}
+	// the workflow is visible, of trigger gateway, and the inventory
+	// certificate holds no key and is linked to the token
+	ws, _, err := e.app.Workflows().List(t.Context(), storage.WorkflowFilter{}, storage.Page{})
+	if err != nil || len(ws) != 1 || ws[0].Trigger != "gateway" || ws[0].State != storage.StateIssued {
+		t.Fatalf("workflows: %v %+v", err, ws)
+	}
+	c, err := e.app.Store().Certificates().Get(t.Context(), ws[0].CertificateID)
+	if err != nil || !c.PrivateKey.IsZero() {
+		t.Fatalf("inventory certificate: %v", err)
+	}
+	got, _ := e.app.Tokens().Get(t.Context(), tok.ID)
+	if got.CertificateID != c.ID {
+		t.Fatalf("token certificate %q, want %q", got.CertificateID, c.ID)
+	}
+	accts, _ := e.app.Tokens().Accounts(t.Context(), tok.ID)
+	if len(accts) != 1 {
+		t.Fatalf("%d accounts bound", len(accts))
+	}
+	audit, _, _ := e.app.Store().Audit().List(t.Context(), storage.AuditFilter{Target: tok.ID}, storage.Page{})
+	seen := map[string]bool{}
+	for _, a := range audit {
+		seen[a.Action] = true
+		if a.Action != "token.create" && !strings.Contains(string(a.Details), "127.0.0.1") {
+			t.Fatalf("audit %s lacks the source address: %s", a.Action, a.Details)
+		}
+	}
+	for _, want := range []string{"token.account_bound", "token.order", "token.finalize"} {
+		if !seen[want] {
+			t.Fatalf("audit lacks %s: %v", want, seen)
+		}
+	}
+	e.noSecretsLogged(creds)
+}
+
+func (e *gwEnv) noSecretsLogged(creds *gateway.Credentials) {
+	secret := strings.TrimSuffix(strings.TrimPrefix(creds.DirectoryPath, gateway.TokenPathPrefix), "/directory")
+	for _, l := range e.logs.All() {
+		b, _ := json.Marshal(l.ContextMap())
+		s := l.Message + string(b)
+		if strings.Contains(s, creds.EABHMACKey) || strings.Contains(s, secret) {
+			e.t.Fatalf("a log line carries a token secret: %s", l.Message)
+		}
+	}
+}
+
+func TestPullThroughTokenURL(t *testing.T) {
+	e := newGWEnv(t, gateway.Options{})
+	tok, creds := e.token("edge.example.test")
+	cl := e.client(creds.DirectoryPath)
+	dir, err := cl.GetDirectory(t.Context())
+	if err != nil || (dir.Meta != nil && dir.Meta.ExternalAccountRequired) || !strings.Contains(dir.NewOrder, creds.DirectoryPath[:len(creds.DirectoryPath)-len("directory")]) {
+		t.Fatalf("directory %+v, %v", dir, err)
+	}
+	acct, err := e.account(cl, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := newKey(t, elliptic.P384())
+	before := e.pebble.NewOrders()
+	chain, err := e.pull(cl, acct, csrFor(t, key, "edge.example.test"), "edge.example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.checkEdgeCert(chain, key, "edge.example.test")
+	if n := e.pebble.NewOrders() - before; n != 1 {
+		t.Fatalf("the upstream CA saw %d orders for one pull", n)
+	}
+	if accts, _ := e.app.Tokens().Accounts(t.Context(), tok.ID); len(accts) != 1 || accts[0].AccountID == "" {
+		t.Fatalf("accounts %+v", accts)
+	}
+	// a wrong URL secret is no directory
+	bad := e.client(gateway.TokenPathPrefix + "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/directory")
+	if _, err := bad.GetDirectory(t.Context()); err == nil {
+		t.Fatal("a wrong URL secret served a directory")
+	}
+	e.noSecretsLogged(creds)
+}
+
+func problemType(err error) string {
+	var p acme.Problem
+	if errors.As(err, &p) {
+		return strings.TrimPrefix(p.Type, "urn:ietf:params:acme:error:")
+	}
+	return "(not a problem: " + errString(err) + ")"
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "nil"
+	}
+	return err.Error()
+}
+
+var _ = context.Background
