@@ -117,7 +117,9 @@ func (d *db) GetExternalAccountKey(ctx context.Context, provisionerID, keyID str
 
 // UpdateExternalAccountKey keeps nothing: the binding was recorded with
 // the account.
-func (d *db) UpdateExternalAccountKey(context.Context, string, *acme.ExternalAccountKey) error { return nil }
+func (d *db) UpdateExternalAccountKey(context.Context, string, *acme.ExternalAccountKey) error {
+	return nil
+}
 
 // GetExternalAccountKeyByAccountID returns the account's token as its key.
 func (d *db) GetExternalAccountKeyByAccountID(ctx context.Context, provisionerID, accountID string) (*acme.ExternalAccountKey, error) {
