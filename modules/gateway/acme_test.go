@@ -315,3 +315,13 @@ func errString(err error) string {
 }
 
 var _ = context.Background
+
+func errorsAs(err error, p *acme.Problem) bool { return errors.As(err, p) }
+
+func pemDecode(b []byte) ([]byte, []byte) {
+	blk, rest := pem.Decode(b)
+	if blk == nil {
+		return nil, rest
+	}
+	return blk.Bytes, rest
+}
