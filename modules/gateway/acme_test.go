@@ -325,3 +325,39 @@ func pemDecode(b []byte) ([]byte, []byte) {
 	}
 	return blk.Bytes, rest
 }
+
+// A re-pull with the same key while the certificate is fresh returns it
+// without an upstream order; a new key gets a new certificate.
+func TestFreshRepullReuses(t *testing.T) {
+	e := newGWEnv(t, gateway.Options{})
+	_, creds := e.token("re.example.test")
+	cl := e.client(gateway.DirectoryPath)
+	acct, err := e.account(cl, creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := newKey(t, elliptic.P256())
+	first, err := e.pull(cl, acct, csrFor(t, key, "re.example.test"), "re.example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := e.pebble.NewOrders()
+	again, err := e.pull(cl, acct, csrFor(t, key, "re.example.test"), "re.example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again[0].SerialNumber.Cmp(first[0].SerialNumber) != 0 || e.pebble.NewOrders() != before {
+		t.Fatalf("a fresh re-pull placed %d upstream orders (serial same: %v)", e.pebble.NewOrders()-before,
+			again[0].SerialNumber.Cmp(first[0].SerialNumber) == 0)
+	}
+	e.checkEdgeCert(again, key, "re.example.test")
+	other := newKey(t, elliptic.P256())
+	fresh, err := e.pull(cl, acct, csrFor(t, other, "re.example.test"), "re.example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh[0].SerialNumber.Cmp(first[0].SerialNumber) == 0 || e.pebble.NewOrders() != before+1 {
+		t.Fatal("a new key must get a new certificate, with one upstream order")
+	}
+	e.checkEdgeCert(fresh, other, "re.example.test")
+}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -120,6 +121,10 @@ func (g *Gateway) issue(ctx context.Context, p *pull, csr *x509.CertificateReque
 	if err != nil {
 		return nil, err
 	}
+	if chain := g.fresh(ctx, t, csr); chain != nil {
+		g.use(ctx, t.ID, "token.reused", map[string]any{"certificate_id": t.CertificateID, "remote": p.remote})
+		return chain, nil
+	}
 	key := t.ID + "/" + hash
 	rec := pullRecord{WorkflowID: storage.NewID("wf"), TokenID: t.ID, Created: g.clock().UTC()}
 	raw, _ := json.Marshal(rec)
@@ -175,8 +180,63 @@ func (g *Gateway) chainOf(ctx context.Context, t *storage.Token, w *storage.Work
 	if err != nil {
 		return nil, fmt.Errorf("issuing through the gateway: %w", err)
 	}
+	chain, err := parseChainPEM(c.ChainPEM)
+	if err != nil {
+		return nil, fmt.Errorf("issuing through the gateway: %w", err)
+	}
+	if t.CertificateID != c.ID {
+		t.CertificateID = c.ID
+		if err := g.store.Tokens().Update(ctx, t); err != nil && !errors.Is(err, storage.ErrConflict) {
+			g.log.Warn("linking the certificate to its token", zap.String("token_id", t.ID), zap.Error(err))
+		}
+	}
+	return chain, nil
+}
+
+// fresh returns the token's current certificate if the CSR asks for it
+// again (same public key, same names) while it is fresh (in the first
+// third of its lifetime): a re-pull costs the upstream CA nothing.
+func (g *Gateway) fresh(ctx context.Context, t *storage.Token, csr *x509.CertificateRequest) []*x509.Certificate {
+	if t.CertificateID == "" {
+		return nil
+	}
+	c, err := g.store.Certificates().Get(ctx, t.CertificateID)
+	if err != nil || c.Status != storage.CertStatusActive {
+		return nil
+	}
+	now := g.clock()
+	if now.Before(c.NotBefore) || !now.Before(c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore)/3)) {
+		return nil
+	}
+	chain, err := parseChainPEM(c.ChainPEM)
+	if err != nil || !bytes.Equal(chain[0].RawSubjectPublicKeyInfo, csr.RawSubjectPublicKeyInfo) {
+		return nil
+	}
+	want, err := upstreamIdentifiers(t, csr)
+	if err != nil {
+		return nil
+	}
+	have := map[string]bool{}
+	for _, n := range chain[0].DNSNames {
+		have[strings.ToLower(n)] = true
+	}
+	for _, ip := range chain[0].IPAddresses {
+		have[ip.String()] = true
+	}
+	if len(have) != len(want) {
+		return nil
+	}
+	for _, id := range want {
+		if !have[id.Value] {
+			return nil
+		}
+	}
+	return chain
+}
+
+func parseChainPEM(chainPEM string) ([]*x509.Certificate, error) {
 	var chain []*x509.Certificate
-	for rest := []byte(c.ChainPEM); ; {
+	for rest := []byte(chainPEM); ; {
 		var b *pem.Block
 		b, rest = pem.Decode(rest)
 		if b == nil {
@@ -184,18 +244,12 @@ func (g *Gateway) chainOf(ctx context.Context, t *storage.Token, w *storage.Work
 		}
 		x, err := x509.ParseCertificate(b.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("issuing through the gateway: parsing the chain: %w", err)
+			return nil, fmt.Errorf("parsing the chain: %w", err)
 		}
 		chain = append(chain, x)
 	}
 	if len(chain) == 0 {
-		return nil, errors.New("issuing through the gateway: the issued certificate has no chain")
-	}
-	if t.CertificateID != c.ID {
-		t.CertificateID = c.ID
-		if err := g.store.Tokens().Update(ctx, t); err != nil && !errors.Is(err, storage.ErrConflict) {
-			g.log.Warn("linking the certificate to its token", zap.String("token_id", t.ID), zap.Error(err))
-		}
+		return nil, errors.New("the certificate has no chain")
 	}
 	return chain, nil
 }

@@ -256,3 +256,32 @@ func (d *db) CreateOrder(ctx context.Context, o *acme.Order) error {
 }
 
 var _ acme.DB = (*db)(nil)
+
+// CreateCertificate stores the certificate of an order. A fresh re-pull
+// serves a certificate already stored for an earlier order: its serial
+// index keeps pointing at the first record (revocation finds the same
+// certificate either way).
+func (d *db) CreateCertificate(ctx context.Context, cert *acme.Certificate) error {
+	if cert.Leaf != nil {
+		if _, err := d.DB.GetCertificateBySerial(ctx, cert.Leaf.SerialNumber.String()); err == nil {
+			inner, err := acmenosql.New(keepSerial{stateDB{st: d.g.store}})
+			if err != nil {
+				return err
+			}
+			return inner.CreateCertificate(ctx, cert)
+		}
+	}
+	return d.DB.CreateCertificate(ctx, cert)
+}
+
+// keepSerial is the state store with the serial index left as it is.
+type keepSerial struct{ stateDB }
+
+func (k keepSerial) CmpAndSwap(bucket, key, oldValue, newValue []byte) ([]byte, bool, error) {
+	if string(bucket) == "acme_serial_certs_index" && oldValue == nil {
+		if v, err := k.stateDB.Get(bucket, key); err == nil {
+			return v, true, nil
+		}
+	}
+	return k.stateDB.CmpAndSwap(bucket, key, oldValue, newValue)
+}
