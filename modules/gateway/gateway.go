@@ -148,11 +148,17 @@ func placeholderRoot() (*x509.Certificate, error) {
 }
 
 // Handles reports whether the gateway serves path.
-func Handles(path string) bool { return strings.HasPrefix(path, "/rest/acme/") }
+func Handles(path string) bool {
+	return strings.HasPrefix(path, "/rest/acme/") || strings.HasPrefix(path, BundlePathPrefix)
+}
 
-// ServeHTTP serves /rest/acme/… .
+// ServeHTTP serves /rest/acme/… and /rest/tokens/{id}/bundle.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := &reqState{host: r.Host, remote: r.RemoteAddr}
+	if strings.HasPrefix(r.URL.Path, BundlePathPrefix) {
+		g.serveBundle(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, s)))
+		return
+	}
 	ctx := context.WithValue(r.Context(), stateKey{}, s)
 	ctx = acme.NewContext(ctx, g.db, acme.NewClient(), g.linker, nil)
 	ctx = authority.NewContext(ctx, g.auth)
