@@ -361,3 +361,6 @@ func TestFreshRepullReuses(t *testing.T) {
 	}
 	e.checkEdgeCert(fresh, other, "re.example.test")
 }
+
+func storageFilterAll() storage.WorkflowFilter { return storage.WorkflowFilter{} }
+func storagePageAll() storage.Page             { return storage.Page{} }
