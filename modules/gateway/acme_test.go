@@ -364,3 +364,35 @@ func TestFreshRepullReuses(t *testing.T) {
 
 func storageFilterAll() storage.WorkflowFilter { return storage.WorkflowFilter{} }
 func storagePageAll() storage.Page             { return storage.Page{} }
+
+// Account key rollover (smallstep answers 501): the new key works, the old
+// one no longer does.
+func TestKeyChange(t *testing.T) {
+	e := newGWEnv(t, gateway.Options{})
+	_, creds := e.token("kc.example.test")
+	cl := e.client(gateway.DirectoryPath)
+	acct, err := e.account(cl, creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := acct
+	newK := newKey(t, elliptic.P384())
+	acct, err = cl.AccountKeyRollover(t.Context(), acct, newK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := newKey(t, elliptic.P256())
+	chain, err := e.pull(cl, acct, csrFor(t, key, "kc.example.test"), "kc.example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.checkEdgeCert(chain, key, "kc.example.test")
+	if _, err := cl.NewOrder(t.Context(), old, acme.Order{Identifiers: []acme.Identifier{{Type: "dns", Value: "kc.example.test"}}}); err == nil {
+		t.Fatal("the old account key still works")
+	}
+	// the new key is the account's: a new-account lookup finds it
+	found, err := cl.GetAccount(t.Context(), acme.Account{PrivateKey: newK})
+	if err != nil || found.Location != acct.Location {
+		t.Fatalf("lookup by new key: %v %q", err, found.Location)
+	}
+}

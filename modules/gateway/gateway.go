@@ -233,6 +233,9 @@ func (g *Gateway) precheck(w http.ResponseWriter, r *http.Request, s *reqState, 
 		return false
 	}
 	switch {
+	case strings.HasSuffix(path, "/key-change"):
+		g.keyChange(w, r, s, body)
+		return true
 	case strings.HasSuffix(path, "/new-account") && s.urlSecret == "":
 		return g.checkEAB(w, r, s, req)
 	case strings.HasSuffix(path, "/new-order"):
