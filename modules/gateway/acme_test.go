@@ -6,8 +6,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -72,6 +74,7 @@ func newGWEnv(t *testing.T, opts gateway.Options) *gwEnv {
 	t.Cleanup(func() { _ = app.Stop() })
 	core, logs := observer.New(zap.DebugLevel)
 	opts.Store, opts.Engine, opts.Node, opts.Logger = app.Store(), app.Workflows(), app.Node(), zap.New(core)
+	opts.Clients = app.IssuerRegistry()
 	gw, err := gateway.New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -395,4 +398,50 @@ func TestKeyChange(t *testing.T) {
 	if err != nil || found.Location != acct.Location {
 		t.Fatalf("lookup by new key: %v %q", err, found.Location)
 	}
+}
+
+// An edge's revocation, by its account or by the certificate's key, is
+// forwarded to the upstream CA and marks the inventory certificate.
+func TestRevokeForwardedUpstream(t *testing.T) {
+	e := newGWEnv(t, gateway.Options{})
+	_, creds := e.token("rv.example.test")
+	cl := e.client(gateway.DirectoryPath)
+	acct, err := e.account(cl, creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := e.account(e.client(creds.DirectoryPath), nil) // the token's second account
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, byKey := range []bool{false, true} {
+		key := newKey(t, elliptic.P256())
+		chain, err := e.pull(cl, acct, csrFor(t, key, "rv.example.test"), "rv.example.test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.RevokeCertificate(t.Context(), other, chain[0], nil, 0); problemType(err) != "unauthorized" {
+			t.Fatalf("another account revoked: %v", err)
+		}
+		if byKey {
+			err = cl.RevokeCertificate(t.Context(), acct, chain[0], key, 4)
+		} else {
+			err = cl.RevokeCertificate(t.Context(), acct, chain[0], nil, 1)
+		}
+		if err != nil {
+			t.Fatalf("revoke %d: %v", i, err)
+		}
+		if err := cl.RevokeCertificate(t.Context(), acct, chain[0], nil, 1); problemType(err) != "alreadyRevoked" {
+			t.Fatalf("second revoke: %v", err)
+		}
+		c, err := e.app.Store().Certificates().GetByFingerprint(t.Context(), fingerprint(chain[0]))
+		if err != nil || c.Status != storage.CertStatusRevoked {
+			t.Fatalf("inventory: %v %+v", err, c)
+		}
+	}
+}
+
+func fingerprint(c *x509.Certificate) string {
+	h := sha256.Sum256(c.Raw)
+	return hex.EncodeToString(h[:])
 }

@@ -50,6 +50,9 @@ type Options struct {
 	RetryAfter time.Duration
 	// MaxBodyBytes caps a request body. Default: 64 KiB.
 	MaxBodyBytes int64
+	// Clients gives the ACME client that issued a certificate, to forward
+	// an edge's revocation upstream; nil refuses revocations.
+	Clients workflow.ACMEClients
 }
 
 // Gateway is CertLocker's ACME server for edge systems: smallstep's ACME
@@ -233,6 +236,9 @@ func (g *Gateway) precheck(w http.ResponseWriter, r *http.Request, s *reqState, 
 		return false
 	}
 	switch {
+	case strings.HasSuffix(path, "/revoke-cert"):
+		g.revokeCert(w, r, s, body)
+		return true
 	case strings.HasSuffix(path, "/key-change"):
 		g.keyChange(w, r, s, body)
 		return true
@@ -475,12 +481,16 @@ func (g *Gateway) problem(w http.ResponseWriter, r *http.Request, status int, ty
 }
 
 func (g *Gateway) problemNoNonce(w http.ResponseWriter, status int, typ acme.ProblemType, detail string, retry time.Duration) {
+	writeProblem(w, status, "urn:ietf:params:acme:error:"+typ.String(), detail, retry)
+}
+
+func writeProblem(w http.ResponseWriter, status int, typ, detail string, retry time.Duration) {
 	if retry > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int((retry+time.Second-1)/time.Second)))
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"type": "urn:ietf:params:acme:error:" + typ.String(), "detail": detail, "status": status})
+	_ = json.NewEncoder(w).Encode(map[string]any{"type": typ, "detail": detail, "status": status})
 }
 
 // use records a use of a token (account bound, order, finalize, refusal)

@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/certlocker/caddy-certlocker/modules/issuers"
 	"github.com/certlocker/caddy-certlocker/modules/workflow"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
@@ -73,8 +74,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if !ok {
 		return errors.New("certlocker_acme: the certlocker app offers no store or workflow engine")
 	}
-	h.gw, err = New(Options{Store: a.Store(), Engine: a.Workflows(), Node: a.Node(), Logger: h.logger,
-		FinalizeWait: time.Duration(h.FinalizeWait)})
+	opts := Options{Store: a.Store(), Engine: a.Workflows(), Node: a.Node(), Logger: h.logger,
+		FinalizeWait: time.Duration(h.FinalizeWait)}
+	if r, ok := v.(interface{ IssuerRegistry() *issuers.Service }); ok && r.IssuerRegistry() != nil {
+		opts.Clients = r.IssuerRegistry()
+	}
+	h.gw, err = New(opts)
 	return err
 }
 
