@@ -35,7 +35,7 @@ import (
 // SQLite store, running workflow engine, an ACME client registered with an
 // in-process Pebble) and the gateway served over TLS.
 type gwEnv struct {
-	t      *testing.T
+	t      testing.TB
 	pebble *acmetest.Pebble
 	app    *certlocker.App
 	gw     *gateway.Gateway
@@ -44,7 +44,7 @@ type gwEnv struct {
 	logs   *observer.ObservedLogs
 }
 
-func newGWEnv(t *testing.T, opts gateway.Options) *gwEnv {
+func newGWEnv(t testing.TB, opts gateway.Options) *gwEnv {
 	t.Helper()
 	p := acmetest.NewPebble(t, acmetest.PebbleOptions{VAAlwaysValid: true})
 	dir := t.TempDir()
@@ -102,7 +102,7 @@ func (e *gwEnv) client(path string) *acme.Client {
 		PollTimeout: time.Minute}
 }
 
-func newKey(t *testing.T, curve elliptic.Curve) *ecdsa.PrivateKey {
+func newKey(t testing.TB, curve elliptic.Curve) *ecdsa.PrivateKey {
 	k, err := ecdsa.GenerateKey(curve, rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +121,7 @@ func (e *gwEnv) account(cl *acme.Client, creds *gateway.Credentials) (acme.Accou
 	return cl.NewAccount(e.t.Context(), acct)
 }
 
-func csrFor(t *testing.T, key crypto.Signer, names ...string) []byte {
+func csrFor(t testing.TB, key crypto.Signer, names ...string) []byte {
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: names[0]}, DNSNames: names}, key)
 	if err != nil {
 		t.Fatal(err)
@@ -131,7 +131,14 @@ func csrFor(t *testing.T, key crypto.Signer, names ...string) []byte {
 
 // pull orders names and finalizes with csr, returning the chain.
 func (e *gwEnv) pull(cl *acme.Client, acct acme.Account, csr []byte, names ...string) ([]*x509.Certificate, error) {
-	ctx := e.t.Context()
+	return pullWith(e.t, cl, acct, csr, names...)
+}
+
+// pullWith is one edge pull against the gateway, whose authorizations come
+// back valid.
+func pullWith(t testing.TB, cl *acme.Client, acct acme.Account, csr []byte, names ...string) ([]*x509.Certificate, error) {
+	e := struct{ t testing.TB }{t}
+	ctx := t.Context()
 	var ids []acme.Identifier
 	for _, n := range names {
 		ids = append(ids, acme.Identifier{Type: "dns", Value: n})
