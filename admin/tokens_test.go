@@ -12,11 +12,23 @@ import (
 
 func TestTokensAPI(t *testing.T) {
 	dir := t.TempDir()
-	api, app := testAPI(t, `{"storage":{"path":"`+filepath.Join(dir, "c.db")+`"},"node_id":"api-node"}`)
+	api, app := testAPI(t, `{"storage":{"path":"`+filepath.Join(dir, "c.db")+`"},"node_id":"api-node",
+		"issuers":[{"name":"pebble","directory_url":"https://pebble.invalid/dir","agree_terms":true}]}`)
 	ctx := t.Context()
-	iss := &storage.Issuer{Name: "pebble", DirectoryURL: "https://pebble/dir"}
-	if err := app.Store().Issuers().Create(ctx, iss); err != nil {
-		t.Fatal(err)
+	iss := struct{ ID string }{}
+	if rec := serve(t, api, http.MethodGet, "/certlocker/issuers", ""); rec.Code == 200 {
+		var list struct {
+			Items []struct {
+				ID string `json:"id"`
+			} `json:"items"`
+		}
+		_ = json.Unmarshal(rec.Body.Bytes(), &list)
+		if len(list.Items) == 1 {
+			iss.ID = list.Items[0].ID
+		}
+	}
+	if iss.ID == "" {
+		t.Fatal("the declared ACME client is not listed")
 	}
 	var secrets []string // every secret shown, never to be seen again
 	call := func(method, path, body string) (int, map[string]any, string) {
@@ -117,7 +129,7 @@ func TestTokensAPI(t *testing.T) {
 	if status, _, raw := call(http.MethodGet, "/certlocker/tokens?state=revoked", ""); status != 200 || !strings.Contains(raw, id) {
 		t.Fatalf("revoked list: %d %s", status, raw)
 	}
-	entries, _, err := app.Store().Audit().List(ctx, storage.AuditFilter{Target: id}, storage.Page{})
+	entries, _, err := app.AuditLog(ctx, storage.AuditFilter{Target: id}, storage.Page{})
 	if err != nil || len(entries) != 4 {
 		t.Fatalf("audit: %v, %d entries", err, len(entries))
 	}

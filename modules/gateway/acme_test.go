@@ -452,3 +452,59 @@ func fingerprint(c *x509.Certificate) string {
 	h := sha256.Sum256(c.Raw)
 	return hex.EncodeToString(h[:])
 }
+
+// renewalInfo answers for edge certificates with the upstream CA's window;
+// replaces is honoured once and passed on.
+func TestRenewalInfoAndReplaces(t *testing.T) {
+	e := newGWEnv(t, gateway.Options{})
+	_, creds := e.token("ari.example.test")
+	cl := e.client(creds.DirectoryPath)
+	acct, err := e.account(cl, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := cl.GetDirectory(t.Context())
+	if err != nil || !strings.HasPrefix(dir.RenewalInfo, e.srv.URL+strings.TrimSuffix(creds.DirectoryPath, "/directory")) {
+		t.Fatalf("directory renewalInfo %q, %v", dir.RenewalInfo, err)
+	}
+	chain, err := e.pull(cl, acct, csrFor(t, newKey(t, elliptic.P256()), "ari.example.test"), "ari.example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := chain[0].NotBefore.Add(time.Hour).UTC().Truncate(time.Second)
+	end := start.Add(2 * time.Hour)
+	if err := e.pebble.SetRenewalWindow(chain[0], start, end); err != nil {
+		t.Fatal(err)
+	}
+	ri, err := cl.GetRenewalInfo(t.Context(), chain[0])
+	if err != nil || !ri.SuggestedWindow.Start.Equal(start) || !ri.SuggestedWindow.End.Equal(end) {
+		t.Fatalf("renewal info %+v, %v; want the upstream window %s–%s", ri.SuggestedWindow, err, start, end)
+	}
+	ariID, _ := acme.ARIUniqueIdentifier(chain[0])
+	order, err := cl.NewOrder(t.Context(), acct, acme.Order{Identifiers: []acme.Identifier{{Type: "dns", Value: "ari.example.test"}}, Replaces: ariID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := newKey(t, elliptic.P256())
+	order, err = cl.FinalizeOrder(t.Context(), acct, order, csrFor(t, key, "ari.example.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.NewOrder(t.Context(), acct, acme.Order{Identifiers: []acme.Identifier{{Type: "dns", Value: "ari.example.test"}}, Replaces: ariID}); problemType(err) != "alreadyReplaced" {
+		t.Fatalf("second replaces: %v", err)
+	}
+	if _, err := cl.NewOrder(t.Context(), acct, acme.Order{Identifiers: []acme.Identifier{{Type: "dns", Value: "ari.example.test"}}, Replaces: "AAAA.AAAA"}); problemType(err) != "malformed" {
+		t.Fatalf("unknown replaces: %v", err)
+	}
+	// the upstream order carried replaces: the replacing workflow names it
+	ws, _, _ := e.app.Workflows().List(t.Context(), storage.WorkflowFilter{}, storage.Page{})
+	found := false
+	for _, w := range ws {
+		if strings.Contains(string(w.Data), ariID) {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("no workflow passed replaces upstream")
+	}
+}

@@ -38,6 +38,8 @@ type pullRecord struct {
 type pull struct {
 	tokenID string
 	remote  string
+	// replaces is the ARI ID of the certificate the order replaces
+	replaces string
 	// set by the CA service
 	pending    bool
 	workflowID string
@@ -141,7 +143,7 @@ func (g *Gateway) issue(ctx context.Context, p *pull, csr *x509.CertificateReque
 	w, err := g.engine.Get(ctx, rec.WorkflowID)
 	if errors.Is(err, storage.ErrNotFound) {
 		w, err = g.engine.Create(ctx, workflow.Request{ID: rec.WorkflowID, IssuerID: t.Spec.IssuerID, Identifiers: ids,
-			Trigger: workflow.TriggerGateway, Group: t.Group, CSR: csr.Raw, Actor: "gateway@" + p.remote})
+			Trigger: workflow.TriggerGateway, Group: t.Group, CSR: csr.Raw, Actor: "gateway@" + p.remote, Replaces: p.replaces})
 		if errors.Is(err, storage.ErrDuplicate) { // another node made it meanwhile
 			w, err = g.engine.Get(ctx, rec.WorkflowID)
 		}

@@ -184,6 +184,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
+	if i := strings.Index(r.URL.Path, renewalInfoPath+"/"); i >= 0 && strings.Count(r.URL.Path[i+len(renewalInfoPath)+1:], "/") == 0 {
+		g.serveRenewalInfo(w, r, r.URL.Path[i+len(renewalInfoPath)+1:])
+		return
+	}
+	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && strings.HasSuffix(r.URL.Path, "/directory") {
+		g.serveDirectory(w, r, s, router)
+		return
+	}
 	if r.Method == http.MethodPost {
 		body, err := io.ReadAll(io.LimitReader(r.Body, g.opts.MaxBodyBytes+1))
 		if err != nil {
@@ -247,6 +255,7 @@ func (g *Gateway) precheck(w http.ResponseWriter, r *http.Request, s *reqState, 
 	case strings.HasSuffix(path, "/new-order"):
 		var nor struct {
 			Identifiers []acme.Identifier `json:"identifiers"`
+			Replaces    string            `json:"replaces"`
 		}
 		if json.Unmarshal(req.payload, &nor) != nil || req.accountID == "" {
 			return false
@@ -263,6 +272,10 @@ func (g *Gateway) precheck(w http.ResponseWriter, r *http.Request, s *reqState, 
 					fmt.Sprintf("%s is outside the scope of token %s", id.Value, t.ID), 0)
 				return true
 			}
+		}
+		if nor.Replaces != "" {
+			g.newOrderReplacing(w, r, s, req.accountID, nor.Replaces)
+			return true
 		}
 	case strings.Contains(path, "/order/") && strings.HasSuffix(path, "/finalize"):
 		var fr struct {
@@ -417,6 +430,9 @@ func checkCSR(t *storage.Token, csr *x509.CertificateRequest) string {
 func (g *Gateway) finalize(w http.ResponseWriter, r *http.Request, s *reqState, t *storage.Token, der []byte) {
 	hash := csrHash(der)
 	p := &pull{tokenID: t.ID, remote: s.remote}
+	if rest, ok := strings.CutSuffix(r.URL.Path, "/finalize"); ok {
+		p.replaces = g.replacesOf(r.Context(), rest[strings.LastIndex(rest, "/")+1:])
+	}
 	g.pulls.put(hash, p)
 	defer g.pulls.del(hash, p)
 	rec := &recorder{header: http.Header{}}

@@ -93,8 +93,7 @@ func (g *Gateway) revokeCert(w http.ResponseWriter, r *http.Request, s *reqState
 		g.problem(w, r, http.StatusBadRequest, smacme.ErrorBadNonceType, "the nonce is unknown or used", 0)
 		return
 	}
-	fp := sha256.Sum256(der)
-	c, err := g.store.Certificates().GetByFingerprint(ctx, hex.EncodeToString(fp[:]))
+	c, err := g.store.Certificates().GetByFingerprint(ctx, fingerprintOf(der))
 	if err != nil || c.IssuerID == "" || g.opts.Clients == nil {
 		g.problem(w, r, http.StatusInternalServerError, smacme.ErrorServerInternalType, "the certificate's ACME client is unknown here", 0)
 		return
@@ -135,3 +134,10 @@ func (g *Gateway) revokeCert(w http.ResponseWriter, r *http.Request, s *reqState
 }
 
 func bytesEqual(a, b []byte) bool { return string(a) == string(b) }
+
+// fingerprintOf is the inventory's fingerprint of a certificate (SHA-256 of
+// the DER, lowercase hex).
+func fingerprintOf(der []byte) string {
+	fp := sha256.Sum256(der)
+	return hex.EncodeToString(fp[:])
+}
