@@ -508,3 +508,32 @@ func TestRenewalInfoAndReplaces(t *testing.T) {
 		t.Fatal("no workflow passed replaces upstream")
 	}
 }
+
+// Per-token pacing: past the duplicate-certificate limit a new key's pull
+// is rateLimited with Retry-After and reaches no CA; a fresh re-pull still
+// works.
+func TestDuplicatePacing(t *testing.T) {
+	e := newGWEnv(t, gateway.Options{DuplicateLimit: 1, DuplicateWindow: time.Hour})
+	_, creds := e.token("pace.example.test")
+	cl := e.client(gateway.DirectoryPath)
+	acct, err := e.account(cl, creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := newKey(t, elliptic.P256())
+	if _, err := e.pull(cl, acct, csrFor(t, key, "pace.example.test"), "pace.example.test"); err != nil {
+		t.Fatal(err)
+	}
+	before := e.pebble.NewOrders()
+	_, err = e.pull(cl, acct, csrFor(t, newKey(t, elliptic.P256()), "pace.example.test"), "pace.example.test")
+	var p acme.Problem
+	if !errors.As(err, &p) || p.Status != 429 || !strings.HasSuffix(p.Type, ":rateLimited") {
+		t.Fatalf("second new certificate: %v", err)
+	}
+	if e.pebble.NewOrders() != before {
+		t.Fatal("a paced pull reached the upstream CA")
+	}
+	if _, err := e.pull(cl, acct, csrFor(t, key, "pace.example.test"), "pace.example.test"); err != nil {
+		t.Fatalf("a fresh re-pull is not paced: %v", err)
+	}
+}

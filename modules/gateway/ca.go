@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -31,6 +32,8 @@ type pullRecord struct {
 	WorkflowID string    `json:"workflow_id"`
 	TokenID    string    `json:"token_id"`
 	Created    time.Time `json:"created"`
+	// Names are the certificate's names, sorted, for pacing
+	Names []string `json:"names,omitempty"`
 }
 
 // pull is one finalize in flight on this node, found by the CA service by
@@ -40,6 +43,8 @@ type pull struct {
 	remote  string
 	// replaces is the ARI ID of the certificate the order replaces
 	replaces string
+	// limited is set when pacing refuses the pull: retry after it
+	limited time.Duration
 	// set by the CA service
 	pending    bool
 	workflowID string
@@ -74,6 +79,9 @@ func csrHash(der []byte) string {
 	h := sha256.Sum256(der)
 	return hex.EncodeToString(h[:])
 }
+
+// errLimited tells the gateway that pacing refused the pull.
+var errLimited = errors.New("too many certificates for these names")
 
 // errPending tells the gateway that issuance goes on past the wait.
 var errPending = errors.New("the certificate is still being issued")
@@ -127,8 +135,23 @@ func (g *Gateway) issue(ctx context.Context, p *pull, csr *x509.CertificateReque
 		g.use(ctx, t.ID, "token.reused", map[string]any{"certificate_id": t.CertificateID, "remote": p.remote})
 		return chain, nil
 	}
+	names := make([]string, 0, len(ids))
+	for _, id := range ids {
+		names = append(names, id.Value)
+	}
+	slices.Sort(names)
 	key := t.ID + "/" + hash
-	rec := pullRecord{WorkflowID: storage.NewID("wf"), TokenID: t.ID, Created: g.clock().UTC()}
+	if _, err := g.store.ACME().Get(ctx, pullsBucket, key); errors.Is(err, storage.ErrNotFound) {
+		if wait, err := g.pace(ctx, t.ID, names); err != nil {
+			return nil, err
+		} else if wait > 0 {
+			p.limited = wait
+			g.use(ctx, t.ID, "token.refused", map[string]any{"reason": "duplicate-certificate pacing", "identifiers": names,
+				"retry_after": wait.String()})
+			return nil, errLimited
+		}
+	}
+	rec := pullRecord{WorkflowID: storage.NewID("wf"), TokenID: t.ID, Created: g.clock().UTC(), Names: names}
 	raw, _ := json.Marshal(rec)
 	found, swapped, err := g.store.ACME().CompareAndSwap(ctx, pullsBucket, key, nil, raw)
 	if err != nil {
@@ -193,6 +216,39 @@ func (g *Gateway) chainOf(ctx context.Context, t *storage.Token, w *storage.Work
 		}
 	}
 	return chain, nil
+}
+
+// pace returns how long a new upstream certificate for exactly these names
+// must wait under the duplicate-certificate limit (DuplicateLimit per
+// DuplicateWindow, per token), or 0.
+func (g *Gateway) pace(ctx context.Context, tokenID string, names []string) (time.Duration, error) {
+	if g.opts.DuplicateLimit <= 0 {
+		return 0, nil
+	}
+	kvs, err := g.store.ACME().List(ctx, pullsBucket)
+	if err != nil {
+		return 0, fmt.Errorf("pacing the pull: %w", err)
+	}
+	now := g.clock()
+	since := now.Add(-g.opts.DuplicateWindow)
+	var within []time.Time
+	for _, kv := range kvs {
+		if !strings.HasPrefix(kv.Key, tokenID+"/") {
+			continue
+		}
+		var rec pullRecord
+		if json.Unmarshal(kv.Value, &rec) != nil || !slices.Equal(rec.Names, names) || !rec.Created.After(since) {
+			continue
+		}
+		within = append(within, rec.Created)
+	}
+	if len(within) < g.opts.DuplicateLimit {
+		return 0, nil
+	}
+	slices.SortFunc(within, func(a, b time.Time) int { return a.Compare(b) })
+	// the oldest that must leave the window for one more to fit
+	free := within[len(within)-g.opts.DuplicateLimit].Add(g.opts.DuplicateWindow)
+	return max(free.Sub(now), time.Second), nil
 }
 
 // fresh returns the token's current certificate if the CSR asks for it

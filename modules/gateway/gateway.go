@@ -50,6 +50,13 @@ type Options struct {
 	RetryAfter time.Duration
 	// MaxBodyBytes caps a request body. Default: 64 KiB.
 	MaxBodyBytes int64
+	// DuplicateLimit caps new upstream certificates for exactly the same
+	// names per token within DuplicateWindow (the CA's duplicate-
+	// certificate limit; Let's Encrypt: 5 per 7 days); past it a finalize
+	// answers rateLimited with Retry-After. A fresh re-pull is not
+	// counted. 0: no pacing.
+	DuplicateLimit  int
+	DuplicateWindow time.Duration
 	// Clients gives the ACME client that issued a certificate, to forward
 	// an edge's revocation upstream; nil refuses revocations.
 	Clients workflow.ACMEClients
@@ -92,6 +99,9 @@ func New(opts Options) (*Gateway, error) {
 	}
 	if opts.RetryAfter <= 0 {
 		opts.RetryAfter = 5 * time.Second
+	}
+	if opts.DuplicateWindow <= 0 {
+		opts.DuplicateWindow = 7 * 24 * time.Hour
 	}
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 64 << 10
@@ -437,6 +447,17 @@ func (g *Gateway) finalize(w http.ResponseWriter, r *http.Request, s *reqState, 
 	defer g.pulls.del(hash, p)
 	rec := &recorder{header: http.Header{}}
 	g.byRouter(s).ServeHTTP(rec, r)
+	if p.limited > 0 {
+		for k, v := range rec.header {
+			if k == "Replay-Nonce" || k == "Link" {
+				w.Header()[k] = v
+			}
+		}
+		g.problemNoNonce(w, http.StatusTooManyRequests, acme.ErrorRateLimitedType,
+			fmt.Sprintf("token %s reached %d new certificates for these names per %s; retry later", t.ID, g.opts.DuplicateLimit,
+				g.opts.DuplicateWindow), p.limited)
+		return
+	}
 	if p.pending {
 		for k, v := range rec.header {
 			if k == "Replay-Nonce" || k == "Link" {

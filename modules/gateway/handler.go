@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -33,7 +34,9 @@ func init() {
 // Caddyfile:
 //
 //	certlocker_acme {
-//		finalize_wait 25s
+//		finalize_wait    25s
+//		duplicate_limit  5
+//		duplicate_window 168h
 //	}
 type Handler struct {
 	// FinalizeWait bounds how long a finalize waits for the upstream CA;
@@ -42,6 +45,15 @@ type Handler struct {
 	// the certificate. Keep it below the edge clients' timeouts.
 	// Default: 25s.
 	FinalizeWait caddy.Duration `json:"finalize_wait,omitempty"`
+
+	// DuplicateLimit caps new certificates for exactly the same names per
+	// token within DuplicateWindow, below the upstream CA's duplicate-
+	// certificate limit; past it edges get rateLimited with Retry-After.
+	// A fresh re-pull (same key) is not counted; -1 turns pacing off.
+	// Default: 5 (Let's Encrypt's limit).
+	DuplicateLimit int `json:"duplicate_limit,omitempty"`
+	// DuplicateWindow is the window of DuplicateLimit. Default: 168h.
+	DuplicateWindow caddy.Duration `json:"duplicate_window,omitempty"`
 
 	gw     *Gateway
 	logger *zap.Logger
@@ -75,7 +87,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return errors.New("certlocker_acme: the certlocker app offers no store or workflow engine")
 	}
 	opts := Options{Store: a.Store(), Engine: a.Workflows(), Node: a.Node(), Logger: h.logger,
-		FinalizeWait: time.Duration(h.FinalizeWait)}
+		FinalizeWait: time.Duration(h.FinalizeWait), DuplicateLimit: h.DuplicateLimit, DuplicateWindow: time.Duration(h.DuplicateWindow)}
+	switch {
+	case h.DuplicateLimit == 0:
+		opts.DuplicateLimit = 5
+	case h.DuplicateLimit < 0:
+		opts.DuplicateLimit = 0
+	}
 	if r, ok := v.(interface{ IssuerRegistry() *issuers.Service }); ok && r.IssuerRegistry() != nil {
 		opts.Clients = r.IssuerRegistry()
 	}
@@ -85,8 +103,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 // Validate checks the configuration.
 func (h *Handler) Validate() error {
-	if h.FinalizeWait < 0 {
-		return errors.New("finalize_wait must not be negative")
+	if h.FinalizeWait < 0 || h.DuplicateWindow < 0 {
+		return errors.New("finalize_wait and duplicate_window must not be negative")
 	}
 	return nil
 }
@@ -117,6 +135,30 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("finalize_wait: %v", err)
 			}
 			h.FinalizeWait = caddy.Duration(dur)
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "duplicate_limit":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < -1 || n == 0 {
+				return d.Errf("duplicate_limit must be a positive number, or -1 for no pacing")
+			}
+			h.DuplicateLimit = n
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "duplicate_window":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil {
+				return d.Errf("duplicate_window: %v", err)
+			}
+			h.DuplicateWindow = caddy.Duration(dur)
 			if d.NextArg() {
 				return d.ArgErr()
 			}
