@@ -13,10 +13,12 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -535,5 +537,66 @@ func TestDuplicatePacing(t *testing.T) {
 	}
 	if _, err := e.pull(cl, acct, csrFor(t, key, "pace.example.test"), "pace.example.test"); err != nil {
 		t.Fatalf("a fresh re-pull is not paced: %v", err)
+	}
+}
+
+// Two gateway nodes over one store behind one name: an account made on one
+// pulls on the other, and a finalize that outlasted its wait on node A is
+// answered by node B with the same workflow (no second upstream order).
+func TestTwoNodesShareState(t *testing.T) {
+	e := newGWEnv(t, gateway.Options{FinalizeWait: 300 * time.Millisecond})
+	gwB, err := gateway.New(gateway.Options{Store: e.app.Store(), Engine: e.app.Workflows(), Node: "node-b",
+		FinalizeWait: 300 * time.Millisecond, Clients: e.app.IssuerRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var useB atomic.Bool
+	e.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if useB.Load() {
+			gwB.ServeHTTP(w, r)
+			return
+		}
+		e.gw.ServeHTTP(w, r)
+	})
+	_, creds := e.token("ha.example.test")
+	cl := e.client(creds.DirectoryPath)
+	acct, err := e.account(cl, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	order, err := cl.NewOrder(t.Context(), acct, acme.Order{Identifiers: []acme.Identifier{{Type: "dns", Value: "ha.example.test"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := newKey(t, elliptic.P256())
+	csr := csrFor(t, key, "ha.example.test")
+	before := e.pebble.NewOrders()
+	release := e.pebble.HoldIssuance()
+	_, err = cl.FinalizeOrder(t.Context(), acct, order, csr)
+	release()
+	var p acme.Problem
+	if !errors.As(err, &p) || p.Status != http.StatusServiceUnavailable {
+		t.Fatalf("held finalize on node A: %v", err)
+	}
+	useB.Store(true) // node A is gone; B answers from the shared store
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		o, err := cl.FinalizeOrder(t.Context(), acct, order, csr)
+		if err == nil {
+			chains, err := cl.GetCertificateChain(t.Context(), acct, o.Certificate)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !key.PublicKey.Equal(parseLeaf(t, chains[0].ChainPEM).PublicKey) {
+				t.Fatal("wrong key")
+			}
+			break
+		}
+		if !errors.As(err, &p) || p.Status != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			t.Fatalf("finalize on node B: %v", err)
+		}
+	}
+	if n := e.pebble.NewOrders() - before; n != 1 {
+		t.Fatalf("the upstream CA saw %d orders", n)
 	}
 }
