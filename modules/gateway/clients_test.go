@@ -122,7 +122,7 @@ func TestCertbotThroughEAB(t *testing.T) {
 	e.checkFiles(filepath.Join(live, "fullchain.pem"), filepath.Join(live, "privkey.pem"), "certbot.example.test")
 	first, _ := os.ReadFile(filepath.Join(live, "cert.pem"))
 	// renew: a new key and certificate through the same account
-	run(t, env, certbot, append([]string{"renew", "--force-renewal", "--manual-auth-hook", "true"}, common...)...)
+	run(t, env, certbot, append([]string{"renew", "--force-renewal", "--no-random-sleep-on-renew", "--manual-auth-hook", "true"}, common...)...)
 	e.checkFiles(filepath.Join(live, "fullchain.pem"), filepath.Join(live, "privkey.pem"), "certbot.example.test")
 	second, _ := os.ReadFile(filepath.Join(live, "cert.pem"))
 	if string(first) == string(second) {
@@ -131,7 +131,32 @@ func TestCertbotThroughEAB(t *testing.T) {
 	if n := e.pebble.NewOrders() - before; n != 2 {
 		t.Fatalf("the upstream CA saw %d orders for two pulls", n)
 	}
+	// revoke: forwarded upstream, the inventory certificate marked
+	run(t, env, certbot, append([]string{"revoke", "--cert-path", filepath.Join(live, "cert.pem"), "--no-delete-after-revoke",
+		"--reason", "keycompromise"}, common...)...)
+	e.checkRevoked(filepath.Join(live, "cert.pem"))
 	e.noSecretsLogged(creds)
+}
+
+// checkRevoked asserts the inventory marks the certificate in file revoked.
+func (e *gwEnv) checkRevoked(file string) {
+	e.t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		e.t.Fatal("no certificate PEM")
+	}
+	x, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	c, err := e.app.Store().Certificates().GetByFingerprint(e.t.Context(), fingerprint(x))
+	if err != nil || c.Status != "revoked" {
+		e.t.Fatalf("inventory after revoke: %v %+v", err, c)
+	}
 }
 
 func TestLegoThroughEAB(t *testing.T) {
@@ -150,7 +175,7 @@ func TestLegoThroughEAB(t *testing.T) {
 	certs := filepath.Join(dir, "certificates")
 	e.checkFiles(filepath.Join(certs, "lego.example.test.crt"), filepath.Join(certs, "lego.example.test.key"), "lego.example.test")
 	first, _ := os.ReadFile(filepath.Join(certs, "lego.example.test.crt"))
-	out += run(t, env, lego, args("renew", "--days", "3650")...)
+	out += run(t, env, lego, args("renew", "--days", "3650", "--no-random-sleep")...)
 	e.checkFiles(filepath.Join(certs, "lego.example.test.crt"), filepath.Join(certs, "lego.example.test.key"), "lego.example.test")
 	second, _ := os.ReadFile(filepath.Join(certs, "lego.example.test.crt"))
 	if string(first) == string(second) {
@@ -160,5 +185,7 @@ func TestLegoThroughEAB(t *testing.T) {
 		t.Fatalf("the upstream CA saw %d orders for two pulls", n)
 	}
 	_ = out
+	run(t, env, lego, args("revoke", "--keep")...)
+	e.checkRevoked(filepath.Join(certs, "lego.example.test.crt"))
 	e.noSecretsLogged(creds)
 }
