@@ -294,6 +294,10 @@ type ACMEStateStore interface {
 	// Take deletes key and reports whether it existed: of concurrent
 	// Takes of one key, exactly one returns true (a nonce is used once).
 	Take(ctx context.Context, bucket, key string) (bool, error)
+	// DeleteBelow removes the bucket's entries whose key sorts before
+	// below (bytewise) and returns how many (time-prefixed keys expire
+	// without reading their values).
+	DeleteBelow(ctx context.Context, bucket, below string) (int, error)
 	// DeleteBucket removes every entry of the bucket.
 	DeleteBucket(ctx context.Context, bucket string) error
 }

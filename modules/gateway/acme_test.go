@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/mholt/acmez/v3/acme"
+	"go.step.sm/crypto/jose"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -598,5 +600,58 @@ func TestTwoNodesShareState(t *testing.T) {
 	}
 	if n := e.pebble.NewOrders() - before; n != 1 {
 		t.Fatalf("the upstream CA saw %d orders", n)
+	}
+}
+
+// Nonces expire: one older than an hour is refused, and expired ones are
+// removed from the store.
+func TestNoncesExpire(t *testing.T) {
+	var offset atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	e := newGWEnv(t, gateway.Options{Clock: clock})
+	_, creds := e.token("nonce.example.test")
+	cl := e.client(creds.DirectoryPath)
+	if _, err := e.account(cl, nil); err != nil { // leaves a fresh nonce in the client
+		t.Fatal(err)
+	}
+	kvs, _ := e.app.Store().ACME().List(t.Context(), "nonces")
+	if len(kvs) == 0 {
+		t.Fatal("no nonce stored")
+	}
+	// a nonce used after its hour is refused
+	dir, _ := cl.GetDirectory(t.Context())
+	resp, err := e.srv.Client().Head(dir.NewNonce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	old := resp.Header.Get("Replay-Nonce")
+	offset.Store(int64(2 * time.Hour))
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: newKey(t, elliptic.P256())}, &jose.SignerOptions{EmbedJWK: true,
+		ExtraHeaders: map[jose.HeaderKey]any{"nonce": old, "url": dir.NewAccount}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jws, _ := signer.Sign([]byte(`{"onlyReturnExisting":true}`))
+	r2, err := e.srv.Client().Post(dir.NewAccount, "application/jose+json", strings.NewReader(jws.FullSerialize()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prob map[string]any
+	_ = json.NewDecoder(r2.Body).Decode(&prob)
+	r2.Body.Close()
+	if prob["type"] != "urn:ietf:params:acme:error:badNonce" {
+		t.Fatalf("an expired nonce: %v", prob)
+	}
+	// the client's cached nonce is now expired: acmez retries badNonce
+	// with a fresh one, and the fresh nonce's creation removes the old
+	if _, err := e.account(cl, nil); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := e.app.Store().ACME().List(t.Context(), "nonces")
+	for _, kv := range after {
+		if kv.Key < fmt.Sprintf("%011x", clock().Add(-time.Hour).Unix()) {
+			t.Fatalf("expired nonce %s kept", kv.Key)
+		}
 	}
 }

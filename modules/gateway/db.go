@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -188,14 +190,42 @@ func (d *db) CreateAccount(ctx context.Context, acc *acme.Account) error {
 	return nil
 }
 
+// Nonces are keyed by their creation time (11 hex digits of Unix seconds)
+// and 16 random bytes, base64url: a nonce older than nonceTTL is refused,
+// and expired ones are removed by key range without reading them.
+const (
+	noncesBucket = "nonces"
+	nonceTTL     = time.Hour
+)
+
+func nonceKeyAt(t time.Time) string { return fmt.Sprintf("%011x", t.Unix()) }
+
+// CreateNonce stores and returns a new replay nonce.
+func (d *db) CreateNonce(ctx context.Context) (acme.Nonce, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	now := d.g.clock()
+	n := nonceKeyAt(now) + "-" + base64.RawURLEncoding.EncodeToString(b)
+	if err := d.g.store.ACME().Set(ctx, noncesBucket, n, []byte{1}); err != nil {
+		return "", err
+	}
+	d.g.expireNonces(ctx, now)
+	return acme.Nonce(n), nil
+}
+
 // DeleteNonce uses a nonce once, also across nodes and concurrent requests.
 func (d *db) DeleteNonce(ctx context.Context, nonce acme.Nonce) error {
-	took, err := d.g.store.ACME().Take(ctx, "nonces", string(nonce))
+	took, err := d.g.store.ACME().Take(ctx, noncesBucket, string(nonce))
 	if err != nil {
 		return err
 	}
 	if !took {
 		return acme.NewError(acme.ErrorBadNonceType, "nonce is unknown or used")
+	}
+	if string(nonce) < nonceKeyAt(d.g.clock().Add(-nonceTTL)) {
+		return acme.NewError(acme.ErrorBadNonceType, "nonce expired")
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -81,6 +82,21 @@ type Gateway struct {
 	eab     http.Handler
 	byToken http.Handler
 	pulls   inflight
+
+	// lastExpiry is when this node last removed expired nonces (Unix s)
+	lastExpiry atomic.Int64
+}
+
+// expireNonces removes nonces past their TTL, at most once a minute per
+// node, in the background of the request that triggers it.
+func (g *Gateway) expireNonces(ctx context.Context, now time.Time) {
+	last := g.lastExpiry.Load()
+	if now.Unix()-last < 60 || !g.lastExpiry.CompareAndSwap(last, now.Unix()) {
+		return
+	}
+	if _, err := g.store.ACME().DeleteBelow(context.WithoutCancel(ctx), noncesBucket, nonceKeyAt(now.Add(-nonceTTL))); err != nil {
+		g.log.Warn("removing expired nonces", zap.Error(err))
+	}
 }
 
 // New builds a gateway over a store and workflow engine.

@@ -75,6 +75,15 @@ func (x acmeState) Take(ctx context.Context, bucket, key string) (bool, error) {
 	return n == 1, nil
 }
 
+func (x acmeState) DeleteBelow(ctx context.Context, bucket, below string) (int, error) {
+	res, err := x.s.exec(ctx, "DELETE FROM acme_state WHERE bucket = ? AND k < ?", bucket, below)
+	if err != nil {
+		return 0, x.s.classify(err, "expiring "+bucket)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
 func (x acmeState) DeleteBucket(ctx context.Context, bucket string) error {
 	_, err := x.s.exec(ctx, "DELETE FROM acme_state WHERE bucket = ?", bucket)
 	return x.s.classify(err, "deleting bucket "+bucket)
