@@ -655,3 +655,37 @@ func TestNoncesExpire(t *testing.T) {
 		}
 	}
 }
+
+// A node that died after recording the pull and before creating its
+// workflow: the retried finalize creates the workflow under the recorded
+// ID, one upstream order.
+func TestFinalizeAfterCrashBeforeWorkflow(t *testing.T) {
+	e := newGWEnv(t, gateway.Options{})
+	tok, creds := e.token("crash.example.test")
+	cl := e.client(creds.DirectoryPath)
+	acct, err := e.account(cl, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := newKey(t, elliptic.P256())
+	csr := csrFor(t, key, "crash.example.test")
+	h := sha256.Sum256(csr)
+	wfID := storage.NewID("wf")
+	rec, _ := json.Marshal(map[string]any{"workflow_id": wfID, "token_id": tok.ID, "created": time.Now().UTC()})
+	if err := e.app.Store().ACME().Set(t.Context(), "gateway_pulls", tok.ID+"/"+hex.EncodeToString(h[:]), rec); err != nil {
+		t.Fatal(err)
+	}
+	before := e.pebble.NewOrders()
+	chain, err := e.pull(cl, acct, csr, "crash.example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.checkEdgeCert(chain, key, "crash.example.test")
+	w, err := e.app.Workflows().Get(t.Context(), wfID)
+	if err != nil || w.State != storage.StateIssued || w.Trigger != "gateway" {
+		t.Fatalf("workflow %s: %v %+v", wfID, err, w)
+	}
+	if n := e.pebble.NewOrders() - before; n != 1 {
+		t.Fatalf("%d upstream orders", n)
+	}
+}
