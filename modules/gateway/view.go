@@ -91,7 +91,7 @@ func Recipes(base string, t *storage.Token, mac, tokenDir string) map[string]str
 		"haproxy_3_3": "acme certlocker\n    directory " + base + tokenDir + "\n    account-key /etc/haproxy/certlocker.account.key\n    challenge http-01\n    keytype ECDSA\n    curves P-384\n",
 		"haproxy_3_4": "acme certlocker\n    directory " + dir + "\n    eab-kid " + t.ID + "\n    eab-hmac-key " + mac + "\n    challenge http-01\n    keytype ECDSA\n",
 		"win_acme":    "wacs.exe --baseuri " + dir + " --eab-key-identifier " + t.ID + " --eab-key " + mac + " --source manual --host " + strings.Join(names, ","),
-		"certbot":     "certbot certonly --server " + dir + " --eab-kid " + t.ID + " --eab-hmac-key " + mac + " --standalone --agree-tos -m ops@example.com" + d.String(),
+		"certbot":     "certbot certonly --server " + dir + " --eab-kid " + t.ID + " --eab-hmac-key " + mac + " --manual --manual-auth-hook true --preferred-challenges http --agree-tos -m ops@example.com" + d.String(),
 		"lego":        "lego --server " + dir + " --eab --kid " + t.ID + " --hmac " + mac + " --email ops@example.com --accept-tos --http" + lego.String() + " run",
 		"acme_sh":     "acme.sh --register-account --server " + dir + " --eab-kid " + t.ID + " --eab-hmac-key " + mac + "\nacme.sh --issue --server " + dir + " --standalone" + d.String(),
 		"caddy":       first + " {\n\ttls {\n\t\tca " + dir + "\n\t\teab " + t.ID + " " + mac + "\n\t}\n}\n# or globally: { acme_ca " + dir + "\n#   acme_eab {\n#     key_id " + t.ID + "\n#     mac_key " + mac + "\n#   } }\n",
