@@ -689,3 +689,37 @@ func TestFinalizeAfterCrashBeforeWorkflow(t *testing.T) {
 		t.Fatalf("%d upstream orders", n)
 	}
 }
+
+// After a rotation both the old and the new EAB key bind accounts during
+// the grace period; with no grace the old one is refused at once.
+func TestRotatedEABKeys(t *testing.T) {
+	e := newGWEnv(t, gateway.Options{})
+	tok, old, err := e.app.Tokens().Create(t.Context(), "test", gateway.CreateRequest{Names: []string{"rot.example.test"},
+		IssuerID: e.issuer, MaxAccounts: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, fresh, err := e.app.Tokens().Rotate(t.Context(), "test", tok.ID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := e.client(gateway.DirectoryPath)
+	for _, c := range []*gateway.Credentials{old, fresh} {
+		if _, err := e.account(cl, c); err != nil {
+			t.Fatalf("during grace: %v", err)
+		}
+	}
+	if _, err := e.account(e.client(old.DirectoryPath), nil); err != nil {
+		t.Fatalf("old URL during grace: %v", err)
+	}
+	_, newest, err := e.app.Tokens().Rotate(t.Context(), "test", tok.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.account(cl, fresh); problemType(err) != "unauthorized" {
+		t.Fatalf("replaced key without grace: %v", err)
+	}
+	if _, err := e.account(cl, newest); err != nil {
+		t.Fatal(err)
+	}
+}
