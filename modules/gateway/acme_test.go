@@ -141,7 +141,6 @@ func (e *gwEnv) pull(cl *acme.Client, acct acme.Account, csr []byte, names ...st
 // pullWith is one edge pull against the gateway, whose authorizations come
 // back valid.
 func pullWith(t testing.TB, cl *acme.Client, acct acme.Account, csr []byte, names ...string) ([]*x509.Certificate, error) {
-	e := struct{ t testing.TB }{t}
 	ctx := t.Context()
 	var ids []acme.Identifier
 	for _, n := range names {
@@ -152,7 +151,7 @@ func pullWith(t testing.TB, cl *acme.Client, acct acme.Account, csr []byte, name
 		return nil, err
 	}
 	if len(order.Authorizations) != len(names) {
-		e.t.Fatalf("order has %d authorizations for %d names", len(order.Authorizations), len(names))
+		t.Fatalf("order has %d authorizations for %d names", len(order.Authorizations), len(names))
 	}
 	for _, u := range order.Authorizations {
 		az, err := cl.GetAuthorization(ctx, acct, u)
@@ -160,14 +159,14 @@ func pullWith(t testing.TB, cl *acme.Client, acct acme.Account, csr []byte, name
 			return nil, err
 		}
 		if az.Status != "valid" {
-			e.t.Fatalf("authorization %s is %s", u, az.Status)
+			t.Fatalf("authorization %s is %s", u, az.Status)
 		}
 		types := map[string]bool{}
 		for _, ch := range az.Challenges {
 			types[ch.Type] = ch.Status == "valid"
 		}
 		if !types["http-01"] || !types["dns-01"] {
-			e.t.Fatalf("authorization challenges %+v: want valid http-01 and dns-01", az.Challenges)
+			t.Fatalf("authorization challenges %+v: want valid http-01 and dns-01", az.Challenges)
 		}
 	}
 	order, err = cl.FinalizeOrder(ctx, acct, order, csr)
@@ -187,7 +186,7 @@ func pullWith(t testing.TB, cl *acme.Client, acct acme.Account, csr []byte, name
 		}
 		x, err := x509.ParseCertificate(b.Bytes)
 		if err != nil {
-			e.t.Fatal(err)
+			t.Fatal(err)
 		}
 		out = append(out, x)
 	}
