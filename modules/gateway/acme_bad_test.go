@@ -2,11 +2,8 @@ package gateway_test
 
 import (
 	"bytes"
-	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -332,9 +329,3 @@ func parseLeaf(t *testing.T, chainPEM []byte) *x509.Certificate {
 	}
 	return x
 }
-
-var (
-	_ = ecdsa.PublicKey{}
-	_ = rand.Reader
-	_ = pkix.Name{}
-)

@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -327,7 +326,6 @@ func errString(err error) string {
 	return err.Error()
 }
 
-var _ = context.Background
 
 func errorsAs(err error, p *acme.Problem) bool { return errors.As(err, p) }
 
