@@ -326,7 +326,6 @@ func errString(err error) string {
 	return err.Error()
 }
 
-
 func errorsAs(err error, p *acme.Problem) bool { return errors.As(err, p) }
 
 func pemDecode(b []byte) ([]byte, []byte) {
