@@ -16,6 +16,7 @@ import (
 	_ "github.com/certlocker/caddy-certlocker/caddyfile"
 	_ "github.com/certlocker/caddy-certlocker/modules/certlocker"
 	_ "github.com/certlocker/caddy-certlocker/modules/challengezone"
+	_ "github.com/certlocker/caddy-certlocker/modules/gateway"
 	_ "github.com/certlocker/caddy-certlocker/modules/notify"
 	_ "github.com/certlocker/caddy-certlocker/modules/workflow"
 )

@@ -33,6 +33,8 @@ var (
 	// ErrInUse means the row is referenced by others and cannot be deleted.
 	ErrInUse = errors.New("in use")
 	// ErrInvalidCursor means a Page.Cursor was not made by this store.
+	// ErrLimit means a counted limit (accounts bound to a token) is reached.
+	ErrLimit         = errors.New("limit reached")
 	ErrInvalidCursor = errors.New("invalid cursor: pass next_cursor from the previous page unchanged")
 )
 
@@ -239,7 +241,20 @@ type TokenStore interface {
 	Get(ctx context.Context, id string) (*Token, error)
 	List(ctx context.Context, f TokenFilter) ([]*Token, error)
 	Update(ctx context.Context, t *Token) error
+	// Delete removes the token and the account bindings it has.
 	Delete(ctx context.Context, id string) error
+	// GetByURLHash returns the token whose URLHash or PreviousURLHash is
+	// hash (ErrNotFound if none). The caller still compares the secret.
+	GetByURLHash(ctx context.Context, hash string) (*Token, error)
+	// BindAccount binds an ACME account to the token, atomically with
+	// the count of accounts bound: ErrLimit if max are bound already.
+	// Binding an account again to the same token is a no-op; an account
+	// bound to another token is ErrConflict.
+	BindAccount(ctx context.Context, tokenID, accountID string, max int) error
+	// AccountToken returns the ID of the token an account is bound to.
+	AccountToken(ctx context.Context, accountID string) (string, error)
+	// Accounts lists the accounts bound to a token, oldest first.
+	Accounts(ctx context.Context, tokenID string) ([]*TokenAccount, error)
 }
 
 // TokenFilter selects tokens; zero fields match everything.
@@ -277,6 +292,13 @@ type ACMEStateStore interface {
 	// oldValue (nil oldValue: only if the key does not exist). It returns
 	// the value found and whether it swapped.
 	CompareAndSwap(ctx context.Context, bucket, key string, oldValue, newValue []byte) ([]byte, bool, error)
+	// Take deletes key and reports whether it existed: of concurrent
+	// Takes of one key, exactly one returns true (a nonce is used once).
+	Take(ctx context.Context, bucket, key string) (bool, error)
+	// DeleteBelow removes the bucket's entries whose key sorts before
+	// below (bytewise) and returns how many (time-prefixed keys expire
+	// without reading their values).
+	DeleteBelow(ctx context.Context, bucket, below string) (int, error)
 	// DeleteBucket removes every entry of the bucket.
 	DeleteBucket(ctx context.Context, bucket string) error
 }

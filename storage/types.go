@@ -270,19 +270,58 @@ type Token struct {
 	ID            string
 	Type          string
 	Name          string
+	Description   string
 	CertificateID string
 	// Names are the hostnames the token may obtain.
 	Names []string
+	// Spec is the token's scope beyond its names: the ACME client that
+	// issues them, each name's challenge settings, key constraints and
+	// limits.
+	Spec TokenSpec
 	// Secret is the token's HMAC key (used as ACME EAB MAC key).
-	Secret     Secret
-	Group      string
-	Status     string
-	ExpiresAt  time.Time
-	LastUsedAt time.Time
-	RevokedAt  time.Time
-	CreatedAt  time.Time
-	UpdatedAt  time.Time
-	Version    int64
+	Secret Secret
+	// URLSecret is the secret in the token's own directory URL; URLHash is
+	// its SHA-256 (hex), by which the token is found.
+	URLSecret Secret
+	URLHash   string
+	// PreviousSecret and PreviousURLHash are the secrets a rotation
+	// replaced; they stay valid until GraceUntil.
+	PreviousSecret  Secret
+	PreviousURLHash string
+	GraceUntil      time.Time
+	Group           string
+	Status          string
+	ExpiresAt       time.Time
+	LastUsedAt      time.Time
+	RevokedAt       time.Time
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+	Version         int64
+}
+
+// TokenSpec is the scope of a token beyond its names, stored as JSON.
+type TokenSpec struct {
+	// IssuerID is the ACME client that issues the token's certificates.
+	IssuerID string `json:"issuer_id,omitempty"`
+	// Identifiers are the token's names with their challenge settings,
+	// as a workflow takes them.
+	Identifiers []Identifier `json:"identifiers,omitempty"`
+	// MinRSABits is the smallest RSA key an edge CSR may carry (0: 2048).
+	MinRSABits int `json:"min_rsa_bits,omitempty"`
+	// AllowedCurves are the ECDSA curves an edge CSR may use ("P-256",
+	// "P-384", "P-521"); empty: P-256 and P-384.
+	AllowedCurves []string `json:"allowed_curves,omitempty"`
+	// MaxAccounts caps the ACME accounts bound to the token.
+	MaxAccounts int `json:"max_accounts,omitempty"`
+	// AllowBundle allows PEM bundle delivery with the token's secret.
+	AllowBundle bool `json:"allow_bundle,omitempty"`
+}
+
+// TokenAccount is an ACME account of the gateway bound to a token.
+type TokenAccount struct {
+	AccountID string
+	TokenID   string
+	CreatedAt time.Time
 }
 
 // AuditEntry is one line of the audit log.

@@ -160,6 +160,8 @@ type Pebble struct {
 	opts     PebbleOptions
 	profiles []string
 	gate     *issuanceGate
+	// newOrders counts newOrder requests the CA received
+	newOrders atomic.Int64
 }
 
 // issuanceGate passes the CA's log lines on, and while held blocks the one
@@ -281,7 +283,13 @@ func NewPebble(t testing.TB, opts PebbleOptions) *Pebble {
 		}
 	}
 
-	p.srv = httptest.NewUnstartedServer(p.wfe.Handler())
+	h := p.wfe.Handler()
+	p.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == "/order-plz" {
+			p.newOrders.Add(1)
+		}
+		h.ServeHTTP(w, r)
+	}))
 	p.srv.Config.ErrorLog = logger
 	p.srv.StartTLS()
 	t.Cleanup(p.srv.Close)
@@ -446,6 +454,9 @@ func (s *stoppableWriter) stop() {
 	defer s.mu.Unlock()
 	s.stopped.Store(true)
 }
+
+// NewOrders is how many newOrder requests the CA received.
+func (p *Pebble) NewOrders() int { return int(p.newOrders.Load()) }
 
 // DirectoryURL returns the URL of the ACME directory.
 func (p *Pebble) DirectoryURL() string { return p.srv.URL + wfe.DirectoryPath }

@@ -35,16 +35,12 @@ func (s *session) finalize(ctx context.Context) error {
 	start := s.e.opts.Clock()
 	switch order.Status {
 	case "ready":
-		key, err := s.certKey(ctx)
+		csr, err := s.finalCSR(ctx)
 		if errors.Is(err, errEnded) {
 			return nil // failed and persisted
 		}
 		if err != nil {
 			return err
-		}
-		csr, err := s.csr(key)
-		if err != nil {
-			return s.fail(ctx, "finalizing", "", err.Error(), nil)
 		}
 		if order, err = s.cl.FinalizeOrder(ctx, s.acct, order, csr); err != nil {
 			return s.failOrRetry(ctx, "finalizing", "", err)

@@ -47,6 +47,9 @@ type orderData struct {
 	Problem json.RawMessage `json:"problem,omitempty"`
 	// Fallbacks are the ACME clients still to try if this one fails.
 	Fallbacks []string `json:"fallback_issuer_ids,omitempty"`
+	// CSR is the edge's own CSR (DER) of a gateway workflow: it is sent
+	// as is and no key is generated.
+	CSR []byte `json:"csr,omitempty"`
 }
 
 // authzData is one authorization of the order and how far it got.

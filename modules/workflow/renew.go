@@ -85,6 +85,9 @@ func (e *Engine) renewOne(ctx context.Context, deps *Deps, c *storage.Certificat
 	if err != nil {
 		return false, fmt.Errorf("reading the workflow that issued %s: %w", c.ID, err)
 	}
+	if prev.Trigger == TriggerGateway {
+		return false, nil // the edge holds the key and renews itself
+	}
 	req := RenewalRequest(prev, ariID)
 	req.Actor = "renewals@" + e.opts.Node
 	w, err := e.createSuccessor(ctx, c.ID, req, false)

@@ -45,6 +45,9 @@ type Request struct {
 	Actor string
 	// ID, if set, is the new workflow's ID (made with storage.NewID("wf")).
 	ID string
+	// CSR, for trigger gateway only, is the edge's CSR (DER) to finalize
+	// with; the workflow then generates and holds no key.
+	CSR []byte
 }
 
 // InvalidError is a request the engine refuses, naming the field.
@@ -217,7 +220,10 @@ func (e *Engine) Create(ctx context.Context, r Request) (*storage.Workflow, erro
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
-	d := &orderData{Replaces: r.Replaces, Fallbacks: r.FallbackIssuerIDs}
+	if err := checkSuppliedCSR(&r); err != nil {
+		return nil, err
+	}
+	d := &orderData{Replaces: r.Replaces, Fallbacks: r.FallbackIssuerIDs, CSR: r.CSR}
 	raw, err := d.encode()
 	if err != nil {
 		return nil, err

@@ -63,6 +63,27 @@ func (x acmeState) Delete(ctx context.Context, bucket, key string) error {
 	return x.s.classify(err, "deleting "+bucket+"/"+key)
 }
 
+func (x acmeState) Take(ctx context.Context, bucket, key string) (bool, error) {
+	res, err := x.s.exec(ctx, "DELETE FROM acme_state WHERE bucket = ? AND k = ?", bucket, key)
+	if err != nil {
+		return false, x.s.classify(err, "taking "+bucket+"/"+key)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("taking %s/%s: %w", bucket, key, err)
+	}
+	return n == 1, nil
+}
+
+func (x acmeState) DeleteBelow(ctx context.Context, bucket, below string) (int, error) {
+	res, err := x.s.exec(ctx, "DELETE FROM acme_state WHERE bucket = ? AND k < ?", bucket, below)
+	if err != nil {
+		return 0, x.s.classify(err, "expiring "+bucket)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
 func (x acmeState) DeleteBucket(ctx context.Context, bucket string) error {
 	_, err := x.s.exec(ctx, "DELETE FROM acme_state WHERE bucket = ?", bucket)
 	return x.s.classify(err, "deleting bucket "+bucket)

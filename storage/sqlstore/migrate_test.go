@@ -59,6 +59,12 @@ func TestMigrationDropsIssuedKeyCopies(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			// undo what the later migrations added, so they apply again
+			for _, q := range undoAfter6 {
+				if _, err := db.ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
 			_ = st.Close()
 
 			st, err = open(sealer)
@@ -85,4 +91,19 @@ func TestMigrationDropsIssuedKeyCopies(t *testing.T) {
 			}
 		})
 	}
+}
+
+// undoAfter6 reverts what the migrations after version 6 added that cannot
+// be applied twice (both engines); 7 (challenge zone) is idempotent.
+var undoAfter6 = []string{
+	"DROP TABLE token_accounts",
+	"DROP INDEX tokens_url_hash",
+	"DROP INDEX tokens_previous_url_hash",
+	"ALTER TABLE tokens DROP COLUMN description",
+	"ALTER TABLE tokens DROP COLUMN spec",
+	"ALTER TABLE tokens DROP COLUMN url_secret",
+	"ALTER TABLE tokens DROP COLUMN url_hash",
+	"ALTER TABLE tokens DROP COLUMN previous_secret",
+	"ALTER TABLE tokens DROP COLUMN previous_url_hash",
+	"ALTER TABLE tokens DROP COLUMN grace_until",
 }

@@ -21,6 +21,8 @@ var secretColumns = []struct{ table, column string }{
 	{"certificates", "private_key"},
 	{"tokens", "secret"},
 	{"acmedns_registrations", "password"},
+	{"tokens", "url_secret"},
+	{"tokens", "previous_secret"},
 }
 
 func secretAD(table, column, id string) string { return table + "." + column + "/" + id }

@@ -3,6 +3,7 @@ package storagetest
 import (
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/certlocker/caddy-certlocker/storage"
@@ -99,5 +100,42 @@ func testACMEState(t *testing.T, b Backend) {
 	}
 	if list, _ := a.List(ctx, "acme_orders"); len(list) != 1 {
 		t.Fatal("deleting one bucket touched another")
+	}
+
+	// time-prefixed keys expire by range, other buckets untouched
+	for _, k := range []string{"0001-a", "0002-b", "0003-c"} {
+		must(t, a.Set(ctx, "expiring", k, []byte("x")))
+	}
+	must(t, a.Set(ctx, "other", "0001-a", []byte("x")))
+	if n, err := a.DeleteBelow(ctx, "expiring", "0003"); err != nil || n != 2 {
+		t.Fatalf("DeleteBelow = %d, %v; want 2", n, err)
+	}
+	if list, _ := a.List(ctx, "expiring"); len(list) != 1 || list[0].Key != "0003-c" {
+		t.Fatalf("left %+v", list)
+	}
+	if list, _ := a.List(ctx, "other"); len(list) != 1 {
+		t.Fatal("DeleteBelow touched another bucket")
+	}
+
+	// a nonce is used once: of concurrent Takes, exactly one wins
+	must(t, a.Set(ctx, "nonces", "n1", []byte("x")))
+	var wins atomic.Int32
+	var twg sync.WaitGroup
+	for range 8 {
+		twg.Add(1)
+		go func() {
+			defer twg.Done()
+			ok, err := a.Take(ctx, "nonces", "n1")
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				wins.Add(1)
+			}
+		}()
+	}
+	twg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d Takes of one nonce won, want 1", wins.Load())
 	}
 }

@@ -604,6 +604,53 @@ func testTokens(t *testing.T, b Backend) {
 	must(t, st.Tokens().Delete(ctx, tok.ID))
 	_, err = st.Tokens().Get(ctx, tok.ID)
 	wantErr(t, err, storage.ErrNotFound)
+
+	t.Run("gateway fields and accounts", func(t *testing.T) {
+		tok := &storage.Token{ID: "ctk_1", Names: []string{"a.example.com"}, Status: "active",
+			Secret: storage.NewSecret([]byte("mac")), URLSecret: storage.NewSecret([]byte("url")), URLHash: "h1",
+			Spec: storage.TokenSpec{IssuerID: "iss_1", MaxAccounts: 2, AllowedCurves: []string{"P-256"},
+				Identifiers: []storage.Identifier{{Type: "dns", Value: "a.example.com", Challenge: "http-01"}}}}
+		must(t, st.Tokens().Create(ctx, tok))
+		got, err := st.Tokens().GetByURLHash(ctx, "h1")
+		must(t, err)
+		if got.ID != tok.ID || string(got.URLSecret.Reveal()) != "url" || got.Spec.IssuerID != "iss_1" ||
+			len(got.Spec.Identifiers) != 1 || got.Spec.Identifiers[0].Challenge != "http-01" {
+			t.Fatalf("round trip changed the token: %+v", got)
+		}
+		// a rotation keeps the previous secrets findable during its grace
+		got.PreviousSecret, got.PreviousURLHash, got.GraceUntil = got.Secret, got.URLHash, time.Unix(1900000000, 0)
+		got.Secret, got.URLSecret, got.URLHash = storage.NewSecret([]byte("mac2")), storage.NewSecret([]byte("url2")), "h2"
+		must(t, st.Tokens().Update(ctx, got))
+		for _, h := range []string{"h1", "h2"} {
+			if g, err := st.Tokens().GetByURLHash(ctx, h); err != nil || g.ID != tok.ID || string(g.PreviousSecret.Reveal()) != "mac" {
+				t.Fatalf("by hash %s: %v %+v", h, err, g)
+			}
+		}
+		_, err = st.Tokens().GetByURLHash(ctx, "nope")
+		wantErr(t, err, storage.ErrNotFound)
+
+		must(t, st.Tokens().BindAccount(ctx, tok.ID, "acct1", 2))
+		must(t, st.Tokens().BindAccount(ctx, tok.ID, "acct1", 2)) // again: no-op
+		must(t, st.Tokens().BindAccount(ctx, tok.ID, "acct2", 2))
+		wantErr(t, st.Tokens().BindAccount(ctx, tok.ID, "acct3", 2), storage.ErrLimit)
+		other := &storage.Token{ID: "ctk_2", Status: "active"}
+		must(t, st.Tokens().Create(ctx, other))
+		wantErr(t, st.Tokens().BindAccount(ctx, other.ID, "acct1", 2), storage.ErrConflict)
+		wantErr(t, st.Tokens().BindAccount(ctx, "ctk_none", "acct9", 2), storage.ErrNotFound)
+		accts, err := st.Tokens().Accounts(ctx, tok.ID)
+		must(t, err)
+		if len(accts) != 2 || accts[0].AccountID != "acct1" || accts[1].AccountID != "acct2" {
+			t.Fatalf("accounts = %+v", accts)
+		}
+		if id, err := st.Tokens().AccountToken(ctx, "acct2"); err != nil || id != tok.ID {
+			t.Fatalf("account token = %q, %v", id, err)
+		}
+		must(t, st.Tokens().Delete(ctx, tok.ID))
+		_, err = st.Tokens().AccountToken(ctx, "acct2")
+		wantErr(t, err, storage.ErrNotFound)
+		// the binding went with the token: the account can be bound anew
+		must(t, st.Tokens().BindAccount(ctx, other.ID, "acct1", 2))
+	})
 }
 
 func testAudit(t *testing.T, b Backend) {

@@ -1,0 +1,1 @@
+certbot certonly --server https://acme.example.com/rest/acme/directory --eab-kid ctk_EXAMPLE --eab-hmac-key EAB_HMAC_KEY --manual --manual-auth-hook true --preferred-challenges http --agree-tos -m ops@example.com -d www.example.com

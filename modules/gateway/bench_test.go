@@ -1,0 +1,147 @@
+package gateway_test
+
+import (
+	"crypto/elliptic"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mholt/acmez/v3/acme"
+
+	"github.com/certlocker/caddy-certlocker/internal/acmetest"
+	"github.com/certlocker/caddy-certlocker/modules/gateway"
+)
+
+// BenchmarkEdgePull: one edge pull (new order, authorizations, finalize
+// with the edge's CSR, download) through the gateway (EAB; the gateway
+// places the upstream order as a workflow) vs the same acmez client
+// straight against the same kind of in-process Pebble (VA always valid,
+// so neither side solves challenges). Reports p50/p99 latency and
+// certificates per second, sequentially and with 8 clients at once.
+//
+//	go test -run '^$' -bench BenchmarkEdgePull -benchtime 40x ./modules/gateway/
+func BenchmarkEdgePull(b *testing.B) {
+	for _, conc := range []int{1, 8} {
+		b.Run(fmt.Sprintf("gateway/c%d", conc), func(b *testing.B) {
+			benchPulls(b, conc, func(tb *testing.B) func(i int) error {
+				e := newGWEnv(tb, gateway.Options{})
+				var names []string
+				for i := range conc {
+					names = append(names, fmt.Sprintf("n%d.bench.example.test", i))
+				}
+				tok, creds, err := e.app.Tokens().Create(tb.Context(), "bench", gateway.CreateRequest{Names: names,
+					IssuerID: e.issuer, MaxAccounts: conc})
+				if err != nil || tok == nil {
+					tb.Fatal(err)
+				}
+				cl := e.client(gateway.DirectoryPath)
+				accts := make([]acme.Account, conc)
+				for i := range accts {
+					a, err := e.account(cl, creds)
+					if err != nil {
+						tb.Fatal(err)
+					}
+					accts[i] = a
+				}
+				return func(i int) error {
+					name := fmt.Sprintf("n%d.bench.example.test", i%conc)
+					key := newKey(tb, elliptic.P256())
+					_, err := pullWith(tb, cl, accts[i%conc], csrFor(tb, key, name), name)
+					return err
+				}
+			})
+		})
+		b.Run(fmt.Sprintf("pebble/c%d", conc), func(b *testing.B) {
+			benchPulls(b, conc, func(tb *testing.B) func(i int) error {
+				p := acmetest.NewPebble(tb, acmetest.PebbleOptions{VAAlwaysValid: true})
+				cl := &acme.Client{Directory: p.DirectoryURL(), HTTPClient: p.HTTPClient(), PollInterval: 20 * time.Millisecond, PollTimeout: time.Minute}
+				accts := make([]acme.Account, conc)
+				for i := range accts {
+					a, err := cl.NewAccount(tb.Context(), acme.Account{TermsOfServiceAgreed: true, PrivateKey: newKey(tb, elliptic.P256())})
+					if err != nil {
+						tb.Fatal(err)
+					}
+					accts[i] = a
+				}
+				return func(i int) error {
+					name := fmt.Sprintf("n%d.bench.example.test", i%conc)
+					return directPull(tb, cl, accts[i%conc], csrFor(tb, newKey(tb, elliptic.P256()), name), name)
+				}
+			})
+		})
+	}
+}
+
+// directPull is the same client's pull straight from Pebble: it asks the CA
+// to validate http-01 (always valid here) before finalizing.
+func directPull(tb testing.TB, cl *acme.Client, acct acme.Account, csr []byte, name string) error {
+	ctx := tb.Context()
+	order, err := cl.NewOrder(ctx, acct, acme.Order{Identifiers: []acme.Identifier{{Type: "dns", Value: name}}})
+	if err != nil {
+		return err
+	}
+	for _, u := range order.Authorizations {
+		az, err := cl.GetAuthorization(ctx, acct, u)
+		if err != nil {
+			return err
+		}
+		if az.Status == "pending" {
+			for _, ch := range az.Challenges {
+				if ch.Type == "http-01" {
+					if _, err := cl.InitiateChallenge(ctx, acct, ch); err != nil {
+						return err
+					}
+				}
+			}
+			if _, err := cl.PollAuthorization(ctx, acct, az); err != nil {
+				return err
+			}
+		}
+	}
+	order, err = cl.FinalizeOrder(ctx, acct, order, csr)
+	if err != nil {
+		return err
+	}
+	_, err = cl.GetCertificateChain(ctx, acct, order.Certificate)
+	return err
+}
+
+func benchPulls(b *testing.B, conc int, setup func(*testing.B) func(i int) error) {
+	pull := setup(b)
+	lat := make([]time.Duration, b.N)
+	var next int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				i := next
+				next++
+				mu.Unlock()
+				if i >= b.N {
+					return
+				}
+				t0 := time.Now()
+				if err := pull(i); err != nil {
+					b.Error(err)
+					return
+				}
+				lat[i] = time.Since(t0)
+			}
+		}()
+	}
+	wg.Wait()
+	total := time.Since(start)
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Milliseconds()), "p50_ms")
+	b.ReportMetric(float64(lat[(len(lat)*99)/100].Milliseconds()), "p99_ms")
+	b.ReportMetric(float64(b.N)/total.Seconds(), "certs/s")
+}

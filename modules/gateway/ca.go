@@ -1,0 +1,375 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	casapi "github.com/smallstep/certificates/cas/apiv1"
+	"go.uber.org/zap"
+
+	"github.com/certlocker/caddy-certlocker/modules/workflow"
+	"github.com/certlocker/caddy-certlocker/storage"
+)
+
+// pullsBucket maps a token and CSR (SHA-256 of its DER) to the gateway
+// workflow that issues it, so a retried finalize, on any node, finds the
+// same workflow and never places a second upstream order.
+const pullsBucket = "gateway_pulls"
+
+type pullRecord struct {
+	WorkflowID string    `json:"workflow_id"`
+	TokenID    string    `json:"token_id"`
+	Created    time.Time `json:"created"`
+	// Names are the certificate's names, sorted, for pacing
+	Names []string `json:"names,omitempty"`
+}
+
+// pull is one finalize in flight on this node, found by the CA service by
+// its CSR.
+type pull struct {
+	tokenID string
+	remote  string
+	// replaces is the ARI ID of the certificate the order replaces
+	replaces string
+	// limited is set when pacing refuses the pull: retry after it
+	limited time.Duration
+	// set by the CA service
+	pending    bool
+	workflowID string
+}
+
+type inflight struct {
+	mu sync.Mutex
+	m  map[string]*pull
+}
+
+func (f *inflight) put(hash string, p *pull) {
+	f.mu.Lock()
+	f.m[hash] = p
+	f.mu.Unlock()
+}
+
+func (f *inflight) get(hash string) *pull {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.m[hash]
+}
+
+func (f *inflight) del(hash string, p *pull) {
+	f.mu.Lock()
+	if f.m[hash] == p {
+		delete(f.m, hash)
+	}
+	f.mu.Unlock()
+}
+
+func csrHash(der []byte) string {
+	h := sha256.Sum256(der)
+	return hex.EncodeToString(h[:])
+}
+
+// errLimited tells the gateway that pacing refused the pull.
+var errLimited = errors.New("too many certificates for these names")
+
+// errPending tells the gateway that issuance goes on past the wait.
+var errPending = errors.New("the certificate is still being issued")
+
+// ra is the smallstep authority's X.509 CA service: a registration
+// authority that issues the edge's CSR through the token's ACME client, as
+// a workflow of trigger gateway, and returns the chain it got.
+type ra struct{ g *Gateway }
+
+func (c ra) CreateCertificate(req *casapi.CreateCertificateRequest) (*casapi.CreateCertificateResponse, error) {
+	if req.CSR == nil {
+		return nil, errors.New("issuing through the gateway: no CSR")
+	}
+	hash := csrHash(req.CSR.Raw)
+	p := c.g.pulls.get(hash)
+	if p == nil {
+		return nil, errors.New("issuing through the gateway: no finalize in flight for this CSR")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.g.opts.FinalizeWait)
+	defer cancel()
+	chain, err := c.g.issue(ctx, p, req.CSR, hash)
+	if err != nil {
+		return nil, err
+	}
+	return &casapi.CreateCertificateResponse{Certificate: chain[0], CertificateChain: chain[1:]}, nil
+}
+
+func (c ra) RenewCertificate(*casapi.RenewCertificateRequest) (*casapi.RenewCertificateResponse, error) {
+	return nil, errors.New("renewing through the gateway: order a new certificate")
+}
+
+func (c ra) RevokeCertificate(*casapi.RevokeCertificateRequest) (*casapi.RevokeCertificateResponse, error) {
+	return nil, errors.New("revoking through the gateway is not supported yet")
+}
+
+// issue finds or starts the gateway workflow for the token and CSR and
+// waits for it until ctx ends (then errPending: it carries on).
+func (g *Gateway) issue(ctx context.Context, p *pull, csr *x509.CertificateRequest, hash string) ([]*x509.Certificate, error) {
+	t, err := g.store.Tokens().Get(ctx, p.tokenID)
+	if err != nil {
+		return nil, fmt.Errorf("issuing through the gateway: %w", err)
+	}
+	if st := State(t, g.clock()); st != StateActive {
+		return nil, fmt.Errorf("issuing through the gateway: token %s is %s", t.ID, st)
+	}
+	ids, err := upstreamIdentifiers(t, csr)
+	if err != nil {
+		return nil, err
+	}
+	if chain := g.fresh(ctx, t, csr); chain != nil {
+		g.use(ctx, t.ID, "token.reused", map[string]any{"certificate_id": t.CertificateID, "remote": p.remote})
+		return chain, nil
+	}
+	names := make([]string, 0, len(ids))
+	for _, id := range ids {
+		names = append(names, id.Value)
+	}
+	slices.Sort(names)
+	key := t.ID + "/" + hash
+	if _, err := g.store.ACME().Get(ctx, pullsBucket, key); errors.Is(err, storage.ErrNotFound) {
+		if wait, err := g.pace(ctx, t.ID, names); err != nil {
+			return nil, err
+		} else if wait > 0 {
+			p.limited = wait
+			g.use(ctx, t.ID, "token.refused", map[string]any{"reason": "duplicate-certificate pacing", "identifiers": names,
+				"retry_after": wait.String()})
+			return nil, errLimited
+		}
+	}
+	rec := pullRecord{WorkflowID: storage.NewID("wf"), TokenID: t.ID, Created: g.clock().UTC(), Names: names}
+	raw, _ := json.Marshal(rec)
+	found, swapped, err := g.store.ACME().CompareAndSwap(ctx, pullsBucket, key, nil, raw)
+	if err != nil {
+		return nil, fmt.Errorf("issuing through the gateway: recording the pull: %w", err)
+	}
+	if !swapped {
+		if err := json.Unmarshal(found, &rec); err != nil {
+			return nil, fmt.Errorf("issuing through the gateway: reading the pull: %w", err)
+		}
+	}
+	p.workflowID = rec.WorkflowID
+	w, err := g.engine.Get(ctx, rec.WorkflowID)
+	if errors.Is(err, storage.ErrNotFound) {
+		w, err = g.engine.Create(ctx, workflow.Request{ID: rec.WorkflowID, IssuerID: t.Spec.IssuerID, Identifiers: ids,
+			Trigger: workflow.TriggerGateway, Group: t.Group, CSR: csr.Raw, Actor: "gateway@" + p.remote, Replaces: p.replaces})
+		if errors.Is(err, storage.ErrDuplicate) { // another node made it meanwhile
+			w, err = g.engine.Get(ctx, rec.WorkflowID)
+		}
+		if err == nil {
+			g.use(ctx, t.ID, "token.finalize", map[string]any{"workflow_id": w.ID, "identifiers": t.Names, "remote": p.remote})
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("issuing through the gateway: %w", err)
+	}
+	ch, stop := g.engine.Watch(w.ID)
+	defer stop()
+	for {
+		switch w.State {
+		case storage.StateIssued:
+			return g.chainOf(ctx, t, w)
+		case storage.StateFailed, storage.StateCancelled:
+			return nil, fmt.Errorf("issuing through the gateway: workflow %s %s: %s", w.ID, w.State, w.Status)
+		}
+		select {
+		case <-ctx.Done():
+			p.pending = true
+			return nil, errPending
+		case <-ch:
+		}
+		if w, err = g.engine.Get(context.WithoutCancel(ctx), w.ID); err != nil {
+			return nil, fmt.Errorf("issuing through the gateway: %w", err)
+		}
+	}
+}
+
+// chainOf returns the issued chain of a gateway workflow, leaf first, and
+// links the inventory certificate to the token.
+func (g *Gateway) chainOf(ctx context.Context, t *storage.Token, w *storage.Workflow) ([]*x509.Certificate, error) {
+	c, err := g.store.Certificates().Get(ctx, w.CertificateID)
+	if err != nil {
+		return nil, fmt.Errorf("issuing through the gateway: %w", err)
+	}
+	chain, err := parseChainPEM(c.ChainPEM)
+	if err != nil {
+		return nil, fmt.Errorf("issuing through the gateway: %w", err)
+	}
+	if t.CertificateID != c.ID {
+		t.CertificateID = c.ID
+		if err := g.store.Tokens().Update(ctx, t); err != nil && !errors.Is(err, storage.ErrConflict) {
+			g.log.Warn("linking the certificate to its token", zap.String("token_id", t.ID), zap.Error(err))
+		}
+	}
+	return chain, nil
+}
+
+// pace returns how long a new upstream certificate for exactly these names
+// must wait under the duplicate-certificate limit (DuplicateLimit per
+// DuplicateWindow, per token), or 0.
+func (g *Gateway) pace(ctx context.Context, tokenID string, names []string) (time.Duration, error) {
+	if g.opts.DuplicateLimit <= 0 {
+		return 0, nil
+	}
+	kvs, err := g.store.ACME().List(ctx, pullsBucket)
+	if err != nil {
+		return 0, fmt.Errorf("pacing the pull: %w", err)
+	}
+	now := g.clock()
+	since := now.Add(-g.opts.DuplicateWindow)
+	var within []time.Time
+	for _, kv := range kvs {
+		if !strings.HasPrefix(kv.Key, tokenID+"/") {
+			continue
+		}
+		var rec pullRecord
+		if json.Unmarshal(kv.Value, &rec) != nil || !slices.Equal(rec.Names, names) || !rec.Created.After(since) {
+			continue
+		}
+		within = append(within, rec.Created)
+	}
+	if len(within) < g.opts.DuplicateLimit {
+		return 0, nil
+	}
+	slices.SortFunc(within, func(a, b time.Time) int { return a.Compare(b) })
+	// the oldest that must leave the window for one more to fit
+	free := within[len(within)-g.opts.DuplicateLimit].Add(g.opts.DuplicateWindow)
+	return max(free.Sub(now), time.Second), nil
+}
+
+// fresh returns the token's current certificate if the CSR asks for it
+// again (same public key, same names) while it is fresh (in the first
+// third of its lifetime): a re-pull costs the upstream CA nothing.
+func (g *Gateway) fresh(ctx context.Context, t *storage.Token, csr *x509.CertificateRequest) []*x509.Certificate {
+	if t.CertificateID == "" {
+		return nil
+	}
+	c, err := g.store.Certificates().Get(ctx, t.CertificateID)
+	if err != nil || c.Status != storage.CertStatusActive {
+		return nil
+	}
+	now := g.clock()
+	if now.Before(c.NotBefore) || !now.Before(c.NotBefore.Add(c.NotAfter.Sub(c.NotBefore)/3)) {
+		return nil
+	}
+	chain, err := parseChainPEM(c.ChainPEM)
+	if err != nil || !bytes.Equal(chain[0].RawSubjectPublicKeyInfo, csr.RawSubjectPublicKeyInfo) {
+		return nil
+	}
+	want, err := upstreamIdentifiers(t, csr)
+	if err != nil {
+		return nil
+	}
+	have := map[string]bool{}
+	for _, n := range chain[0].DNSNames {
+		have[strings.ToLower(n)] = true
+	}
+	for _, ip := range chain[0].IPAddresses {
+		have[ip.String()] = true
+	}
+	if len(have) != len(want) {
+		return nil
+	}
+	for _, id := range want {
+		if !have[id.Value] {
+			return nil
+		}
+	}
+	return chain
+}
+
+func parseChainPEM(chainPEM string) ([]*x509.Certificate, error) {
+	var chain []*x509.Certificate
+	for rest := []byte(chainPEM); ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		x, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("parsing the chain: %w", err)
+		}
+		chain = append(chain, x)
+	}
+	if len(chain) == 0 {
+		return nil, errors.New("the certificate has no chain")
+	}
+	return chain, nil
+}
+
+// upstreamIdentifiers are the CSR's names with the challenge settings of
+// the token's entry that covers each (a name under a wildcard takes the
+// wildcard's dns-01 settings).
+func upstreamIdentifiers(t *storage.Token, csr *x509.CertificateRequest) ([]storage.Identifier, error) {
+	var out []storage.Identifier
+	add := func(name string) error {
+		for _, id := range out {
+			if id.Value == name {
+				return nil
+			}
+		}
+		var best *storage.Identifier
+		for i, id := range t.Spec.Identifiers {
+			if id.Value == name {
+				best = &t.Spec.Identifiers[i]
+				break
+			}
+			if s, err := NewScope([]string{id.Value}); err == nil && s.Covers(name) && best == nil {
+				best = &t.Spec.Identifiers[i]
+			}
+		}
+		if best == nil {
+			return fmt.Errorf("issuing through the gateway: %s is outside the scope of token %s", name, t.ID)
+		}
+		id := *best
+		id.Value = name
+		if net.ParseIP(name) != nil {
+			id.Type = "ip"
+		} else {
+			id.Type = "dns"
+		}
+		out = append(out, id)
+		return nil
+	}
+	for _, n := range csr.DNSNames {
+		nn, err := NormalizeName(n)
+		if err != nil {
+			return nil, err
+		}
+		if err := add(nn); err != nil {
+			return nil, err
+		}
+	}
+	for _, ip := range csr.IPAddresses {
+		if err := add(ip.String()); err != nil {
+			return nil, err
+		}
+	}
+	if cn := strings.TrimSpace(csr.Subject.CommonName); cn != "" {
+		nn, err := NormalizeName(cn)
+		if err != nil {
+			return nil, err
+		}
+		if err := add(nn); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+var _ casapi.CertificateAuthorityService = ra{}
