@@ -410,8 +410,11 @@ func (u *UI) createWorkflowForm(w http.ResponseWriter, r *http.Request, app *cer
 		if len(f) > 1 {
 			id.Challenge = f[1]
 		}
-		if id.Challenge == "dns-01" {
+		if id.Challenge == "dns-01" || (id.Challenge == "" && strings.HasPrefix(id.Value, "*.")) {
 			id.DNSProviderID = r.PostForm.Get("dns_provider_id")
+			if id.DNSProviderID == "" {
+				id.DNSProviderID = zoneProvider(r, app, id.Value)
+			}
 		}
 		body.Identifiers = append(body.Identifiers, id)
 	}
@@ -421,15 +424,32 @@ func (u *UI) createWorkflowForm(w http.ResponseWriter, r *http.Request, app *cer
 		var e Error
 		_ = json.Unmarshal(rec.Body.Bytes(), &e)
 		d.Error = e.Message
-		if e.Field != "" {
-			d.Error = e.Field + ": " + e.Message
-		}
 		return u.newOrderPage(w, r, app, d, rec.Code)
 	}
 	var v workflowView
 	_ = json.Unmarshal(rec.Body.Bytes(), &v)
 	http.Redirect(w, r, "/workflows/"+url.PathEscape(v.ID)+"?flash=order+created", http.StatusSeeOther)
 	return nil
+}
+
+// zoneProvider returns the DNS provider client (of the user's groups)
+// whose zone is the longest suffix of name, or "".
+func zoneProvider(r *http.Request, app *certlocker.App, name string) string {
+	list, err := app.DNS().List(r.Context(), "")
+	if err != nil {
+		return ""
+	}
+	name = strings.TrimSuffix(strings.TrimPrefix(strings.ToLower(name), "*."), ".")
+	best, bestLen := "", 0
+	for _, p := range list {
+		for _, z := range p.Zones {
+			z = strings.TrimSuffix(strings.ToLower(z), ".")
+			if (name == z || strings.HasSuffix(name, "."+z)) && len(z) > bestLen {
+				best, bestLen = p.ID, len(z)
+			}
+		}
+	}
+	return best
 }
 
 type inventoryData struct {
