@@ -40,7 +40,8 @@ var templateFuncs = template.FuncMap{
 		}
 		return (time.Duration(n) * time.Millisecond).String()
 	},
-	"join": strings.Join,
+	"join":   strings.Join,
+	"minus1": func(n int) int { return n - 1 },
 	"json": func(v any) string {
 		b, _ := json.MarshalIndent(v, "", "  ")
 		return string(b)
@@ -324,6 +325,7 @@ type workflowData struct {
 	CanRetry  bool
 	CanCancel bool
 	CanRenew  bool
+	Terminal  bool
 }
 
 // stepTime is the time one step of the timeline took.
@@ -353,6 +355,7 @@ func (u *UI) workflowPage(w http.ResponseWriter, r *http.Request, app *certlocke
 				Took: ev.Time.Sub(evs[i-1].Time).Round(time.Millisecond)})
 		}
 	}
+	data.Terminal = storage.IsTerminal(wf.State)
 	can := d.Session.User.CanMutate()
 	data.CanRetry = can && (wf.State == storage.StateFailed || wf.State == storage.StateRetryScheduled)
 	data.CanCancel = can && !storage.IsTerminal(wf.State)

@@ -41,7 +41,7 @@
 
   // A workflow's timeline: append each new event; update the state badge.
   var tl = document.getElementById("timeline");
-  if (tl && window.EventSource) {
+  if (tl && window.EventSource && !tl.dataset.terminal) {
     var seen = 0;
     tl.querySelectorAll("li[data-seq]").forEach(function (li) { seen = Math.max(seen, +li.dataset.seq); });
     var src = new EventSource(tl.dataset.events);
@@ -51,6 +51,9 @@
         var end = JSON.parse(e.data);
         badge(document.getElementById("wf-state"), end.state);
         src.close();
+        // the workflow finished: reload for the actions that apply now
+        // (this page was rendered running, so it happens once)
+        window.location.reload();
         return;
       }
       var ev = JSON.parse(e.data);
