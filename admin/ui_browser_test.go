@@ -83,7 +83,7 @@ func TestUIScreens(t *testing.T) {
 				"users": []any{map[string]any{"id": user, "role": "admin"}},
 			},
 			"http": map[string]any{"servers": map[string]any{"ui": map[string]any{
-				"listen":         []string{addr},
+				"listen":          []string{addr},
 				"automatic_https": map[string]any{"disable": true},
 				"routes": []any{map[string]any{"handle": []any{
 					map[string]any{"handler": "authentication", "providers": map[string]any{"http_basic": map[string]any{
@@ -142,7 +142,7 @@ func TestUIScreens(t *testing.T) {
 		return err
 	}), chromedp.EmulateViewport(1280, 900))
 
-	run(chromedp.Navigate(base + "/"), chromedp.WaitVisible(chromedp.CSS(".empty")))
+	run(chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS(".empty")))
 	if got := text("#user"); got != user {
 		t.Fatalf("signed in as %q", got)
 	}
