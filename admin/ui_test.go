@@ -112,7 +112,9 @@ type uiRequest struct {
 
 func (f *uiFixture) do(t *testing.T, q uiRequest, method, target, body string) *httptest.ResponseRecorder {
 	t.Helper()
-	ctx := t.Context()
+	// a stream the user should not see would otherwise run forever
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
 	repl := caddy.NewReplacer()
 	if q.user != "" {
 		repl.Set("http.auth.user.id", q.user)
