@@ -153,6 +153,9 @@ func (a *API) certificatePKCS12(w http.ResponseWriter, r *http.Request, app *cer
 
 func (a *API) export(w http.ResponseWriter, r *http.Request, app *certlocker.App, req inventory.ExportRequest) error {
 	req.Role, req.Actor = adminRole, actor(r)
+	if s := sessionOf(r.Context()); s != nil {
+		req.Role = inventory.Role(s.User.Role)
+	}
 	out, err := app.Certificates().Export(r.Context(), req)
 	if err != nil {
 		return inventoryError(err)

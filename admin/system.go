@@ -99,7 +99,11 @@ func (a *API) rekey(w http.ResponseWriter, r *http.Request, app *certlocker.App)
 	return nil
 }
 
-// actor names who made an admin API request, for the audit log.
+// actor names who made an admin API request, for the audit log: the UI's
+// user when the request came through the UI (certlocker_ui).
 func actor(r *http.Request) string {
+	if s := sessionOf(r.Context()); s != nil {
+		return s.actor()
+	}
 	return "admin-api@" + r.RemoteAddr
 }

@@ -10,6 +10,7 @@
 //			encryption_key <placeholder>
 //			previous_encryption_keys <placeholder>...
 //			node_id <id>
+//			user <id> admin|operator|viewer [groups <group>...]
 //			inventory {
 //				key_export_roles <role>...
 //				disable_key_export
@@ -127,6 +128,17 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 			if d.NextArg() {
 				return nil, d.ArgErr()
 			}
+		case "user":
+			// user <id> <role> [groups <group>...]
+			args := d.RemainingArgs()
+			if len(args) < 2 || (len(args) > 2 && args[2] != "groups") || len(args) == 3 {
+				return nil, d.Err("usage: user <id> admin|operator|viewer [groups <group>...]")
+			}
+			u := certlocker.User{ID: args[0], Role: args[1]}
+			if len(args) > 3 {
+				u.Groups = args[3:]
+			}
+			app.Users = append(app.Users, u)
 		case "previous_encryption_keys":
 			args := d.RemainingArgs()
 			if len(args) == 0 {

@@ -113,6 +113,11 @@ type App struct {
 
 	zoneServers []*challengezone.Server
 
+	// Users are the operator UI's users (http.handlers.certlocker_ui): the
+	// role and groups of each authenticated user ID. See User. Default:
+	// none (only loopback clients without authentication reach the UI).
+	Users []User `json:"users,omitempty"`
+
 	dns        *dnsproviders.Service
 	issuers    *issuers.Service
 	engine     *workflow.Engine
@@ -252,6 +257,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 
 	// Validate config-declared resources here, one call per kind; Start
 	// syncs them.
+	if err := checkUsers(a.Users); err != nil {
+		return err
+	}
 	if err := a.provisionIssuers(ctx); err != nil {
 		return err
 	}

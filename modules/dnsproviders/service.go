@@ -197,20 +197,37 @@ func (s *Service) now() time.Time { return s.options().Now().UTC() }
 func (s *Service) Store() storage.Store { return s.store }
 
 // Get returns a provider client by ID or, failing that, by name.
+// Under a group scope (storage.WithGroups), provider clients of other
+// groups are not found.
 func (s *Service) Get(ctx context.Context, idOrName string) (*storage.DNSProvider, error) {
 	p, err := s.store.DNSProviders().Get(ctx, idOrName)
 	if errors.Is(err, storage.ErrNotFound) {
-		if p2, err2 := s.store.DNSProviders().GetByName(ctx, idOrName); err2 == nil {
-			return p2, nil
+		p, err = s.store.DNSProviders().GetByName(ctx, idOrName)
+		if err != nil {
+			return nil, fmt.Errorf("DNS provider %q: %w", idOrName, storage.ErrNotFound)
 		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !storage.InScope(ctx, p.Group) {
 		return nil, fmt.Errorf("DNS provider %q: %w", idOrName, storage.ErrNotFound)
 	}
-	return p, err
+	return p, nil
 }
 
 // List returns the provider clients of a group ("" for all), by name.
+// Under a group scope only the scope's provider clients are listed.
 func (s *Service) List(ctx context.Context, group string) ([]*storage.DNSProvider, error) {
-	return s.store.DNSProviders().List(ctx, group)
+	g, ok := storage.NarrowGroup(ctx, group)
+	if !ok {
+		return nil, nil
+	}
+	list, err := s.store.DNSProviders().List(ctx, g)
+	if err != nil {
+		return nil, err
+	}
+	return storage.FilterScope(ctx, list, func(p *storage.DNSProvider) string { return p.Group }), nil
 }
 
 // Records returns the challenge records of a provider client that are not
@@ -225,6 +242,9 @@ func (s *Service) Create(ctx context.Context, actor string, c Config) (*storage.
 	p, err := s.build(c)
 	if err != nil {
 		return nil, err
+	}
+	if !storage.InScope(ctx, p.Group) {
+		return nil, &InputError{Field: "group", Message: fmt.Sprintf("group %q is not one of yours: choose one of your groups", p.Group)}
 	}
 	p.ManagedBy = storage.ManagedByAPI
 	err = s.store.InTx(ctx, func(tx storage.Store) error {
@@ -266,6 +286,12 @@ func (s *Service) Update(ctx context.Context, actor, id string, patch Patch) (*s
 		cur, err := tx.DNSProviders().Get(ctx, id)
 		if err != nil {
 			return err
+		}
+		if err := storage.CheckScope(ctx, cur.Group, "DNS provider "+id); err != nil {
+			return err
+		}
+		if patch.Group != nil && !storage.InScope(ctx, *patch.Group) {
+			return &InputError{Field: "group", Message: fmt.Sprintf("group %q is not one of yours", *patch.Group)}
 		}
 		if cur.ManagedBy == storage.ManagedByConfig {
 			return fmt.Errorf("DNS provider %q is declared in the config: change it there: %w", cur.Name, ErrManagedByConfig)
@@ -333,6 +359,9 @@ func (s *Service) Delete(ctx context.Context, actor, id string) error {
 	err := s.store.InTx(ctx, func(tx storage.Store) error {
 		p, err := tx.DNSProviders().Get(ctx, id)
 		if err != nil {
+			return err
+		}
+		if err := storage.CheckScope(ctx, p.Group, "DNS provider "+id); err != nil {
 			return err
 		}
 		if p.ManagedBy == storage.ManagedByConfig {

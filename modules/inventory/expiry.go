@@ -86,10 +86,24 @@ func (s *Service) Expiry(ctx context.Context, q ExpiryQuery) (*ExpiryReport, err
 		return nil, inputErr("interval", "the timeline would have %d points: use a longer interval", n)
 	}
 	now := s.now().UTC()
+	// under a group scope, only the scope's certificates count
+	g, inScope := storage.NarrowGroup(ctx, q.Filter.Group)
+	q.Filter.Group = g
+	timelineGroups := []string{g}
+	if groups, restricted := storage.ScopeGroups(ctx); restricted && g == "" {
+		timelineGroups = groups
+	}
+	if !inScope {
+		timelineGroups = nil
+	}
 	bounds := []time.Time{now, now.Add(7 * day), now.Add(30 * day)}
-	counts, err := s.store.Certificates().ExpiryCounts(ctx, q.Filter, bounds)
-	if err != nil {
-		return nil, err
+	var counts []storage.ExpiryCount
+	if inScope {
+		all, err := s.store.Certificates().ExpiryCounts(ctx, q.Filter, bounds)
+		if err != nil {
+			return nil, err
+		}
+		counts = storage.FilterScope(ctx, all, func(ec storage.ExpiryCount) string { return ec.Group })
 	}
 	if len(counts) > 0 && len(counts[0].Buckets) != 4 {
 		return nil, errors.New("counting certificates by expiry: unexpected bucket count")
@@ -120,9 +134,17 @@ func (s *Service) Expiry(ctx context.Context, q ExpiryQuery) (*ExpiryReport, err
 	// the timeline is in whole UTC days from today's midnight, which the
 	// store answers from its per-day summary
 	from := now.Truncate(day)
-	tl, err := s.store.Certificates().ExpiryTimeline(ctx, q.Filter, from, q.Step, n)
-	if err != nil {
-		return nil, err
+	tl := make([]int, n)
+	for _, g := range timelineGroups {
+		f := q.Filter
+		f.Group = g
+		part, err := s.store.Certificates().ExpiryTimeline(ctx, f, from, q.Step, n)
+		if err != nil {
+			return nil, err
+		}
+		for i := range min(len(part), n) {
+			tl[i] += part[i]
+		}
 	}
 	for i, c := range tl {
 		start := from.Add(time.Duration(i) * q.Step)

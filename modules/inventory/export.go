@@ -68,7 +68,7 @@ func (s *Service) Export(ctx context.Context, req ExportRequest) (*Exported, err
 	default:
 		return nil, inputErr("format", "unknown format %q: use chain, leaf, bundle or pkcs12", req.Format)
 	}
-	c, err := s.store.Certificates().Get(ctx, req.ID)
+	c, err := s.Get(ctx, req.ID)
 	if err != nil {
 		return nil, err
 	}

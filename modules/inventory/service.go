@@ -35,6 +35,9 @@ func (s *Service) Import(ctx context.Context, req ImportRequest, actor string) (
 	if !storage.ValidGroup(req.Group) {
 		return nil, false, inputErr("group", "%q is not a group name: use %s", req.Group, storage.GroupRule)
 	}
+	if !storage.InScope(ctx, req.Group) {
+		return nil, false, inputErr("group", "group %q is not one of yours: choose one of your groups", req.Group)
+	}
 	p, err := Parse([]byte(req.PEM), []byte(req.KeyPEM))
 	if err != nil {
 		return nil, false, err
@@ -175,13 +178,33 @@ func (s *Service) AddIssued(ctx context.Context, chainPEM []byte, key any, issue
 }
 
 // Get returns one certificate.
+// Under a group scope (storage.WithGroups), certificates of other groups
+// are not found.
 func (s *Service) Get(ctx context.Context, id string) (*storage.Certificate, error) {
-	return s.store.Certificates().Get(ctx, id)
+	c, err := s.store.Certificates().Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := storage.CheckScope(ctx, c.Group, "certificate "+id); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // List returns a page of certificates.
+// Under a group scope only the scope's certificates are listed (a page may
+// then hold fewer than p.Limit).
 func (s *Service) List(ctx context.Context, f storage.CertificateFilter, p storage.Page) ([]*storage.Certificate, string, error) {
-	return s.store.Certificates().List(ctx, f, p)
+	g, ok := storage.NarrowGroup(ctx, f.Group)
+	if !ok {
+		return nil, "", nil
+	}
+	f.Group = g
+	list, next, err := s.store.Certificates().List(ctx, f, p)
+	if err != nil {
+		return nil, "", err
+	}
+	return storage.FilterScope(ctx, list, func(c *storage.Certificate) string { return c.Group }), next, nil
 }
 
 // Delete removes a certificate from the inventory; storage.ErrInUse while
@@ -190,6 +213,9 @@ func (s *Service) Delete(ctx context.Context, id, actor string) error {
 	return s.store.InTx(ctx, func(tx storage.Store) error {
 		c, err := tx.Certificates().Get(ctx, id)
 		if err != nil {
+			return err
+		}
+		if err := storage.CheckScope(ctx, c.Group, "certificate "+id); err != nil {
 			return err
 		}
 		if err := tx.Certificates().Delete(ctx, id); err != nil {

@@ -17,7 +17,7 @@ import (
 // Deactivate deactivates the account at the CA (RFC 8555 §7.3.6). It cannot
 // be undone; the issuer stays, for history, with status deactivated.
 func (s *Service) Deactivate(ctx context.Context, actor, id string) (*storage.Issuer, error) {
-	iss, err := s.store.Issuers().Get(ctx, id)
+	iss, err := s.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +62,7 @@ type TestResult struct {
 // status and last message; CA refusals are reported in the result, not as
 // an error.
 func (s *Service) Test(ctx context.Context, actor, id string) (TestResult, error) {
-	iss, err := s.store.Issuers().Get(ctx, id)
+	iss, err := s.Get(ctx, id)
 	if err != nil {
 		return TestResult{}, err
 	}

@@ -22,6 +22,9 @@ func (s *Service) Create(ctx context.Context, actor string, spec Spec) (*storage
 	if err != nil {
 		return nil, err
 	}
+	if !storage.InScope(ctx, d.iss.Group) {
+		return nil, &Error{Kind: KindInvalid, Field: "group", Message: fmt.Sprintf("group %q is not one of yours: choose one of your groups", d.iss.Group)}
+	}
 	if err := s.nameFree(ctx, d.iss.Name); err != nil {
 		return nil, err
 	}
@@ -63,13 +66,32 @@ func (s *Service) nameFree(ctx context.Context, name string) error {
 }
 
 // Get returns one issuer.
+// Under a group scope (storage.WithGroups), issuers of other groups are
+// not found.
 func (s *Service) Get(ctx context.Context, id string) (*storage.Issuer, error) {
-	return s.store.Issuers().Get(ctx, id)
+	iss, err := s.store.Issuers().Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := storage.CheckScope(ctx, iss.Group, "ACME client "+id); err != nil {
+		return nil, err
+	}
+	return iss, nil
 }
 
 // List returns the issuers matching f, by name.
+// Under a group scope only the scope's issuers are listed.
 func (s *Service) List(ctx context.Context, f storage.IssuerFilter) ([]*storage.Issuer, error) {
-	return s.store.Issuers().List(ctx, f)
+	g, ok := storage.NarrowGroup(ctx, f.Group)
+	if !ok {
+		return nil, nil
+	}
+	f.Group = g
+	list, err := s.store.Issuers().List(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	return storage.FilterScope(ctx, list, func(iss *storage.Issuer) string { return iss.Group }), nil
 }
 
 // Patch changes an issuer's editable fields; nil fields stay as they are.
@@ -89,7 +111,7 @@ type Patch struct {
 // Update applies p. Changed contacts are sent to the CA first; if it
 // refuses, nothing changes.
 func (s *Service) Update(ctx context.Context, actor, id string, p Patch) (*storage.Issuer, error) {
-	iss, err := s.store.Issuers().Get(ctx, id)
+	iss, err := s.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -110,6 +132,9 @@ func (s *Service) Update(ctx context.Context, actor, id string, p Patch) (*stora
 		iss.Name, changed = *p.Name, append(changed, "name")
 	}
 	if p.Group != nil && *p.Group != iss.Group {
+		if !storage.InScope(ctx, *p.Group) {
+			return nil, &Error{Kind: KindInvalid, Field: "group", Message: fmt.Sprintf("group %q is not one of yours", *p.Group)}
+		}
 		if !storage.ValidGroup(*p.Group) {
 			return nil, invalid("group", "group must be "+storage.GroupRule)
 		}
@@ -185,7 +210,7 @@ func readOnly(iss *storage.Issuer) *Error {
 // issuers declared in the config. The account stays at the CA: deactivate
 // it first to retire it there too.
 func (s *Service) Delete(ctx context.Context, actor, id string) error {
-	iss, err := s.store.Issuers().Get(ctx, id)
+	iss, err := s.Get(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -211,7 +236,7 @@ func (s *Service) Delete(ctx context.Context, actor, id string) error {
 // Refresh reads the issuer's directory again and stores its meta: terms
 // of service, profiles, ARI, CAA identities, whether EAB is required.
 func (s *Service) Refresh(ctx context.Context, actor, id string) (*storage.Issuer, DirectoryMeta, error) {
-	iss, err := s.store.Issuers().Get(ctx, id)
+	iss, err := s.Get(ctx, id)
 	if err != nil {
 		return nil, DirectoryMeta{}, err
 	}

@@ -20,7 +20,7 @@ import (
 // to switch, so an interruption never loses the key the CA holds; Client
 // and Test settle such an interrupted rollover.
 func (s *Service) Rollover(ctx context.Context, actor, id, keyType string) (*storage.Issuer, error) {
-	iss, err := s.store.Issuers().Get(ctx, id)
+	iss, err := s.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}

@@ -216,6 +216,9 @@ func (e *Engine) createSuccessor(ctx context.Context, certID string, req Request
 // Renew starts a renewal of an issued workflow's certificate now, unless
 // one is already under way (then it returns nil).
 func (e *Engine) Renew(ctx context.Context, w *storage.Workflow, actor string) (*storage.Workflow, error) {
+	if err := storage.CheckScope(ctx, w.Group, "workflow "+w.ID); err != nil {
+		return nil, err
+	}
 	if w.State != storage.StateIssued || w.CertificateID == "" {
 		return nil, invalid("state", "only an issued workflow can be renewed; %s is %s", w.ID, w.State)
 	}

@@ -199,19 +199,44 @@ var states = []string{storage.StatePending, storage.StateOrdering, storage.State
 	storage.StateDownloading, storage.StateIssued, storage.StateFailed, storage.StateCancelled, storage.StateRetryScheduled}
 
 // Get returns a workflow (storage.ErrNotFound if there is none).
+// Under a group scope (storage.WithGroups), workflows of other groups are
+// not found.
 func (e *Engine) Get(ctx context.Context, id string) (*storage.Workflow, error) {
-	return e.opts.Store.Workflows().Get(ctx, id)
+	w, err := e.opts.Store.Workflows().Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := storage.CheckScope(ctx, w.Group, "workflow "+id); err != nil {
+		return nil, err
+	}
+	return w, nil
 }
 
 // List returns the workflows matching f, a page at a time, and the cursor
 // of the next page ("" after the last).
+// Under a group scope only the scope's workflows are listed (a page may
+// then hold fewer than p.Limit).
 func (e *Engine) List(ctx context.Context, f storage.WorkflowFilter, p storage.Page) ([]*storage.Workflow, string, error) {
-	return e.opts.Store.Workflows().List(ctx, f, p)
+	g, ok := storage.NarrowGroup(ctx, f.Group)
+	if !ok {
+		return nil, "", nil
+	}
+	f.Group = g
+	ws, next, err := e.opts.Store.Workflows().List(ctx, f, p)
+	if err != nil {
+		return nil, "", err
+	}
+	return storage.FilterScope(ctx, ws, func(w *storage.Workflow) string { return w.Group }), next, nil
 }
 
 // Events returns up to limit entries of a workflow's timeline after the
 // one numbered after (0: from the start), oldest first.
 func (e *Engine) Events(ctx context.Context, id string, after int64, limit int) ([]*storage.WorkflowEvent, error) {
+	if _, restricted := storage.ScopeGroups(ctx); restricted {
+		if _, err := e.Get(ctx, id); err != nil {
+			return nil, err
+		}
+	}
 	return e.opts.Store.Workflows().Events(ctx, id, after, limit)
 }
 
@@ -222,6 +247,9 @@ func (e *Engine) Create(ctx context.Context, r Request) (*storage.Workflow, erro
 	}
 	if err := checkSuppliedCSR(&r); err != nil {
 		return nil, err
+	}
+	if !storage.InScope(ctx, r.Group) {
+		return nil, invalid("group", "group %q is not one of yours: choose one of your groups", r.Group)
 	}
 	d := &orderData{Replaces: r.Replaces, Fallbacks: r.FallbackIssuerIDs, CSR: r.CSR}
 	raw, err := d.encode()
@@ -319,7 +347,7 @@ func (e *Engine) Retry(ctx context.Context, id, actor string) (*storage.Workflow
 // (workflow.<step>, by actor) in the same transaction.
 func (e *Engine) changeState(ctx context.Context, id string, fn func(*storage.Workflow) error, step, msg, actor string) (*storage.Workflow, error) {
 	for attempt := 0; attempt < 20; attempt++ {
-		w, err := e.opts.Store.Workflows().Get(ctx, id)
+		w, err := e.Get(ctx, id)
 		if err != nil {
 			return nil, err
 		}

@@ -1,0 +1,662 @@
+package admin
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/certlocker/caddy-certlocker/admin/ui"
+	"github.com/certlocker/caddy-certlocker/modules/certlocker"
+	"github.com/certlocker/caddy-certlocker/modules/dnsproviders"
+	"github.com/certlocker/caddy-certlocker/modules/inventory"
+	"github.com/certlocker/caddy-certlocker/modules/issuers"
+	"github.com/certlocker/caddy-certlocker/modules/workflow"
+	"github.com/certlocker/caddy-certlocker/storage"
+)
+
+// pageSize is the rows per page of every list screen.
+const pageSize = 50
+
+// pageSet is the parsed templates: one template per page, each with the
+// layout.
+type pageSet struct{ pages map[string]*template.Template }
+
+var templateFuncs = template.FuncMap{
+	"age": func(t time.Time) string { return humanAge(time.Since(t)) },
+	"ts":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
+	"ms": func(n int64) string {
+		if n == 0 {
+			return ""
+		}
+		return (time.Duration(n) * time.Millisecond).String()
+	},
+	"join":   strings.Join,
+	"minus1": func(n int) int { return n - 1 },
+	"json": func(v any) string {
+		b, _ := json.MarshalIndent(v, "", "  ")
+		return string(b)
+	},
+	"rawjson": func(b json.RawMessage) string {
+		var buf bytes.Buffer
+		if json.Indent(&buf, b, "", "  ") != nil {
+			return string(b)
+		}
+		return buf.String()
+	},
+	"badge": func(state string) string { return "badge badge-" + strings.ReplaceAll(state, "_", "-") },
+}
+
+func parsePages() (*pageSet, error) {
+	names, err := fs.Glob(ui.Templates, "templates/*.html")
+	if err != nil {
+		return nil, err
+	}
+	ps := &pageSet{pages: map[string]*template.Template{}}
+	for _, n := range names {
+		base := path.Base(n)
+		if base == "layout.html" {
+			continue
+		}
+		t, err := template.New("layout.html").Funcs(templateFuncs).ParseFS(ui.Templates, "templates/layout.html", n)
+		if err != nil {
+			return nil, err
+		}
+		ps.pages[strings.TrimSuffix(base, ".html")] = t
+	}
+	return ps, nil
+}
+
+// pageData is what every page gets.
+type pageData struct {
+	Title   string
+	Nav     string
+	Session *session
+	Flash   string
+	Error   string
+	Data    any
+}
+
+func (ps *pageSet) render(w http.ResponseWriter, status int, name string, d pageData) {
+	t, ok := ps.pages[name]
+	if !ok {
+		http.Error(w, "no page "+name, http.StatusInternalServerError)
+		return
+	}
+	var buf bytes.Buffer
+	if err := t.Execute(&buf, d); err != nil {
+		http.Error(w, "rendering the page failed: "+template.HTMLEscapeString(err.Error()), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// problem renders an error page (also before anyone is identified).
+func (ps *pageSet) problem(w http.ResponseWriter, status int, title, msg string) {
+	ps.render(w, status, "problem", pageData{Title: title, Error: msg})
+}
+
+// servePage routes the UI's screens.
+func (u *UI) servePage(w http.ResponseWriter, r *http.Request, app *certlocker.App, s *session) {
+	p := strings.TrimSuffix(r.URL.Path, "/")
+	parts := strings.Split(strings.TrimPrefix(p, "/"), "/")
+	d := pageData{Session: s, Flash: r.URL.Query().Get("flash")}
+	var err error
+	switch {
+	case p == "" && r.Method == http.MethodGet:
+		http.Redirect(w, r, "/workflows", http.StatusSeeOther)
+		return
+	case p == "/workflows" && r.Method == http.MethodGet:
+		err = u.workflowsPage(w, r, app, d)
+	case p == "/workflows" && r.Method == http.MethodPost:
+		err = u.createWorkflowForm(w, r, app, d)
+	case p == "/workflows/new" && r.Method == http.MethodGet:
+		err = u.newOrderPage(w, r, app, d, http.StatusOK)
+	case p == "/live/workflows" && r.Method == http.MethodGet:
+		err = u.liveWorkflows(w, r, app)
+	case len(parts) == 2 && parts[0] == "workflows" && r.Method == http.MethodGet:
+		err = u.workflowPage(w, r, app, d, parts[1])
+	case len(parts) == 3 && parts[0] == "workflows" && r.Method == http.MethodPost:
+		u.formAction(w, r, "workflows/"+url.PathEscape(parts[1])+"/actions/"+url.PathEscape(parts[2]), "/workflows/"+url.PathEscape(parts[1]))
+		return
+	case p == "/inventory" && r.Method == http.MethodGet:
+		err = u.inventoryPage(w, r, app, d)
+	case p == "/issuers" && r.Method == http.MethodGet:
+		err = u.issuersPage(w, r, app, d)
+	case len(parts) == 3 && parts[0] == "issuers" && r.Method == http.MethodPost:
+		u.formAction(w, r, "issuers/"+url.PathEscape(parts[1])+"/actions/"+url.PathEscape(parts[2]), "/issuers")
+		return
+	case p == "/dns-providers" && r.Method == http.MethodGet:
+		err = u.dnsPage(w, r, app, d)
+	case len(parts) == 3 && parts[0] == "dns-providers" && parts[2] == "verify" && r.Method == http.MethodPost:
+		u.formAction(w, r, "dns-providers/"+url.PathEscape(parts[1])+"/actions/verify", "/dns-providers")
+		return
+	case p == "/audit" && r.Method == http.MethodGet:
+		err = u.auditPage(w, r, app, d)
+	default:
+		u.pages.problem(w, http.StatusNotFound, "Not found", "There is no page "+r.URL.Path+" here.")
+		return
+	}
+	if err != nil {
+		var e *Error
+		switch {
+		case errors.As(err, &e):
+			u.pages.problem(w, e.Status, "Request refused", e.Message)
+		case errors.Is(err, storage.ErrNotFound):
+			u.pages.problem(w, http.StatusNotFound, "Not found", "Nothing with that ID exists in your groups.")
+		default:
+			u.pages.problem(w, http.StatusInternalServerError, "Something failed", internalError(u.logger, "UI page failed", err))
+		}
+	}
+}
+
+// formAction runs a form's action through the admin API handler and
+// redirects back with the outcome.
+func (u *UI) formAction(w http.ResponseWriter, r *http.Request, apiPath, back string) {
+	rec := u.callAPI(r, http.MethodPost, apiPath, "")
+	msg := "done"
+	if rec.Code >= 300 {
+		var e Error
+		_ = json.Unmarshal(rec.Body.Bytes(), &e)
+		if e.Message == "" {
+			e.Message = http.StatusText(rec.Code)
+		}
+		u.pages.problem(w, rec.Code, "Request refused", e.Message)
+		return
+	}
+	var v struct {
+		ID string `json:"id"`
+		OK *bool  `json:"ok"`
+	}
+	_ = json.Unmarshal(rec.Body.Bytes(), &v)
+	switch {
+	case v.OK != nil && *v.OK:
+		msg = "verified"
+	case v.OK != nil:
+		msg = "verification failed: see the checks"
+	}
+	if rec.Code == http.StatusCreated && v.ID != "" && strings.HasPrefix(back, "/workflows/") {
+		back = "/workflows/" + url.PathEscape(v.ID)
+	}
+	http.Redirect(w, r, back+"?flash="+url.QueryEscape(msg), http.StatusSeeOther)
+}
+
+// workflowRow is one line of the workflows list.
+type workflowRow struct {
+	workflowView
+	Domains     string
+	Challenges  string
+	IssuerName  string
+	LastMessage string
+}
+
+func rowOf(wf *storage.Workflow, names map[string]string) workflowRow {
+	v := viewWorkflow(wf)
+	var doms, chals []string
+	for _, id := range wf.Identifiers {
+		doms = append(doms, id.Value)
+		if id.Challenge != "" && !slices.Contains(chals, id.Challenge) {
+			chals = append(chals, id.Challenge)
+		}
+	}
+	row := workflowRow{workflowView: v, Domains: strings.Join(doms, ", "), Challenges: strings.Join(chals, ", "),
+		IssuerName: names[wf.IssuerID]}
+	if row.IssuerName == "" {
+		row.IssuerName = wf.IssuerID
+	}
+	if len(v.Problem) > 0 {
+		var p struct {
+			Detail string `json:"detail"`
+		}
+		if json.Unmarshal(v.Problem, &p) == nil {
+			row.LastMessage = p.Detail
+		}
+	}
+	return row
+}
+
+// issuerNames maps the ACME clients the user sees to their names.
+func issuerNames(r *http.Request, app *certlocker.App) (map[string]string, []issuers.View, error) {
+	list, err := app.IssuerRegistry().List(r.Context(), storage.IssuerFilter{})
+	if err != nil {
+		return nil, nil, err
+	}
+	names := map[string]string{}
+	views := make([]issuers.View, 0, len(list))
+	for _, iss := range list {
+		names[iss.ID] = iss.Name
+		views = append(views, issuers.NewView(iss))
+	}
+	return names, views, nil
+}
+
+type workflowsData struct {
+	Rows       []workflowRow
+	Filter     url.Values
+	States     []string
+	Issuers    []issuers.View
+	Groups     []string
+	NextCursor string
+	Query      string
+	Filtered   bool
+}
+
+// groupsOf lists the groups a user may pick.
+func groupsOf(s *session, seen ...string) []string {
+	if !s.User.Unrestricted() {
+		return s.User.Groups
+	}
+	var out []string
+	for _, g := range seen {
+		if g != "" && !slices.Contains(out, g) {
+			out = append(out, g)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (u *UI) workflowsPage(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData) error {
+	q := r.URL.Query()
+	f, err := workflow.FilterFromQuery(onlyKeys(q, "state", "issuer", "group", "domain"))
+	var inv *workflow.InvalidError
+	if errors.As(err, &inv) {
+		return BadRequest(inv.Field, "%s", inv.Message)
+	} else if err != nil {
+		return err
+	}
+	names, issuerViews, err := issuerNames(r, app)
+	if err != nil {
+		return err
+	}
+	ws, next, err := app.Workflows().List(r.Context(), f, storage.Page{Limit: pageSize, Cursor: q.Get("cursor")})
+	if err != nil {
+		return err
+	}
+	data := workflowsData{Filter: q, States: states(), Issuers: issuerViews, NextCursor: next,
+		Filtered: f != (storage.WorkflowFilter{})}
+	seen := []string{}
+	for _, wf := range ws {
+		data.Rows = append(data.Rows, rowOf(wf, names))
+		seen = append(seen, wf.Group)
+	}
+	for _, iss := range issuerViews {
+		seen = append(seen, iss.Group)
+	}
+	data.Groups = groupsOf(d.Session, seen...)
+	fq := onlyKeys(q, "state", "issuer", "group", "domain")
+	data.Query = fq.Encode()
+	d.Title, d.Nav, d.Data = "ACME Workflows", "workflows", data
+	u.pages.render(w, http.StatusOK, "workflows", d)
+	return nil
+}
+
+func onlyKeys(q url.Values, keys ...string) url.Values {
+	out := url.Values{}
+	for _, k := range keys {
+		if v := q.Get(k); v != "" {
+			out.Set(k, v)
+		}
+	}
+	return out
+}
+
+func states() []string {
+	return []string{storage.StatePending, storage.StateOrdering, storage.StateAuthorizing, storage.StateFinalizing,
+		storage.StateDownloading, storage.StateIssued, storage.StateFailed, storage.StateCancelled, storage.StateRetryScheduled}
+}
+
+type workflowData struct {
+	workflowRow
+	Timeline  []eventView
+	Steps     []stepTime
+	CanRetry  bool
+	CanCancel bool
+	CanRenew  bool
+	Terminal  bool
+}
+
+// stepTime is the time one step of the timeline took.
+type stepTime struct {
+	Step, Identifier, Node string
+	Took                   time.Duration
+}
+
+func (u *UI) workflowPage(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData, id string) error {
+	wf, err := app.Workflows().Get(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	evs, err := app.Workflows().Events(r.Context(), wf.ID, 0, storage.MaxLimit)
+	if err != nil {
+		return err
+	}
+	names, _, err := issuerNames(r, app)
+	if err != nil {
+		return err
+	}
+	data := workflowData{workflowRow: rowOf(wf, names)}
+	for i, ev := range evs {
+		data.Timeline = append(data.Timeline, viewEvent(ev))
+		if i > 0 {
+			data.Steps = append(data.Steps, stepTime{Step: ev.Step, Identifier: ev.Identifier, Node: ev.Node,
+				Took: ev.Time.Sub(evs[i-1].Time).Round(time.Millisecond)})
+		}
+	}
+	data.Terminal = storage.IsTerminal(wf.State)
+	can := d.Session.User.CanMutate()
+	data.CanRetry = can && (wf.State == storage.StateFailed || wf.State == storage.StateRetryScheduled)
+	data.CanCancel = can && !storage.IsTerminal(wf.State)
+	data.CanRenew = can && wf.State == storage.StateIssued && wf.CertificateID != ""
+	d.Title, d.Nav, d.Data = "Workflow "+wf.ID, "workflows", data
+	u.pages.render(w, http.StatusOK, "workflow", d)
+	return nil
+}
+
+type newOrderData struct {
+	Issuers   []issuers.View
+	Providers []dnsproviders.View
+	Groups    []string
+	Form      url.Values
+}
+
+func (u *UI) newOrderPage(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData, status int) error {
+	_, issuerViews, err := issuerNames(r, app)
+	if err != nil {
+		return err
+	}
+	provs, err := app.DNS().List(r.Context(), "")
+	if err != nil {
+		return err
+	}
+	data := newOrderData{Issuers: issuerViews, Form: r.PostForm}
+	seen := []string{}
+	for _, p := range provs {
+		data.Providers = append(data.Providers, dnsproviders.NewView(p))
+		seen = append(seen, p.Group)
+	}
+	for _, iss := range issuerViews {
+		seen = append(seen, iss.Group)
+	}
+	data.Groups = groupsOf(d.Session, seen...)
+	d.Title, d.Nav, d.Data = "New order", "new", data
+	u.pages.render(w, status, "neworder", d)
+	return nil
+}
+
+// createWorkflowForm turns the new-order form into the admin API's
+// POST /workflows body: one identifier per line, "name challenge".
+func (u *UI) createWorkflowForm(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData) error {
+	if err := r.ParseForm(); err != nil {
+		return BadRequest("", "reading the form: %v", err)
+	}
+	body := createWorkflowBody{IssuerID: r.PostForm.Get("issuer_id"), Group: r.PostForm.Get("group"),
+		KeyType: r.PostForm.Get("key_type")}
+	for _, line := range strings.Split(r.PostForm.Get("identifiers"), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		id := storage.Identifier{Value: f[0], Challenge: r.PostForm.Get("challenge")}
+		if len(f) > 1 {
+			id.Challenge = f[1]
+		}
+		if id.Challenge == "dns-01" || (id.Challenge == "" && strings.HasPrefix(id.Value, "*.")) {
+			id.DNSProviderID = r.PostForm.Get("dns_provider_id")
+			if id.DNSProviderID == "" {
+				id.DNSProviderID = zoneProvider(r, app, id.Value)
+			}
+		}
+		body.Identifiers = append(body.Identifiers, id)
+	}
+	b, _ := json.Marshal(body)
+	rec := u.callAPI(r, http.MethodPost, "workflows", string(b))
+	if rec.Code != http.StatusCreated {
+		var e Error
+		_ = json.Unmarshal(rec.Body.Bytes(), &e)
+		d.Error = e.Message
+		return u.newOrderPage(w, r, app, d, rec.Code)
+	}
+	var v workflowView
+	_ = json.Unmarshal(rec.Body.Bytes(), &v)
+	http.Redirect(w, r, "/workflows/"+url.PathEscape(v.ID)+"?flash=order+created", http.StatusSeeOther)
+	return nil
+}
+
+// zoneProvider returns the DNS provider client (of the user's groups)
+// whose zone is the longest suffix of name, or "".
+func zoneProvider(r *http.Request, app *certlocker.App, name string) string {
+	list, err := app.DNS().List(r.Context(), "")
+	if err != nil {
+		return ""
+	}
+	name = strings.TrimSuffix(strings.TrimPrefix(strings.ToLower(name), "*."), ".")
+	best, bestLen := "", 0
+	for _, p := range list {
+		for _, z := range p.Zones {
+			z = strings.TrimSuffix(strings.ToLower(z), ".")
+			if (name == z || strings.HasSuffix(name, "."+z)) && len(z) > bestLen {
+				best, bestLen = p.ID, len(z)
+			}
+		}
+	}
+	return best
+}
+
+type inventoryData struct {
+	Report    *inventory.ExpiryReport
+	Within90  int
+	Rows      []inventory.View
+	Drawer    *inventory.View
+	Filter    url.Values
+	Query     string
+	Next      string
+	Chart     template.HTML
+	Sorts     []string
+	Statuses  []string
+	Filtered  bool
+	CanExport bool
+}
+
+func (u *UI) inventoryPage(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData) error {
+	q := r.URL.Query()
+	inv := app.Certificates()
+	fq := onlyKeys(q, "domain", "issuer", "group", "status", "rating", "sort", "expiry", "expiring_within")
+	f, err := inv.FilterFromQuery(fq)
+	if err != nil {
+		return inventoryError(err)
+	}
+	certs, next, err := inv.List(r.Context(), f, storage.Page{Limit: pageSize, Cursor: q.Get("cursor")})
+	if err != nil {
+		return err
+	}
+	// the widgets count the active certificates of the other filters
+	ef, _ := inv.FilterFromQuery(onlyKeys(q, "domain", "issuer", "group", "rating"))
+	if ef.Status == "" {
+		ef.Status = storage.CertStatusActive
+	}
+	rep, err := inv.Expiry(r.Context(), inventory.ExpiryQuery{Filter: ef, Horizon: 90 * 24 * time.Hour, Step: 7 * 24 * time.Hour})
+	if err != nil {
+		return inventoryError(err)
+	}
+	data := inventoryData{Report: rep, Filter: q, Next: next, Sorts: storage.CertificateSorts,
+		Statuses: []string{storage.CertStatusActive, storage.CertStatusRenewed, storage.CertStatusRevoked, "any"}, Query: fq.Encode(),
+		Filtered: len(fq) > 0}
+	for _, p := range rep.Timeline {
+		data.Within90 += p.Count
+	}
+	data.Chart = expiryChart(rep.Timeline)
+	for _, c := range certs {
+		data.Rows = append(data.Rows, inv.View(c, false))
+	}
+	if id := q.Get("cert"); id != "" {
+		c, err := inv.Get(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		v := inv.View(c, true)
+		data.Drawer = &v
+	}
+	d.Title, d.Nav, d.Data = "Inventory", "inventory", data
+	u.pages.render(w, http.StatusOK, "inventory", d)
+	return nil
+}
+
+// expiryChart draws the expiry timeline as an SVG bar chart.
+func expiryChart(tl []inventory.TimelinePoint) template.HTML {
+	const w, h, pad = 640, 140, 20
+	max := 1
+	for _, p := range tl {
+		if p.Count > max {
+			max = p.Count
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %d %d" role="img" aria-label="Certificates expiring per week, next 90 days">`, w, h+pad)
+	if len(tl) > 0 {
+		bw := (w - pad) / len(tl)
+		for i, p := range tl {
+			bh := p.Count * h / max
+			x := pad + i*bw
+			fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%d" height="%d"><title>%s: %d</title></rect>`, x, h-bh, bw-4, bh,
+				template.HTMLEscapeString(p.Start.Format("Jan 2")), p.Count)
+			if i%2 == 0 {
+				fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text>`, x, h+14, template.HTMLEscapeString(p.Start.Format("Jan 2")))
+			}
+		}
+	}
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String()) // built from numbers and escaped text only
+}
+
+func (u *UI) issuersPage(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData) error {
+	_, views, err := issuerNames(r, app)
+	if err != nil {
+		return err
+	}
+	d.Title, d.Nav = "ACME clients", "issuers"
+	d.Data = struct {
+		Items   []issuers.View
+		Catalog []issuers.CatalogEntry
+	}{views, issuers.Catalog()}
+	u.pages.render(w, http.StatusOK, "issuers", d)
+	return nil
+}
+
+func (u *UI) dnsPage(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData) error {
+	list, err := app.DNS().List(r.Context(), "")
+	if err != nil {
+		return err
+	}
+	items := make([]dnsproviders.View, 0, len(list))
+	for _, p := range list {
+		items = append(items, dnsproviders.NewView(p))
+	}
+	d.Title, d.Nav, d.Data = "DNS providers", "dns", items
+	u.pages.render(w, http.StatusOK, "dns", d)
+	return nil
+}
+
+type auditData struct {
+	Items  []*storage.AuditEntry
+	Filter url.Values
+	Query  string
+	Next   string
+}
+
+// auditPage shows the audit log to admins (entries are not grouped: they
+// can name any group's records).
+func (u *UI) auditPage(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData) error {
+	if !d.Session.User.Unrestricted() {
+		return &Error{Status: http.StatusForbidden, Message: "the audit log spans every group: only admins see it"}
+	}
+	q := r.URL.Query()
+	f := storage.AuditFilter{Action: q.Get("action"), Target: q.Get("target"), Actor: q.Get("actor")}
+	if s := q.Get("since"); s != "" {
+		t, err := time.Parse("2006-01-02", s)
+		if err != nil {
+			return BadRequest("since", "since must be a date such as 2026-05-20")
+		}
+		f.Since = t
+	}
+	entries, next, err := app.AuditLog(r.Context(), f, storage.Page{Limit: pageSize, Cursor: q.Get("cursor")})
+	if err != nil {
+		return err
+	}
+	fq := onlyKeys(q, "action", "target", "actor", "since")
+	d.Title, d.Nav, d.Data = "Audit log", "audit", auditData{Items: entries, Filter: q, Query: fq.Encode(), Next: next}
+	u.pages.render(w, http.StatusOK, "audit", d)
+	return nil
+}
+
+// liveWorkflows streams the workflows list's changes as Server-Sent
+// Events ("workflow" events with the row's id, state, status), so the
+// list page updates without reloading. It looks at the store every
+// second and sends what changed.
+func (u *UI) liveWorkflows(w http.ResponseWriter, r *http.Request, app *certlocker.App) error {
+	q := r.URL.Query()
+	f, err := workflow.FilterFromQuery(onlyKeys(q, "state", "issuer", "group", "domain"))
+	if err != nil {
+		return BadRequest("", "%v", err)
+	}
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	last := map[string]string{}
+	first := true
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		ws, _, err := app.Workflows().List(r.Context(), f, storage.Page{Limit: pageSize})
+		if err != nil {
+			return nil
+		}
+		names, _, _ := issuerNames(r, app)
+		for _, wf := range ws {
+			key := wf.State + "\x00" + wf.Status
+			if last[wf.ID] == key {
+				continue
+			}
+			last[wf.ID] = key
+			row := rowOf(wf, names)
+			b, _ := json.Marshal(map[string]any{"id": wf.ID, "state": wf.State, "status": wf.Status,
+				"domains": row.Domains, "issuer": row.IssuerName, "challenges": row.Challenges, "last_message": row.LastMessage})
+			fmt.Fprintf(w, "event: workflow\ndata: %s\n\n", b)
+		}
+		if first {
+			fmt.Fprint(w, ": ready\n\n")
+		}
+		first = false
+		_ = rc.Flush()
+		select {
+		case <-r.Context().Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func humanAge(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return strconv.Itoa(int(d.Seconds())) + "s"
+	case d < time.Hour:
+		return strconv.Itoa(int(d.Minutes())) + "m"
+	case d < 48*time.Hour:
+		return strconv.Itoa(int(d.Hours())) + "h"
+	}
+	return strconv.Itoa(int(d.Hours()/24)) + "d"
+}
