@@ -58,6 +58,13 @@ type Options struct {
 	// counted. 0: no pacing.
 	DuplicateLimit  int
 	DuplicateWindow time.Duration
+	// WarmMargin: a token's upstream authorizations are renewed (a new
+	// pre-authorization workflow, see Warm) once they expire within it.
+	// Default: 15m.
+	WarmMargin time.Duration
+	// WarmRetry: a failed pre-authorization is retried after it.
+	// Default: 5m.
+	WarmRetry time.Duration
 	// Clients gives the ACME client that issued a certificate, to forward
 	// an edge's revocation upstream; nil refuses revocations.
 	Clients workflow.ACMEClients
@@ -118,6 +125,12 @@ func New(opts Options) (*Gateway, error) {
 	}
 	if opts.DuplicateWindow <= 0 {
 		opts.DuplicateWindow = 7 * 24 * time.Hour
+	}
+	if opts.WarmMargin <= 0 {
+		opts.WarmMargin = 15 * time.Minute
+	}
+	if opts.WarmRetry <= 0 {
+		opts.WarmRetry = 5 * time.Minute
 	}
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 64 << 10

@@ -27,6 +27,9 @@ var errEnded = errors.New("workflow ended")
 // finalized again.
 func (s *session) finalize(ctx context.Context) error {
 	w, d := s.w, s.d
+	if w.Trigger == TriggerPreauthorization {
+		return s.authorized(ctx) // a pre-authorization never finalizes
+	}
 	order, err := s.cl.GetOrder(ctx, s.acct, acme.Order{Location: w.OrderURL})
 	if err != nil {
 		return s.failOrRetry(ctx, "finalizing", "", err)
