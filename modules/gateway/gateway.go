@@ -283,6 +283,13 @@ func (g *Gateway) precheck(w http.ResponseWriter, r *http.Request, s *reqState, 
 		return false
 	}
 	switch {
+	case strings.Contains(path, "/certificate/"):
+		if certID, n, ok := alternatePath(path); ok {
+			g.serveAlternate(w, r, body, certID, n)
+		} else {
+			g.serveCertificate(w, r, s)
+		}
+		return true
 	case strings.HasSuffix(path, "/revoke-cert"):
 		g.revokeCert(w, r, s, body)
 		return true

@@ -159,6 +159,7 @@ func (s *session) download(ctx context.Context) error {
 		return s.failOrRetry(ctx, "downloading", "", err)
 	}
 	chain, why := preferredChain(chains, iss.PreferredChain)
+	d.Alternates = alternatesOf(d, chains, chain)
 	if s.deps.Inventory == nil {
 		return s.failOrRetry(ctx, "downloading", "", errors.New("no inventory configured"))
 	}

@@ -54,6 +54,9 @@ type orderData struct {
 	// AuthorizedUntil is when the first authorization of a finished
 	// pre-authorization workflow expires at the CA.
 	AuthorizedUntil time.Time `json:"authorized_until,omitzero"`
+	// Alternates are the CA's other chains (PEM) for a gateway workflow's
+	// certificate, which the gateway offers as Link rel="alternate".
+	Alternates []string `json:"alternate_chains,omitempty"`
 }
 
 // authzData is one authorization of the order and how far it got.
