@@ -19,6 +19,7 @@ import (
 	casapi "github.com/smallstep/certificates/cas/apiv1"
 	"go.uber.org/zap"
 
+	"github.com/certlocker/caddy-certlocker/modules/issuers"
 	"github.com/certlocker/caddy-certlocker/modules/workflow"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
@@ -43,8 +44,11 @@ type pull struct {
 	remote  string
 	// replaces is the ARI ID of the certificate the order replaces
 	replaces string
-	// limited is set when pacing refuses the pull: retry after it
+	// limited is set when pacing refuses the pull (limit per window):
+	// retry after it
 	limited time.Duration
+	limit   int
+	window  time.Duration
 	// set by the CA service
 	pending    bool
 	workflowID string
@@ -142,10 +146,11 @@ func (g *Gateway) issue(ctx context.Context, p *pull, csr *x509.CertificateReque
 	slices.Sort(names)
 	key := t.ID + "/" + hash
 	if _, err := g.store.ACME().Get(ctx, pullsBucket, key); errors.Is(err, storage.ErrNotFound) {
-		if wait, err := g.pace(ctx, t.ID, names); err != nil {
+		limit, window := g.duplicateLimit(ctx, t)
+		if wait, err := g.pace(ctx, t.ID, names, limit, window); err != nil {
 			return nil, err
 		} else if wait > 0 {
-			p.limited = wait
+			p.limited, p.limit, p.window = wait, limit, window
 			g.use(ctx, t.ID, "token.refused", map[string]any{"reason": "duplicate-certificate pacing", "identifiers": names,
 				"retry_after": wait.String()})
 			return nil, errLimited
@@ -218,11 +223,32 @@ func (g *Gateway) chainOf(ctx context.Context, t *storage.Token, w *storage.Work
 	return chain, nil
 }
 
+// duplicateLimit is the token's pacing: the DuplicateLimit setting (per
+// DuplicateWindow) when set, else the duplicate-certificate limit the CA
+// catalog gives for the token's ACME client's CA, else none (0).
+func (g *Gateway) duplicateLimit(ctx context.Context, t *storage.Token) (int, time.Duration) {
+	switch {
+	case g.opts.DuplicateLimit > 0:
+		return g.opts.DuplicateLimit, g.opts.DuplicateWindow
+	case g.opts.DuplicateLimit < 0:
+		return 0, 0
+	}
+	iss, err := g.store.Issuers().Get(ctx, t.Spec.IssuerID)
+	if err != nil || iss.CatalogID == "" {
+		return 0, 0
+	}
+	e, ok := issuers.LookupCatalog(iss.CatalogID)
+	if !ok || e.DuplicateLimit == nil {
+		return 0, 0
+	}
+	return e.DuplicateLimit.Count, e.DuplicateLimit.WindowDuration()
+}
+
 // pace returns how long a new upstream certificate for exactly these names
-// must wait under the duplicate-certificate limit (DuplicateLimit per
-// DuplicateWindow, per token), or 0.
-func (g *Gateway) pace(ctx context.Context, tokenID string, names []string) (time.Duration, error) {
-	if g.opts.DuplicateLimit <= 0 {
+// must wait under a duplicate-certificate limit of limit per window, per
+// token, or 0.
+func (g *Gateway) pace(ctx context.Context, tokenID string, names []string, limit int, window time.Duration) (time.Duration, error) {
+	if limit <= 0 || window <= 0 {
 		return 0, nil
 	}
 	kvs, err := g.store.ACME().List(ctx, pullsBucket)
@@ -230,7 +256,7 @@ func (g *Gateway) pace(ctx context.Context, tokenID string, names []string) (tim
 		return 0, fmt.Errorf("pacing the pull: %w", err)
 	}
 	now := g.clock()
-	since := now.Add(-g.opts.DuplicateWindow)
+	since := now.Add(-window)
 	var within []time.Time
 	for _, kv := range kvs {
 		if !strings.HasPrefix(kv.Key, tokenID+"/") {
@@ -242,12 +268,12 @@ func (g *Gateway) pace(ctx context.Context, tokenID string, names []string) (tim
 		}
 		within = append(within, rec.Created)
 	}
-	if len(within) < g.opts.DuplicateLimit {
+	if len(within) < limit {
 		return 0, nil
 	}
 	slices.SortFunc(within, func(a, b time.Time) int { return a.Compare(b) })
 	// the oldest that must leave the window for one more to fit
-	free := within[len(within)-g.opts.DuplicateLimit].Add(g.opts.DuplicateWindow)
+	free := within[len(within)-limit].Add(window)
 	return max(free.Sub(now), time.Second), nil
 }
 

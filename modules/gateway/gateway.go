@@ -55,7 +55,8 @@ type Options struct {
 	// names per token within DuplicateWindow (the CA's duplicate-
 	// certificate limit; Let's Encrypt: 5 per 7 days); past it a finalize
 	// answers rateLimited with Retry-After. A fresh re-pull is not
-	// counted. 0: no pacing.
+	// counted. 0: the limit the CA catalog gives for the token's ACME
+	// client's CA (none if it gives none); negative: no pacing.
 	DuplicateLimit  int
 	DuplicateWindow time.Duration
 	// WarmMargin: a token's upstream authorizations are renewed (a new
@@ -490,8 +491,8 @@ func (g *Gateway) finalize(w http.ResponseWriter, r *http.Request, s *reqState, 
 			}
 		}
 		g.problemNoNonce(w, http.StatusTooManyRequests, acme.ErrorRateLimitedType,
-			fmt.Sprintf("token %s reached %d new certificates for these names per %s; retry later", t.ID, g.opts.DuplicateLimit,
-				g.opts.DuplicateWindow), p.limited)
+			fmt.Sprintf("token %s reached %d new certificates for these names per %s; retry later", t.ID, p.limit, p.window),
+			p.limited)
 		return
 	}
 	if p.pending {

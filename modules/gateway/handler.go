@@ -51,7 +51,8 @@ type Handler struct {
 	// token within DuplicateWindow, below the upstream CA's duplicate-
 	// certificate limit; past it edges get rateLimited with Retry-After.
 	// A fresh re-pull (same key) is not counted; -1 turns pacing off.
-	// Default: 5 (Let's Encrypt's limit).
+	// Default: the CA catalog's duplicate-certificate limit for the
+	// token's ACME client's CA (Let's Encrypt: 5 per 168h), else none.
 	DuplicateLimit int `json:"duplicate_limit,omitempty"`
 	// DuplicateWindow is the window of DuplicateLimit. Default: 168h.
 	DuplicateWindow caddy.Duration `json:"duplicate_window,omitempty"`
@@ -94,12 +95,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	opts := Options{Store: a.Store(), Engine: a.Workflows(), Node: a.Node(), Logger: h.logger,
 		FinalizeWait: time.Duration(h.FinalizeWait), DuplicateLimit: h.DuplicateLimit, DuplicateWindow: time.Duration(h.DuplicateWindow)}
-	switch {
-	case h.DuplicateLimit == 0:
-		opts.DuplicateLimit = 5
-	case h.DuplicateLimit < 0:
-		opts.DuplicateLimit = 0
-	}
 	if r, ok := v.(interface{ IssuerRegistry() *issuers.Service }); ok && r.IssuerRegistry() != nil {
 		opts.Clients = r.IssuerRegistry()
 	}
