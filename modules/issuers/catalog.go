@@ -8,8 +8,8 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
-	"time"
 	"strings"
+	"time"
 )
 
 // catalogJSON is the built-in catalog of ACME CAs.
