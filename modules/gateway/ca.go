@@ -244,37 +244,54 @@ func (g *Gateway) duplicateLimit(ctx context.Context, t *storage.Token) (int, ti
 	return e.DuplicateLimit.Count, e.DuplicateLimit.WindowDuration()
 }
 
-// pace returns how long a new upstream certificate for exactly these names
-// must wait under a duplicate-certificate limit of limit per window, per
-// token, or 0.
+// paceBucket holds, per token and exact set of names, when its new
+// upstream certificates were started: the slots of the duplicate limit.
+const paceBucket = "gateway_pacing"
+
+// pace takes a slot for one more new upstream certificate for exactly
+// these names under a duplicate-certificate limit of limit per window, per
+// token, and returns 0; or, with every slot taken, how long until one
+// frees. Slots are taken with compare-and-swap, so concurrent pulls, on
+// any node, never exceed the limit.
 func (g *Gateway) pace(ctx context.Context, tokenID string, names []string, limit int, window time.Duration) (time.Duration, error) {
 	if limit <= 0 || window <= 0 {
 		return 0, nil
 	}
-	kvs, err := g.store.ACME().List(ctx, pullsBucket)
-	if err != nil {
-		return 0, fmt.Errorf("pacing the pull: %w", err)
-	}
-	now := g.clock()
-	since := now.Add(-window)
-	var within []time.Time
-	for _, kv := range kvs {
-		if !strings.HasPrefix(kv.Key, tokenID+"/") {
-			continue
+	h := sha256.Sum256([]byte(strings.Join(names, "\n")))
+	key := tokenID + "/" + hex.EncodeToString(h[:])
+	for attempt := 0; ; attempt++ {
+		old, err := g.store.ACME().Get(ctx, paceBucket, key)
+		if errors.Is(err, storage.ErrNotFound) {
+			old, err = nil, nil
 		}
-		var rec pullRecord
-		if json.Unmarshal(kv.Value, &rec) != nil || !slices.Equal(rec.Names, names) || !rec.Created.After(since) {
-			continue
+		if err != nil {
+			return 0, fmt.Errorf("pacing the pull: %w", err)
 		}
-		within = append(within, rec.Created)
+		var taken []time.Time
+		if old != nil && json.Unmarshal(old, &taken) != nil {
+			taken = nil
+		}
+		now := g.clock()
+		since := now.Add(-window)
+		taken = slices.DeleteFunc(taken, func(at time.Time) bool { return !at.After(since) })
+		slices.SortFunc(taken, func(a, b time.Time) int { return a.Compare(b) })
+		if len(taken) >= limit {
+			// the oldest that must leave the window for one more to fit
+			free := taken[len(taken)-limit].Add(window)
+			return max(free.Sub(now), time.Second), nil
+		}
+		raw, _ := json.Marshal(append(taken, now.UTC()))
+		_, swapped, err := g.store.ACME().CompareAndSwap(ctx, paceBucket, key, old, raw)
+		if err != nil {
+			return 0, fmt.Errorf("pacing the pull: %w", err)
+		}
+		if swapped {
+			return 0, nil
+		}
+		if attempt >= 100 {
+			return 0, errors.New("pacing the pull: too much contention on the token's pacing record")
+		}
 	}
-	if len(within) < limit {
-		return 0, nil
-	}
-	slices.SortFunc(within, func(a, b time.Time) int { return a.Compare(b) })
-	// the oldest that must leave the window for one more to fit
-	free := within[len(within)-limit].Add(window)
-	return max(free.Sub(now), time.Second), nil
 }
 
 // fresh returns the token's current certificate if the CSR asks for it

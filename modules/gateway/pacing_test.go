@@ -4,7 +4,9 @@ import (
 	"crypto/elliptic"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/mholt/acmez/v3/acme"
 
@@ -66,5 +68,47 @@ func TestPacingFromCatalog(t *testing.T) {
 				t.Fatalf("sixth new certificate with pacing off: %v", err)
 			}
 		})
+	}
+}
+
+// Pacing is atomic: concurrent pulls of new keys for the same names, past
+// a limit of 2, give exactly 2 certificates; the others are rateLimited.
+func TestPacingConcurrent(t *testing.T) {
+	e := newGWEnv(t, gateway.Options{DuplicateLimit: 2, DuplicateWindow: time.Hour})
+	_, creds := e.token("conc.example.test")
+	cl := e.client(gateway.DirectoryPath)
+	acct, err := e.account(cl, creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 6
+	csrs := make([][]byte, n)
+	for i := range csrs {
+		csrs[i] = csrFor(t, newKey(t, elliptic.P256()), "conc.example.test")
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = e.pull(cl, acct, csrs[i], "conc.example.test")
+		}()
+	}
+	wg.Wait()
+	ok, limited := 0, 0
+	for i, err := range errs {
+		var p acme.Problem
+		switch {
+		case err == nil:
+			ok++
+		case errors.As(err, &p) && p.Status == 429:
+			limited++
+		default:
+			t.Errorf("pull %d: %v", i, err)
+		}
+	}
+	if ok != 2 || limited != n-2 {
+		t.Fatalf("%d certificates and %d rateLimited, want 2 and %d", ok, limited, n-2)
 	}
 }
