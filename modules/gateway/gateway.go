@@ -66,6 +66,10 @@ type Options struct {
 	// WarmRetry: a failed pre-authorization is retried after it.
 	// Default: 5m.
 	WarmRetry time.Duration
+	// PullRetention is how long a pull record (which lets a retried
+	// finalize find its workflow) is kept; Prune removes older ones.
+	// Default: 7 days.
+	PullRetention time.Duration
 	// Clients gives the ACME client that issued a certificate, to forward
 	// an edge's revocation upstream; nil refuses revocations.
 	Clients workflow.ACMEClients
@@ -129,6 +133,9 @@ func New(opts Options) (*Gateway, error) {
 	}
 	if opts.WarmMargin <= 0 {
 		opts.WarmMargin = 15 * time.Minute
+	}
+	if opts.PullRetention <= 0 {
+		opts.PullRetention = 7 * 24 * time.Hour
 	}
 	if opts.WarmRetry <= 0 {
 		opts.WarmRetry = 5 * time.Minute

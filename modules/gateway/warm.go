@@ -121,13 +121,21 @@ func (g *Gateway) WarmWorkflow(ctx context.Context, tokenID string) string {
 	return rec.WorkflowID
 }
 
-// KeepWarm runs Warm at once and then every interval until ctx ends.
+// KeepWarm runs Warm (and, at most hourly, Prune) at once and then every
+// interval until ctx ends.
 func (g *Gateway) KeepWarm(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
+	var pruned time.Time
 	for {
 		if err := g.Warm(ctx); err != nil && ctx.Err() == nil {
 			g.log.Warn("warming upstream authorizations", zap.Error(err))
+		}
+		if now := g.clock(); now.Sub(pruned) >= pruneEvery {
+			pruned = now
+			if _, err := g.Prune(ctx); err != nil && ctx.Err() == nil {
+				g.log.Warn("pruning gateway records", zap.Error(err))
+			}
 		}
 		select {
 		case <-ctx.Done():
