@@ -111,8 +111,9 @@ type ChallengeRecord struct {
 	LastError       string
 }
 
-// Workflow states. A workflow is terminal in StateIssued, StateFailed and
-// StateCancelled.
+// Workflow states. A workflow is terminal in StateIssued, StateAuthorized,
+// StateFailed and StateCancelled. StateAuthorized ends a pre-authorization
+// workflow: every identifier authorized at the CA, nothing finalized.
 const (
 	StatePending        = "pending"
 	StateOrdering       = "ordering"
@@ -120,13 +121,14 @@ const (
 	StateFinalizing     = "finalizing"
 	StateDownloading    = "downloading"
 	StateIssued         = "issued"
+	StateAuthorized     = "authorized"
 	StateFailed         = "failed"
 	StateCancelled      = "cancelled"
 	StateRetryScheduled = "retry_scheduled"
 )
 
 // TerminalStates lists the states a workflow never leaves.
-var TerminalStates = []string{StateIssued, StateFailed, StateCancelled}
+var TerminalStates = []string{StateIssued, StateAuthorized, StateFailed, StateCancelled}
 
 // IsTerminal reports whether state is terminal.
 func IsTerminal(state string) bool {

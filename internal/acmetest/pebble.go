@@ -17,6 +17,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -162,6 +163,8 @@ type Pebble struct {
 	gate     *issuanceGate
 	// newOrders counts newOrder requests the CA received
 	newOrders atomic.Int64
+	// challengePOSTs counts POSTs to challenge URLs (requests to validate)
+	challengePOSTs atomic.Int64
 }
 
 // issuanceGate passes the CA's log lines on, and while held blocks the one
@@ -287,6 +290,9 @@ func NewPebble(t testing.TB, opts PebbleOptions) *Pebble {
 	p.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost && r.URL.Path == "/order-plz" {
 			p.newOrders.Add(1)
+		}
+		if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/chalZ/") {
+			p.challengePOSTs.Add(1)
 		}
 		h.ServeHTTP(w, r)
 	}))
@@ -457,6 +463,10 @@ func (s *stoppableWriter) stop() {
 
 // NewOrders is how many newOrder requests the CA received.
 func (p *Pebble) NewOrders() int { return int(p.newOrders.Load()) }
+
+// ChallengePOSTs is how many POSTs to challenge URLs (requests to
+// validate, or POST-as-GET of a challenge) the CA received.
+func (p *Pebble) ChallengePOSTs() int { return int(p.challengePOSTs.Load()) }
 
 // DirectoryURL returns the URL of the ACME directory.
 func (p *Pebble) DirectoryURL() string { return p.srv.URL + wfe.DirectoryPath }

@@ -49,7 +49,13 @@ type gwEnv struct {
 
 func newGWEnv(t testing.TB, opts gateway.Options) *gwEnv {
 	t.Helper()
-	p := acmetest.NewPebble(t, acmetest.PebbleOptions{VAAlwaysValid: true})
+	return newGWEnvPebble(t, acmetest.PebbleOptions{VAAlwaysValid: true}, opts)
+}
+
+// newGWEnvPebble is newGWEnv with the upstream Pebble configured by popts.
+func newGWEnvPebble(t testing.TB, popts acmetest.PebbleOptions, opts gateway.Options) *gwEnv {
+	t.Helper()
+	p := acmetest.NewPebble(t, popts)
 	dir := t.TempDir()
 	rootsFile := filepath.Join(dir, "pebble-root.pem")
 	if err := os.WriteFile(rootsFile, p.WFECertPEM(), 0o600); err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/certlocker/caddy-certlocker/internal/acmetest"
 	"github.com/certlocker/caddy-certlocker/modules/gateway"
+	"github.com/certlocker/caddy-certlocker/storage"
 )
 
 // BenchmarkEdgePull: one edge pull (new order, authorizations, finalize
@@ -20,6 +21,9 @@ import (
 // straight against the same kind of in-process Pebble (VA always valid,
 // so neither side solves challenges). Reports p50/p99 latency and
 // certificates per second, sequentially and with 8 clients at once.
+// gateway-warm is the gateway with the token's names pre-authorized
+// upstream (Gateway.Warm; Pebble reusing valid authorizations): the
+// upstream order comes back ready and a finalize waits only for issuance.
 //
 //	go test -run '^$' -bench BenchmarkEdgePull -benchtime 40x ./modules/gateway/
 func BenchmarkEdgePull(b *testing.B) {
@@ -35,6 +39,41 @@ func BenchmarkEdgePull(b *testing.B) {
 					IssuerID: e.issuer, MaxAccounts: conc})
 				if err != nil || tok == nil {
 					tb.Fatal(err)
+				}
+				cl := e.client(gateway.DirectoryPath)
+				accts := make([]acme.Account, conc)
+				for i := range accts {
+					a, err := e.account(cl, creds)
+					if err != nil {
+						tb.Fatal(err)
+					}
+					accts[i] = a
+				}
+				return func(i int) error {
+					name := fmt.Sprintf("n%d.bench.example.test", i%conc)
+					key := newKey(tb, elliptic.P256())
+					_, err := pullWith(tb, cl, accts[i%conc], csrFor(tb, key, name), name)
+					return err
+				}
+			})
+		})
+		b.Run(fmt.Sprintf("gateway-warm/c%d", conc), func(b *testing.B) {
+			benchPulls(b, conc, func(tb *testing.B) func(i int) error {
+				e := newGWEnvPebble(tb, acmetest.PebbleOptions{VAAlwaysValid: true, AuthzReusePercent: 100}, gateway.Options{})
+				var names []string
+				for i := range conc {
+					names = append(names, fmt.Sprintf("n%d.bench.example.test", i))
+				}
+				tok, creds, err := e.app.Tokens().Create(tb.Context(), "bench", gateway.CreateRequest{Names: names,
+					IssuerID: e.issuer, MaxAccounts: conc})
+				if err != nil || tok == nil {
+					tb.Fatal(err)
+				}
+				if err := e.gw.Warm(tb.Context()); err != nil {
+					tb.Fatal(err)
+				}
+				if w := e.waitTerminal(e.gw.WarmWorkflow(tb.Context(), tok.ID)); w.State != storage.StateAuthorized {
+					tb.Fatalf("pre-authorization %s: %s", w.State, w.Status)
 				}
 				cl := e.client(gateway.DirectoryPath)
 				accts := make([]acme.Account, conc)

@@ -19,6 +19,7 @@ import (
 	casapi "github.com/smallstep/certificates/cas/apiv1"
 	"go.uber.org/zap"
 
+	"github.com/certlocker/caddy-certlocker/modules/issuers"
 	"github.com/certlocker/caddy-certlocker/modules/workflow"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
@@ -43,8 +44,11 @@ type pull struct {
 	remote  string
 	// replaces is the ARI ID of the certificate the order replaces
 	replaces string
-	// limited is set when pacing refuses the pull: retry after it
+	// limited is set when pacing refuses the pull (limit per window):
+	// retry after it
 	limited time.Duration
+	limit   int
+	window  time.Duration
 	// set by the CA service
 	pending    bool
 	workflowID string
@@ -142,10 +146,11 @@ func (g *Gateway) issue(ctx context.Context, p *pull, csr *x509.CertificateReque
 	slices.Sort(names)
 	key := t.ID + "/" + hash
 	if _, err := g.store.ACME().Get(ctx, pullsBucket, key); errors.Is(err, storage.ErrNotFound) {
-		if wait, err := g.pace(ctx, t.ID, names); err != nil {
+		limit, window := g.duplicateLimit(ctx, t)
+		if wait, err := g.pace(ctx, t.ID, names, limit, window); err != nil {
 			return nil, err
 		} else if wait > 0 {
-			p.limited = wait
+			p.limited, p.limit, p.window = wait, limit, window
 			g.use(ctx, t.ID, "token.refused", map[string]any{"reason": "duplicate-certificate pacing", "identifiers": names,
 				"retry_after": wait.String()})
 			return nil, errLimited
@@ -218,37 +223,75 @@ func (g *Gateway) chainOf(ctx context.Context, t *storage.Token, w *storage.Work
 	return chain, nil
 }
 
-// pace returns how long a new upstream certificate for exactly these names
-// must wait under the duplicate-certificate limit (DuplicateLimit per
-// DuplicateWindow, per token), or 0.
-func (g *Gateway) pace(ctx context.Context, tokenID string, names []string) (time.Duration, error) {
-	if g.opts.DuplicateLimit <= 0 {
+// duplicateLimit is the token's pacing: the DuplicateLimit setting (per
+// DuplicateWindow) when set, else the duplicate-certificate limit the CA
+// catalog gives for the token's ACME client's CA, else none (0).
+func (g *Gateway) duplicateLimit(ctx context.Context, t *storage.Token) (int, time.Duration) {
+	switch {
+	case g.opts.DuplicateLimit > 0:
+		return g.opts.DuplicateLimit, g.opts.DuplicateWindow
+	case g.opts.DuplicateLimit < 0:
+		return 0, 0
+	}
+	iss, err := g.store.Issuers().Get(ctx, t.Spec.IssuerID)
+	if err != nil || iss.CatalogID == "" {
+		return 0, 0
+	}
+	e, ok := issuers.LookupCatalog(iss.CatalogID)
+	if !ok || e.DuplicateLimit == nil {
+		return 0, 0
+	}
+	return e.DuplicateLimit.Count, e.DuplicateLimit.WindowDuration()
+}
+
+// paceBucket holds, per token and exact set of names, when its new
+// upstream certificates were started: the slots of the duplicate limit.
+const paceBucket = "gateway_pacing"
+
+// pace takes a slot for one more new upstream certificate for exactly
+// these names under a duplicate-certificate limit of limit per window, per
+// token, and returns 0; or, with every slot taken, how long until one
+// frees. Slots are taken with compare-and-swap, so concurrent pulls, on
+// any node, never exceed the limit.
+func (g *Gateway) pace(ctx context.Context, tokenID string, names []string, limit int, window time.Duration) (time.Duration, error) {
+	if limit <= 0 || window <= 0 {
 		return 0, nil
 	}
-	kvs, err := g.store.ACME().List(ctx, pullsBucket)
-	if err != nil {
-		return 0, fmt.Errorf("pacing the pull: %w", err)
-	}
-	now := g.clock()
-	since := now.Add(-g.opts.DuplicateWindow)
-	var within []time.Time
-	for _, kv := range kvs {
-		if !strings.HasPrefix(kv.Key, tokenID+"/") {
-			continue
+	h := sha256.Sum256([]byte(strings.Join(names, "\n")))
+	key := tokenID + "/" + hex.EncodeToString(h[:])
+	for attempt := 0; ; attempt++ {
+		old, err := g.store.ACME().Get(ctx, paceBucket, key)
+		if errors.Is(err, storage.ErrNotFound) {
+			old, err = nil, nil
 		}
-		var rec pullRecord
-		if json.Unmarshal(kv.Value, &rec) != nil || !slices.Equal(rec.Names, names) || !rec.Created.After(since) {
-			continue
+		if err != nil {
+			return 0, fmt.Errorf("pacing the pull: %w", err)
 		}
-		within = append(within, rec.Created)
+		var taken []time.Time
+		if old != nil && json.Unmarshal(old, &taken) != nil {
+			taken = nil
+		}
+		now := g.clock()
+		since := now.Add(-window)
+		taken = slices.DeleteFunc(taken, func(at time.Time) bool { return !at.After(since) })
+		slices.SortFunc(taken, func(a, b time.Time) int { return a.Compare(b) })
+		if len(taken) >= limit {
+			// the oldest that must leave the window for one more to fit
+			free := taken[len(taken)-limit].Add(window)
+			return max(free.Sub(now), time.Second), nil
+		}
+		raw, _ := json.Marshal(append(taken, now.UTC()))
+		_, swapped, err := g.store.ACME().CompareAndSwap(ctx, paceBucket, key, old, raw)
+		if err != nil {
+			return 0, fmt.Errorf("pacing the pull: %w", err)
+		}
+		if swapped {
+			return 0, nil
+		}
+		if attempt >= 100 {
+			return 0, errors.New("pacing the pull: too much contention on the token's pacing record")
+		}
 	}
-	if len(within) < g.opts.DuplicateLimit {
-		return 0, nil
-	}
-	slices.SortFunc(within, func(a, b time.Time) int { return a.Compare(b) })
-	// the oldest that must leave the window for one more to fit
-	free := within[len(within)-g.opts.DuplicateLimit].Add(g.opts.DuplicateWindow)
-	return max(free.Sub(now), time.Second), nil
 }
 
 // fresh returns the token's current certificate if the CSR asks for it

@@ -55,9 +55,21 @@ type Options struct {
 	// names per token within DuplicateWindow (the CA's duplicate-
 	// certificate limit; Let's Encrypt: 5 per 7 days); past it a finalize
 	// answers rateLimited with Retry-After. A fresh re-pull is not
-	// counted. 0: no pacing.
+	// counted. 0: the limit the CA catalog gives for the token's ACME
+	// client's CA (none if it gives none); negative: no pacing.
 	DuplicateLimit  int
 	DuplicateWindow time.Duration
+	// WarmMargin: a token's upstream authorizations are renewed (a new
+	// pre-authorization workflow, see Warm) once they expire within it.
+	// Default: 15m.
+	WarmMargin time.Duration
+	// WarmRetry: a failed pre-authorization is retried after it.
+	// Default: 5m.
+	WarmRetry time.Duration
+	// PullRetention is how long a pull record (which lets a retried
+	// finalize find its workflow) is kept; Prune removes older ones.
+	// Default: 7 days.
+	PullRetention time.Duration
 	// Clients gives the ACME client that issued a certificate, to forward
 	// an edge's revocation upstream; nil refuses revocations.
 	Clients workflow.ACMEClients
@@ -118,6 +130,15 @@ func New(opts Options) (*Gateway, error) {
 	}
 	if opts.DuplicateWindow <= 0 {
 		opts.DuplicateWindow = 7 * 24 * time.Hour
+	}
+	if opts.WarmMargin <= 0 {
+		opts.WarmMargin = 15 * time.Minute
+	}
+	if opts.PullRetention <= 0 {
+		opts.PullRetention = 7 * 24 * time.Hour
+	}
+	if opts.WarmRetry <= 0 {
+		opts.WarmRetry = 5 * time.Minute
 	}
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 64 << 10
@@ -270,6 +291,13 @@ func (g *Gateway) precheck(w http.ResponseWriter, r *http.Request, s *reqState, 
 		return false
 	}
 	switch {
+	case strings.Contains(path, "/certificate/"):
+		if certID, n, ok := alternatePath(path); ok {
+			g.serveAlternate(w, r, body, certID, n)
+		} else {
+			g.serveCertificate(w, r, s)
+		}
+		return true
 	case strings.HasSuffix(path, "/revoke-cert"):
 		g.revokeCert(w, r, s, body)
 		return true
@@ -470,8 +498,8 @@ func (g *Gateway) finalize(w http.ResponseWriter, r *http.Request, s *reqState, 
 			}
 		}
 		g.problemNoNonce(w, http.StatusTooManyRequests, acme.ErrorRateLimitedType,
-			fmt.Sprintf("token %s reached %d new certificates for these names per %s; retry later", t.ID, g.opts.DuplicateLimit,
-				g.opts.DuplicateWindow), p.limited)
+			fmt.Sprintf("token %s reached %d new certificates for these names per %s; retry later", t.ID, p.limit, p.window),
+			p.limited)
 		return
 	}
 	if p.pending {

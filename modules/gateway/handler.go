@@ -37,6 +37,7 @@ func init() {
 //		finalize_wait    25s
 //		duplicate_limit  5
 //		duplicate_window 168h
+//		warm_every       1m
 //	}
 type Handler struct {
 	// FinalizeWait bounds how long a finalize waits for the upstream CA;
@@ -50,10 +51,16 @@ type Handler struct {
 	// token within DuplicateWindow, below the upstream CA's duplicate-
 	// certificate limit; past it edges get rateLimited with Retry-After.
 	// A fresh re-pull (same key) is not counted; -1 turns pacing off.
-	// Default: 5 (Let's Encrypt's limit).
+	// Default: the CA catalog's duplicate-certificate limit for the
+	// token's ACME client's CA (Let's Encrypt: 5 per 168h), else none.
 	DuplicateLimit int `json:"duplicate_limit,omitempty"`
 	// DuplicateWindow is the window of DuplicateLimit. Default: 168h.
 	DuplicateWindow caddy.Duration `json:"duplicate_window,omitempty"`
+	// WarmEvery is how often the gateway checks that every active token's
+	// names have valid upstream authorizations, starting a
+	// pre-authorization workflow where they are missing or about to
+	// expire (see Gateway.Warm). Default: 1m; negative turns it off.
+	WarmEvery caddy.Duration `json:"warm_every,omitempty"`
 
 	gw     *Gateway
 	logger *zap.Logger
@@ -88,17 +95,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	opts := Options{Store: a.Store(), Engine: a.Workflows(), Node: a.Node(), Logger: h.logger,
 		FinalizeWait: time.Duration(h.FinalizeWait), DuplicateLimit: h.DuplicateLimit, DuplicateWindow: time.Duration(h.DuplicateWindow)}
-	switch {
-	case h.DuplicateLimit == 0:
-		opts.DuplicateLimit = 5
-	case h.DuplicateLimit < 0:
-		opts.DuplicateLimit = 0
-	}
 	if r, ok := v.(interface{ IssuerRegistry() *issuers.Service }); ok && r.IssuerRegistry() != nil {
 		opts.Clients = r.IssuerRegistry()
 	}
-	h.gw, err = New(opts)
-	return err
+	if h.gw, err = New(opts); err != nil {
+		return err
+	}
+	switch every := time.Duration(h.WarmEvery); {
+	case every == 0:
+		go h.gw.KeepWarm(ctx, time.Minute)
+	case every > 0:
+		go h.gw.KeepWarm(ctx, every)
+	}
+	return nil
 }
 
 // Validate checks the configuration.
@@ -147,6 +156,18 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("duplicate_limit must be a positive number, or -1 for no pacing")
 			}
 			h.DuplicateLimit = n
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "warm_every":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil {
+				return d.Errf("warm_every: %v", err)
+			}
+			h.WarmEvery = caddy.Duration(dur)
 			if d.NextArg() {
 				return d.ArgErr()
 			}

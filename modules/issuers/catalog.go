@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 )
 
 // catalogJSON is the built-in catalog of ACME CAs.
@@ -64,6 +65,23 @@ type CatalogEntry struct {
 	CAAIdentities []string `json:"caa_identities,omitempty"`
 	// Match identifies certificates issued by this CA.
 	Match IssuerMatch `json:"match"`
+	// DuplicateLimit is the CA's published duplicate-certificate limit
+	// (certificates for exactly the same set of names), if it has one.
+	DuplicateLimit *DuplicateLimit `json:"duplicate_certificate_limit,omitempty"`
+}
+
+// DuplicateLimit is at most Count certificates for exactly the same set of
+// names within Window (a Go duration, e.g. "168h").
+type DuplicateLimit struct {
+	Count  int    `json:"count"`
+	Window string `json:"window"`
+	Source string `json:"source,omitempty"`
+}
+
+// WindowDuration parses Window.
+func (l DuplicateLimit) WindowDuration() time.Duration {
+	d, _ := time.ParseDuration(l.Window)
+	return d
 }
 
 // CatalogParam is one {name} part of a templated directory URL.
@@ -129,6 +147,9 @@ func parseCatalog(b []byte) ([]CatalogEntry, error) {
 			return nil, fmt.Errorf("entry %q: unknown environment %q", e.ID, e.Environment)
 		case e.Environment != EnvCustom && e.DirectoryURL == "":
 			return nil, fmt.Errorf("entry %q: directory_url is required", e.ID)
+		}
+		if l := e.DuplicateLimit; l != nil && (l.Count < 1 || l.WindowDuration() <= 0) {
+			return nil, fmt.Errorf("entry %q: duplicate_certificate_limit needs a positive count and window", e.ID)
 		}
 		seen[e.ID] = true
 		if e.DirectoryURL != "" {

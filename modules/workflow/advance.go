@@ -193,6 +193,10 @@ func (e *Engine) advance(ctx context.Context, w *storage.Workflow) error {
 		case actPoll:
 			err = s.eachAuthz(ctx, next.authzs, requestsAtOnce, s.pollAuthzDone)
 		case actAuthorized:
+			if w.Trigger == TriggerPreauthorization {
+				err = s.authorized(ctx)
+				break
+			}
 			w.State = storage.StateFinalizing
 			err = s.save(ctx, storage.WorkflowEvent{Step: "authorizing", Message: "all identifiers authorized"})
 		case actFinalize:

@@ -27,6 +27,9 @@ var errEnded = errors.New("workflow ended")
 // finalized again.
 func (s *session) finalize(ctx context.Context) error {
 	w, d := s.w, s.d
+	if w.Trigger == TriggerPreauthorization {
+		return s.authorized(ctx) // a pre-authorization never finalizes
+	}
 	order, err := s.cl.GetOrder(ctx, s.acct, acme.Order{Location: w.OrderURL})
 	if err != nil {
 		return s.failOrRetry(ctx, "finalizing", "", err)
@@ -156,6 +159,7 @@ func (s *session) download(ctx context.Context) error {
 		return s.failOrRetry(ctx, "downloading", "", err)
 	}
 	chain, why := preferredChain(chains, iss.PreferredChain)
+	d.Alternates = alternatesOf(d, chains, chain)
 	if s.deps.Inventory == nil {
 		return s.failOrRetry(ctx, "downloading", "", errors.New("no inventory configured"))
 	}

@@ -1,12 +1,18 @@
 package workflow
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"net"
 	"slices"
 	"strings"
+
+	"github.com/mholt/acmez/v3/acme"
+
+	"github.com/certlocker/caddy-certlocker/storage"
 )
 
 // A gateway workflow (trigger TriggerGateway) finalizes with the CSR an
@@ -74,4 +80,34 @@ func (s *session) finalCSR(ctx context.Context) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %v", errEnded, err)
 	}
 	return csr, nil
+}
+
+// alternatesOf returns, for a gateway workflow, the CA's chains other
+// than the one taken, so that the gateway can offer them to the edge.
+func alternatesOf(d *orderData, chains []acme.Certificate, taken acme.Certificate) []string {
+	if len(d.CSR) == 0 {
+		return nil
+	}
+	var out []string
+	for _, c := range chains {
+		if !bytes.Equal(c.ChainPEM, taken.ChainPEM) {
+			out = append(out, string(c.ChainPEM))
+		}
+	}
+	return out
+}
+
+// AlternateChains returns the CA's other chains (PEM, leaf first) for the
+// certificate of a gateway workflow: the edge may download them.
+func AlternateChains(w *storage.Workflow) []string {
+	if len(w.Data) == 0 {
+		return nil
+	}
+	var d struct {
+		Alternates []string `json:"alternate_chains"`
+	}
+	if json.Unmarshal(w.Data, &d) != nil {
+		return nil
+	}
+	return d.Alternates
 }

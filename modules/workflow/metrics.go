@@ -94,7 +94,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	for _, s := range []string{storage.StatePending, storage.StateOrdering, storage.StateAuthorizing, storage.StateFinalizing,
-		storage.StateDownloading, storage.StateIssued, storage.StateFailed, storage.StateCancelled, storage.StateRetryScheduled} {
+		storage.StateDownloading, storage.StateIssued, storage.StateAuthorized, storage.StateFailed, storage.StateCancelled, storage.StateRetryScheduled} {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(counts[s]), s)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/mholt/acmez/v3/acme"
 
@@ -50,6 +51,12 @@ type orderData struct {
 	// CSR is the edge's own CSR (DER) of a gateway workflow: it is sent
 	// as is and no key is generated.
 	CSR []byte `json:"csr,omitempty"`
+	// AuthorizedUntil is when the first authorization of a finished
+	// pre-authorization workflow expires at the CA.
+	AuthorizedUntil time.Time `json:"authorized_until,omitzero"`
+	// Alternates are the CA's other chains (PEM) for a gateway workflow's
+	// certificate, which the gateway offers as Link rel="alternate".
+	Alternates []string `json:"alternate_chains,omitempty"`
 }
 
 // authzData is one authorization of the order and how far it got.
@@ -155,6 +162,10 @@ func (s *session) order(ctx context.Context) error {
 	case "pending":
 		w.State = storage.StateAuthorizing
 	case "ready", "processing":
+		if w.Trigger == TriggerPreauthorization {
+			w.State = storage.StateAuthorizing // records the authorizations' expiry, never finalizes
+			break
+		}
 		w.State = storage.StateFinalizing
 	case "valid":
 		d.CertURL = order.Certificate

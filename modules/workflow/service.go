@@ -20,6 +20,9 @@ const (
 	TriggerRenewal   = "renewal"
 	TriggerGateway   = "gateway"
 	TriggerMigration = "migration"
+	// TriggerPreauthorization: authorize the identifiers at the CA and
+	// stop before finalizing (the gateway keeps authorizations warm).
+	TriggerPreauthorization = "preauthorization"
 )
 
 // Request asks for a new workflow.
@@ -131,7 +134,7 @@ func (r *Request) Validate() error {
 	switch r.Trigger {
 	case "":
 		r.Trigger = TriggerManual
-	case TriggerManual, TriggerRenewal, TriggerGateway, TriggerMigration:
+	case TriggerManual, TriggerRenewal, TriggerGateway, TriggerMigration, TriggerPreauthorization:
 	default:
 		return invalid("trigger", "unknown trigger %q", r.Trigger)
 	}
@@ -196,7 +199,7 @@ func FilterFromQuery(q url.Values, extra ...string) (storage.WorkflowFilter, err
 
 // states are every state a workflow can be in.
 var states = []string{storage.StatePending, storage.StateOrdering, storage.StateAuthorizing, storage.StateFinalizing,
-	storage.StateDownloading, storage.StateIssued, storage.StateFailed, storage.StateCancelled, storage.StateRetryScheduled}
+	storage.StateDownloading, storage.StateIssued, storage.StateAuthorized, storage.StateFailed, storage.StateCancelled, storage.StateRetryScheduled}
 
 // Get returns a workflow (storage.ErrNotFound if there is none).
 // Under a group scope (storage.WithGroups), workflows of other groups are
