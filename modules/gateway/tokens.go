@@ -129,6 +129,9 @@ func (s *Service) Create(ctx context.Context, actor string, r CreateRequest) (*s
 	if !storage.ValidGroup(t.Group) {
 		return nil, nil, inputErr("group", "group must be %s", storage.GroupRule)
 	}
+	if !storage.InScope(ctx, t.Group) {
+		return nil, nil, inputErr("group", "group %q is not one of yours: choose one of your groups", t.Group)
+	}
 	if r.ExpiresAt != nil {
 		if !r.ExpiresAt.After(s.clock()) {
 			return nil, nil, inputErr("expires_at", "expires_at must be in the future")
@@ -306,8 +309,17 @@ func State(t *storage.Token, now time.Time) string {
 }
 
 // Get returns a token.
+// A caller restricted to some groups (storage.WithGroups) sees only tokens
+// of those groups; others answer not found.
 func (s *Service) Get(ctx context.Context, id string) (*storage.Token, error) {
-	return s.store.Tokens().Get(ctx, id)
+	t, err := s.store.Tokens().Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := storage.CheckScope(ctx, t.Group, "token "+id); err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
 // ListFilter selects tokens.
@@ -330,10 +342,16 @@ func (s *Service) List(ctx context.Context, f ListFilter) ([]*storage.Token, err
 	if !storage.ValidGroup(f.Group) {
 		return nil, inputErr("group", "group must be %s", storage.GroupRule)
 	}
+	group, ok := storage.NarrowGroup(ctx, sf.Group)
+	if !ok {
+		return nil, nil
+	}
+	sf.Group = group
 	list, err := s.store.Tokens().List(ctx, sf)
 	if err != nil {
 		return nil, err
 	}
+	list = storage.FilterScope(ctx, list, func(t *storage.Token) string { return t.Group })
 	now := s.clock()
 	out := list[:0]
 	for _, t := range list {
@@ -369,6 +387,9 @@ func (s *Service) Update(ctx context.Context, actor, id string, r UpdateRequest)
 		if r.Group != nil {
 			if !storage.ValidGroup(*r.Group) {
 				return inputErr("group", "group must be %s", storage.GroupRule)
+			}
+			if !storage.InScope(ctx, *r.Group) {
+				return inputErr("group", "group %q is not one of yours: choose one of your groups", *r.Group)
 			}
 			t.Group = *r.Group
 		}
@@ -441,6 +462,9 @@ func (s *Service) Revoke(ctx context.Context, actor, id string) (*storage.Token,
 
 // Delete removes the token and its account bindings.
 func (s *Service) Delete(ctx context.Context, actor, id string) error {
+	if _, err := s.Get(ctx, id); err != nil {
+		return err
+	}
 	return s.store.InTx(ctx, func(tx storage.Store) error {
 		if err := tx.Tokens().Delete(ctx, id); err != nil {
 			return err
@@ -451,7 +475,7 @@ func (s *Service) Delete(ctx context.Context, actor, id string) error {
 
 // Accounts lists the ACME accounts bound to the token.
 func (s *Service) Accounts(ctx context.Context, id string) ([]*storage.TokenAccount, error) {
-	if _, err := s.store.Tokens().Get(ctx, id); err != nil {
+	if _, err := s.Get(ctx, id); err != nil {
 		return nil, err
 	}
 	return s.store.Tokens().Accounts(ctx, id)
@@ -461,7 +485,7 @@ func (s *Service) Accounts(ctx context.Context, id string) ([]*storage.TokenAcco
 // concurrent changes, with the audit entry in the same transaction.
 func (s *Service) change(ctx context.Context, actor, id, action string, fn func(*storage.Token) error, details map[string]any) (*storage.Token, error) {
 	for attempt := 0; attempt < 10; attempt++ {
-		t, err := s.store.Tokens().Get(ctx, id)
+		t, err := s.Get(ctx, id)
 		if err != nil {
 			return nil, err
 		}
