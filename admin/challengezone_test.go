@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,26 +15,6 @@ import (
 	"github.com/certlocker/caddy-certlocker/storage"
 )
 
-// freeDNSPort returns a loopback port free for both UDP and TCP now.
-func freeDNSPort(t *testing.T) string {
-	t.Helper()
-	for range 20 {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := pc.LocalAddr().String()
-		l, err := net.Listen("tcp", addr)
-		pc.Close()
-		if err == nil {
-			l.Close()
-			return addr
-		}
-	}
-	t.Fatal("no free port for UDP and TCP")
-	return ""
-}
-
 // TestChallengeZoneIssuesWithoutDNSCredentials: Pebble validates dns-01
 // for shop.example.com, whose _acme-challenge record is a CNAME (in the
 // parent zone, served by the harness DNS server Pebble resolves with) into
@@ -46,7 +25,7 @@ func freeDNSPort(t *testing.T) string {
 // Before the CNAME exists, the workflow is refused naming the record to add.
 func TestChallengeZoneIssuesWithoutDNSCredentials(t *testing.T) {
 	parent := acmetest.NewDNSServer(t, "example.com")
-	zoneAddr := freeDNSPort(t)
+	zoneAddr := acmetest.FreeDNSAddr(t)
 	viaCNAME := acmetest.NewPebble(t, acmetest.PebbleOptions{DNSServer: parent.Addr()})
 	direct := acmetest.NewPebble(t, acmetest.PebbleOptions{DNSServer: zoneAddr})
 	dir := t.TempDir()

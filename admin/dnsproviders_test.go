@@ -3,7 +3,6 @@ package admin
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -211,24 +210,11 @@ func TestConfigTokenNotEchoed(t *testing.T) {
 	t.Cleanup(func() { _ = caddy.Stop() })
 	admin := func(method, path string, body []byte) (int, string) {
 		t.Helper()
-		req, err := http.NewRequestWithContext(t.Context(), method, "http://"+adminAddr+path, bytes.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
+		status, b := callAdmin(t, adminAddr, method, path, bytes.NewReader(body))
 		if strings.Contains(string(b), testToken) {
 			t.Fatalf("%s %s revealed the token: %s", method, path, b)
 		}
-		return resp.StatusCode, string(b)
+		return status, string(b)
 	}
 	if status, body := admin(http.MethodGet, "/config/", nil); status != 200 || !strings.Contains(body, `"{env.TEST_DNS_TOKEN}"`) {
 		t.Fatalf("GET /config/: %d %s", status, body)

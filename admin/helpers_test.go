@@ -2,6 +2,8 @@ package admin
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -50,4 +52,25 @@ func serve(t *testing.T, api *API, method, path, body string) *httptest.Response
 		t.Fatal(err)
 	}
 	return rec
+}
+
+// callAdmin sends a JSON request to Caddy's real admin endpoint at addr and
+// returns the status and body.
+func callAdmin(t *testing.T, addr, method, path string, body io.Reader) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, "http://"+addr+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
 }

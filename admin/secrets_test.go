@@ -115,24 +115,11 @@ func TestSecretsStayOutOfLogs(t *testing.T) {
 	var responses []string
 	admin := func(method, path, body string) (int, map[string]any) {
 		t.Helper()
-		req, err := http.NewRequestWithContext(t.Context(), method, "http://"+adminAddr+path, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
+		status, b := callAdmin(t, adminAddr, method, path, strings.NewReader(body))
 		responses = append(responses, method+" "+path+": "+string(b))
 		var v map[string]any
 		_ = json.Unmarshal(b, &v)
-		return resp.StatusCode, v
+		return status, v
 	}
 
 	// ACME client: a wrong MAC key is refused by the CA, the right one registers

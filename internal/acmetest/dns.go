@@ -679,3 +679,24 @@ func (s *DNSServer) Serial() uint32 {
 	defer s.mu.Unlock()
 	return s.serial
 }
+
+// FreeDNSAddr returns a loopback address whose port is free for both UDP
+// and TCP at the time of the call, for a DNS server under test.
+func FreeDNSAddr(t testing.TB) string {
+	t.Helper()
+	for range 20 {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := pc.LocalAddr().String()
+		l, err := net.Listen("tcp", addr)
+		pc.Close()
+		if err == nil {
+			l.Close()
+			return addr
+		}
+	}
+	t.Fatal("no free port for UDP and TCP")
+	return ""
+}

@@ -1,32 +1,14 @@
 package certlocker
 
 import (
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
-)
 
-func freeDNSAddr(t *testing.T) string {
-	t.Helper()
-	for range 20 {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := pc.LocalAddr().String()
-		l, err := net.Listen("tcp", addr)
-		pc.Close()
-		if err == nil {
-			l.Close()
-			return addr
-		}
-	}
-	t.Fatal("no free port for UDP and TCP")
-	return ""
-}
+	"github.com/certlocker/caddy-certlocker/internal/acmetest"
+)
 
 func soa(t *testing.T, network, addr string) int {
 	t.Helper()
@@ -44,7 +26,7 @@ func soa(t *testing.T, network, addr string) int {
 // before the old one stops, and a reload without challenge zones stops it.
 func TestChallengeZoneAcrossReloads(t *testing.T) {
 	r := newRunning(t)
-	addr := freeDNSAddr(t)
+	addr := acmetest.FreeDNSAddr(t)
 	zone := func(ttl string) string {
 		return `"challenge_zones":[{"zone":"acme.example.net","listen":["` + addr + `"],"ns":["ns1.acme.example.net"],"ttl":"` + ttl + `"}]`
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"database/sql"
 	"encoding/json"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -23,26 +22,6 @@ import (
 	"github.com/certlocker/caddy-certlocker/storage"
 )
 
-// freeDNSPort returns a loopback address free for both UDP and TCP now.
-func freeDNSPort(t testing.TB) string {
-	t.Helper()
-	for range 20 {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := pc.LocalAddr().String()
-		l, err := net.Listen("tcp", addr)
-		pc.Close()
-		if err == nil {
-			l.Close()
-			return addr
-		}
-	}
-	t.Fatal("no free port for UDP and TCP")
-	return ""
-}
-
 // acmeDNSEnv is a running certlocker app serving acme.example.net on its
 // own DNS server, with the acme-dns API in front of it.
 type acmeDNSEnv struct {
@@ -54,7 +33,7 @@ type acmeDNSEnv struct {
 func newACMEDNSEnv(t *testing.T, handler string) *acmeDNSEnv {
 	t.Helper()
 	t.Setenv(certlocker.EnvEncryptionKey, "")
-	zoneAddr := freeDNSPort(t)
+	zoneAddr := acmetest.FreeDNSAddr(t)
 	raw, _ := json.Marshal(map[string]any{
 		"storage": map[string]any{"path": filepath.Join(t.TempDir(), "c.db")}, "node_id": "n1",
 		"challenge_zones": []any{map[string]any{"zone": "acme.example.net", "listen": []string{zoneAddr}, "ns": []string{"ns1.acme.example.net"},
