@@ -119,6 +119,9 @@ type Credentials struct {
 func (s *Service) Create(ctx context.Context, actor string, r CreateRequest) (*storage.Token, *Credentials, error) {
 	t := &storage.Token{ID: storage.NewID(idPrefix), Type: storage.TokenTypeCertificate, Status: StateActive,
 		Name: strings.TrimSpace(r.Name), Description: r.Description, Group: r.Group}
+	if r.Group != "" && !storage.InScope(ctx, r.Group) {
+		return nil, nil, inputErr("group", "group %q is not one of yours: choose one of your groups", r.Group)
+	}
 	if err := s.scopeFrom(ctx, &r, t); err != nil {
 		return nil, nil, err
 	}
