@@ -20,6 +20,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth" // basic_auth
+	_ "github.com/caddyserver/caddy/v2/modules/filestorage"         // the gateway site's certificate storage
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
@@ -312,7 +313,8 @@ func TestUIScreens(t *testing.T) {
 		t.Fatalf("the lego snippet: %s", got)
 	}
 	// the copy button copies the MAC key (the page's own script, no inline code)
-	run(chromedp.Click(chromedp.CSS(`button.copy[data-copy=eab-hmac-key]`)))
+	run(chromedp.Click(chromedp.CSS(`button.copy[data-copy=eab-hmac-key]`)),
+		chromedp.WaitVisible(chromedp.CSS(`button.copy[data-copy=eab-hmac-key][data-copied]`)))
 	if got := text(`button.copy[data-copy=eab-hmac-key]`); got != "Copied" {
 		t.Fatalf("the copy button says %q", got)
 	}
@@ -346,11 +348,13 @@ func TestUIScreens(t *testing.T) {
 		t.Fatalf("the token page's ID: %q", got)
 	}
 	shot(t, ctx, "token-detail")
+	run(chromedp.ScrollIntoView(chromedp.CSS("#accounts")))
+	shot(t, ctx, "token-pulls")
 	pages := []string{html}
 	html, _ = chromedp.Run(ctx, chromedp.Evaluate[string](`document.documentElement.outerHTML`))
 	pages = append(pages, html)
 	run(chromedp.Navigate(base+"/tokens"), chromedp.WaitVisible(chromedp.CSS("#tokens")))
-	if !strings.Contains(text("#tokens"), kid) || !strings.Contains(text("#tokens"), "api.example.test") {
+	if row := text("#tok-" + kid); !strings.Contains(row, "api.example.test") || strings.Contains(row, "never") {
 		t.Fatalf("the tokens list: %s", text("#tokens"))
 	}
 	shot(t, ctx, "tokens")
@@ -368,7 +372,13 @@ func TestUIScreens(t *testing.T) {
 	}
 	html, _ = chromedp.Run(ctx, chromedp.Evaluate[string](`document.documentElement.outerHTML`))
 	pages = append(pages, html)
-	run(chromedp.Navigate(base+"/inventory?cert="+wf2.CertificateID), chromedp.WaitVisible(chromedp.CSS("#drawer")))
+	// the token now links the certificate its pull made (the gateway's
+	// inventory certificate, holding no key): its drawer lists the token
+	tok, err := app.Tokens().Get(t.Context(), kid)
+	if err != nil || tok.CertificateID == "" {
+		t.Fatalf("the token after the pull: %v %+v", err, tok)
+	}
+	run(chromedp.Navigate(base+"/inventory?cert="+tok.CertificateID), chromedp.WaitVisible(chromedp.CSS("#drawer")))
 	if !strings.Contains(text("#drawer"), kid) {
 		t.Fatal("the drawer does not list the certificate's token")
 	}

@@ -260,10 +260,10 @@ func (u *UI) revokeTokenForm(w http.ResponseWriter, r *http.Request, id string) 
 
 // pullRow is one use of a token at the gateway, from the audit log.
 type pullRow struct {
-	Time                     time.Time
-	Action, Remote, Detail   string
+	Time                      time.Time
+	Action, Remote, Detail    string
 	WorkflowID, WorkflowState string
-	CertificateID            string
+	CertificateID             string
 }
 
 // historyRow is one change of a token by a person or the config.

@@ -86,7 +86,7 @@
       var el = document.getElementById(btn.dataset.copy);
       if (!el) { return; }
       var v = el.value != null && el.tagName === "INPUT" ? el.value : el.textContent;
-      var done = function () { btn.dataset.label = btn.dataset.label || btn.textContent; btn.textContent = "Copied"; };
+      var done = function () { btn.textContent = "Copied"; btn.dataset.copied = "1"; };
       if (navigator.clipboard && window.isSecureContext) {
         navigator.clipboard.writeText(v).then(done, function () { text(btn, "Copy failed: select and copy"); });
       } else if (el.select) { el.select(); if (document.execCommand("copy")) { done(); } }
