@@ -367,3 +367,30 @@ func TestUITokensList(t *testing.T) {
 		t.Fatalf("certificate filter: %s", rec.Body)
 	}
 }
+
+// TestUIGatewayURL: gateway_url must be the https origin where
+// certlocker_acme is served; the snippets use it, else this UI's own site.
+func TestUIGatewayURL(t *testing.T) {
+	for _, bad := range []string{"http://acme.example.com", "https://", "acme.example.com", "https://acme.example.com/rest/acme",
+		"https://acme.example.com?x=1"} {
+		if err := (&UI{GatewayURL: bad}).Validate(); err == nil || !strings.Contains(err.Error(), "gateway_url") {
+			t.Errorf("gateway_url %q: %v", bad, err)
+		}
+	}
+	for _, ok := range []string{"https://acme.example.com", "https://acme.example.com:8443/", "https://127.0.0.1:9443"} {
+		if err := (&UI{GatewayURL: ok}).Validate(); err != nil {
+			t.Errorf("gateway_url %q: %v", ok, err)
+		}
+	}
+	f := newTokenFixture(t)
+	id := f.ids["A"]["token"]
+	rec := f.do(t, as("alice"), "GET", "/tokens/"+id, "")
+	if !strings.Contains(rec.Body.String(), "--server https://example.com/rest/acme/directory") { // httptest's Host
+		t.Fatalf("default gateway URL: %s", rec.Body)
+	}
+	f.ui.GatewayURL = "https://acme.example.net:8443/"
+	rec = f.do(t, as("alice"), "GET", "/tokens/"+id, "")
+	if !strings.Contains(rec.Body.String(), "directory https://acme.example.net:8443/rest/acme/t/&lt;url_secret&gt;/directory") {
+		t.Fatalf("configured gateway URL: %s", rec.Body)
+	}
+}
