@@ -183,8 +183,8 @@ func (f *uiFixture) mutations(g string) []struct{ method, path, body string } {
 	}
 }
 
-// auditBy returns the audit entries (every mutation writes one) made by
-// the UI user or naming one of the targets.
+// auditBy returns the audit entries of changes (every mutation writes
+// one) made by the UI user or naming one of the targets.
 func (f *uiFixture) auditBy(t *testing.T, user string, targets ...string) []*storage.AuditEntry {
 	t.Helper()
 	es, _, err := f.app.AuditLog(t.Context(), storage.AuditFilter{}, storage.Page{Limit: storage.MaxLimit})
@@ -193,6 +193,9 @@ func (f *uiFixture) auditBy(t *testing.T, user string, targets ...string) []*sto
 	}
 	var out []*storage.AuditEntry
 	for _, e := range es {
+		if e.Result != storage.AuditOK {
+			continue // a refusal, audited too, changed nothing
+		}
 		if strings.HasPrefix(e.Actor, "ui:"+user+"@") || (strings.HasPrefix(e.Actor, "ui:") && slices.Contains(targets, e.Target)) {
 			out = append(out, e)
 		}

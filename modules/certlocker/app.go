@@ -503,6 +503,13 @@ func (a *App) Validate() error { return nil }
 func (a *App) Start() error {
 	ctx := context.Background()
 	if err := a.syncDeclared(ctx); err != nil {
+		// what the sync changed was put back (and audited as such); the
+		// failure itself is audited too. Errors never carry secrets.
+		d, _ := json.Marshal(map[string]any{"error": err.Error()})
+		if aerr := a.AuditEntry(ctx, &storage.AuditEntry{Actor: storage.ActorConfig, Action: "config.sync", Target: a.nodeID,
+			Result: storage.AuditFailed, Details: d}); aerr != nil {
+			a.logger.Warn("auditing a failed config sync", zap.Error(aerr))
+		}
 		return err
 	}
 	if a.opened {
@@ -659,14 +666,26 @@ func (a *App) Health(ctx context.Context) (NodeHealth, error) {
 
 // Audit appends an audit entry from this node. details must not hold secrets.
 func (a *App) Audit(ctx context.Context, actor, action, target string, details json.RawMessage) error {
-	return a.store.Audit().Append(ctx, &storage.AuditEntry{Node: a.nodeID, Actor: actor, Action: action,
-		Target: target, Details: details})
+	return a.AuditEntry(ctx, &storage.AuditEntry{Actor: actor, Action: action, Target: target, Details: details})
+}
+
+// AuditEntry appends e as written by this node (its group, source and
+// result as given; the source from ctx when empty). e.Details must not
+// hold secrets.
+func (a *App) AuditEntry(ctx context.Context, e *storage.AuditEntry) error {
+	e.Node = a.nodeID
+	return a.store.Audit().Append(ctx, e)
 }
 
 // Rekey re-seals every secret with the current key.
 func (a *App) Rekey(ctx context.Context, actor string) (int, error) {
 	n, err := a.store.Rekey(ctx)
 	if err != nil {
+		d, _ := json.Marshal(map[string]any{"resealed": n})
+		if aerr := a.AuditEntry(context.WithoutCancel(ctx), &storage.AuditEntry{Actor: actor, Action: "storage.rekey", Target: a.nodeID,
+			Result: storage.AuditFailed, Details: d}); aerr != nil {
+			a.logger.Warn("auditing a failed rekey", zap.Error(aerr))
+		}
 		return n, err
 	}
 	h, _ := a.store.Health(ctx)

@@ -36,6 +36,9 @@ func (x audit) Append(ctx context.Context, e *storage.AuditEntry) error {
 	}
 	_, err := x.s.exec(ctx, "INSERT INTO audit ("+auditColumns+") VALUES (?,?,?,?,?,?,?,?,?,?)",
 		e.ID, ts(e.Time), e.Node, e.Actor, e.Action, e.Target, e.Group, e.Source, e.Result, rawOr(e.Details, "{}"))
+	if err == nil {
+		storage.NoteAuditAppended(ctx, e)
+	}
 	return x.s.classify(err, "appending audit entry "+e.Action)
 }
 
