@@ -360,7 +360,11 @@ func (u *UI) serveAPI(w http.ResponseWriter, r *http.Request, s *session) {
 	if !s.User.Unrestricted() {
 		for _, p := range adminOnlyAPI {
 			if strings.HasPrefix(rest, p) {
-				writeError(w, u.logger, &Error{Status: http.StatusForbidden, Message: "only admins may use /api/" + p})
+				msg := "only admins may use /api/" + p
+				if app := certlocker.Current(); app != nil {
+					u.auditRefused(r, app, s.actor(), msg)
+				}
+				writeError(w, u.logger, &Error{Status: http.StatusForbidden, Message: msg})
 				return
 			}
 		}
