@@ -576,7 +576,7 @@ type auditData struct {
 	// of older entries ("" on the last page).
 	NewestURL, NextURL template.URL
 	Results            []string
-	Groups  []string
+	Groups             []string
 	// Scoped is true for a group-restricted reader.
 	Scoped   bool
 	Filtered bool
