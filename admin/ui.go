@@ -116,6 +116,11 @@ func (u *UI) Validate() error {
 	return nil
 }
 
+// TrustsIdentityHeader reports whether a forward-auth identity header is
+// believed from trusted proxies: the app then counts the UI as behind
+// authentication when it checks the listeners (certlocker.App.Start).
+func (u *UI) TrustsIdentityHeader() bool { return u.IdentityHeader != "" && len(u.TrustedProxies) > 0 }
+
 // session is who is asking, as the UI acts for them.
 type session struct {
 	User certlocker.User

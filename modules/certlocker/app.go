@@ -501,6 +501,9 @@ func (a *App) Validate() error { return nil }
 // app (without the "started" event) and keeps running the previous config,
 // so Stop puts back what Start synced and hands over to the previous app.
 func (a *App) Start() error {
+	if err := a.checkUIListeners(); err != nil {
+		return err
+	}
 	ctx := context.Background()
 	if err := a.syncDeclared(ctx); err != nil {
 		// what the sync changed was put back (and audited as such); the
