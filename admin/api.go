@@ -110,7 +110,7 @@ func (a *API) handle(pattern string, m methods) {
 			writeError(aw, a.logger.With(zap.String("method", r.Method), zap.String("uri", r.URL.Path)), err)
 		}
 		if aw.status >= 400 {
-			a.auditRefusal(r.Context(), app, r, pattern, aw.status, errorMessage(aw.body.Bytes()))
+			a.auditRefusal(r.Context(), app, r, pattern, aw.status, errorMessage(aw.body.Bytes(), aw.status))
 		}
 	})
 }

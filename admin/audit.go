@@ -103,13 +103,14 @@ func (a *API) auditRefusal(ctx context.Context, app *certlocker.App, r *http.Req
 // admin API's /certlocker/issuers/{id} and the UI's /api/issuers/{id}.
 func apiPath(p string) string { return "/" + strings.TrimPrefix(p, "/certlocker/") }
 
-// errorMessage reads the message of a JSON problem body.
-func errorMessage(body []byte) string {
+// errorMessage reads the message of a JSON problem body, else names the
+// status.
+func errorMessage(body []byte, status int) string {
 	var e struct {
 		Error string `json:"error"`
 	}
 	if json.Unmarshal(body, &e) == nil && e.Error != "" {
 		return e.Error
 	}
-	return http.StatusText(http.StatusBadRequest)
+	return http.StatusText(status)
 }

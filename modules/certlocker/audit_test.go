@@ -61,4 +61,3 @@ func TestConfigSyncAndCLIAudited(t *testing.T) {
 		t.Fatalf("the rekey command's audit: %+v %v", rekeys, err)
 	}
 }
-
