@@ -92,8 +92,9 @@ func (a *API) auditRefusal(ctx context.Context, app *certlocker.App, r *http.Req
 		result = storage.AuditFailed
 	}
 	d, _ := json.Marshal(map[string]any{"status": status, "error": msg, "path": apiPath(r.URL.Path)})
-	e := &storage.AuditEntry{Actor: actor(r), Action: r.Method + " " + apiPath(pattern), Target: r.PathValue("id"),
-		Result: result, Details: d}
+	target := r.PathValue("id")
+	e := &storage.AuditEntry{Actor: actor(r), Action: r.Method + " " + apiPath(pattern), Target: target,
+		Group: app.GroupOf(target), Result: result, Details: d}
 	if err := app.AuditEntry(context.WithoutCancel(ctx), e); err != nil {
 		a.logger.Warn("auditing a refused request", zap.String("method", r.Method), zap.String("uri", r.URL.Path), zap.Error(err))
 	}

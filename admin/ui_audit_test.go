@@ -160,3 +160,38 @@ func TestUIAuditLog(t *testing.T) {
 		}
 	})
 }
+
+// A refused attempt on another group's record is audited in that group:
+// its members see who tried (the one who tried learns nothing more).
+func TestUIRefusalInTheRecordsGroup(t *testing.T) {
+	f := newUIFixture(t)
+	b := f.ids["B"]
+	for kind, path := range map[string]string{
+		"issuer":      "/api/issuers/" + b["issuer"],
+		"dns":         "/api/dns-providers/" + b["dns"],
+		"certificate": "/api/certificates/" + b["certificate"],
+		"workflow":    "/api/workflows/" + b["workflow"] + "/actions/cancel",
+	} {
+		t.Run(kind, func(t *testing.T) {
+			method := "DELETE"
+			if kind == "workflow" {
+				method = "POST"
+			}
+			if rec := f.do(t, as("alice"), method, path, ""); rec.Code != http.StatusNotFound {
+				t.Fatalf("%d %s", rec.Code, rec.Body)
+			}
+			es, _, err := f.app.AuditLog(t.Context(), storage.AuditFilter{Target: b[kind], Result: storage.AuditRefused}, storage.Page{})
+			if err != nil || len(es) != 1 || es[0].Group != "B" || es[0].Actor != "ui:alice@203.0.113.7" {
+				t.Fatalf("the refusal's entry: %+v %v", es, err)
+			}
+		})
+	}
+	// vic reads group B: she sees the attempts
+	rec := f.do(t, as("vic"), "GET", "/api/audit?result=refused&group=B", "")
+	var l struct {
+		Items []auditEntry `json:"items"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &l); err != nil || len(l.Items) != 4 {
+		t.Fatalf("vic's view of the refusals in B: %d %s", rec.Code, rec.Body)
+	}
+}
