@@ -490,7 +490,9 @@ func (a *App) resolveNodeID(repl *caddy.Replacer) (string, error) {
 // could not use, so there is nothing left to check.
 func (a *App) Validate() error { return nil }
 
-// Start syncs the config-declared resources into the store, records the
+// Start refuses a config that serves certlocker_ui on a non-loopback
+// listener without authentication (checkUIListeners), syncs the
+// config-declared resources into the store, records the
 // node's start when this config opened the store, starts (or hands this
 // config to) the workflow engine and the background tasks, and makes this
 // the app the admin API serves.
