@@ -7,11 +7,13 @@ package admin
 import (
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/certlocker/caddy-certlocker/modules/certlocker"
+	"github.com/certlocker/caddy-certlocker/storage"
 )
 
 func init() {
@@ -22,6 +24,7 @@ func init() {
 type API struct {
 	logger *zap.Logger
 	mux    *http.ServeMux
+	routes []route
 }
 
 // CaddyModule returns the Caddy module information.
@@ -72,17 +75,16 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request, app *certlocker.Ap
 // methods maps HTTP methods to the handlers of one path.
 type methods map[string]handlerFunc
 
+// handle registers the methods of one path. Every request carries its
+// client address as the audit source; a mutating request that is refused
+// or fails is audited here (successful changes are audited by the
+// services themselves).
 func (a *API) handle(pattern string, m methods) {
+	a.routes = append(a.routes, route{Pattern: pattern, Methods: methodNames(m)})
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		h, ok := m[r.Method]
 		if !ok {
-			allow := ""
-			for k := range m {
-				if allow != "" {
-					allow += ", "
-				}
-				allow += k
-			}
+			allow := strings.Join(methodNames(m), ", ")
 			w.Header().Set("Allow", allow)
 			writeError(w, a.logger, &Error{Status: http.StatusMethodNotAllowed, Message: fmt.Sprintf("method %s not allowed; use %s", r.Method, allow)})
 			return
@@ -92,8 +94,23 @@ func (a *API) handle(pattern string, m methods) {
 			writeError(w, a.logger, err)
 			return
 		}
-		if err := h(w, r, app); err != nil {
-			writeError(w, a.logger.With(zap.String("method", r.Method), zap.String("uri", r.URL.Path)), err)
+		source := sourceOf(r.RemoteAddr)
+		if s := sessionOf(r.Context()); s != nil {
+			source = s.Addr
+		}
+		r = r.WithContext(storage.WithAuditSource(r.Context(), source))
+		if !mutating(r.Method) {
+			if err := h(w, r, app); err != nil {
+				writeError(w, a.logger.With(zap.String("method", r.Method), zap.String("uri", r.URL.Path)), err)
+			}
+			return
+		}
+		aw := &auditedWriter{ResponseWriter: w}
+		if err := h(aw, r, app); err != nil {
+			writeError(aw, a.logger.With(zap.String("method", r.Method), zap.String("uri", r.URL.Path)), err)
+		}
+		if aw.status >= 400 {
+			a.auditRefusal(r.Context(), app, r, pattern, aw.status, errorMessage(aw.body.Bytes(), aw.status))
 		}
 	})
 }

@@ -2,7 +2,9 @@ package admin
 
 import (
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/certlocker/caddy-certlocker/modules/certlocker"
@@ -39,19 +41,46 @@ type auditEntry struct {
 	Actor   string    `json:"actor"`
 	Action  string    `json:"action"`
 	Target  string    `json:"target,omitempty"`
+	Group   string    `json:"group,omitempty"`
+	Source  string    `json:"source,omitempty"`
+	Result  string    `json:"result"`
 	Details any       `json:"details,omitempty"`
 }
 
-// listAudit answers GET /certlocker/audit?action=&target=&actor=&since=&limit=&cursor=
-func (a *API) listAudit(w http.ResponseWriter, r *http.Request, app *certlocker.App) error {
-	q := r.URL.Query()
-	f := storage.AuditFilter{Action: q.Get("action"), Target: q.Get("target"), Actor: q.Get("actor")}
-	if s := q.Get("since"); s != "" {
-		t, err := time.Parse(time.RFC3339, s)
-		if err != nil {
-			return BadRequest("since", "since must be an RFC 3339 time such as 2026-05-20T11:05:00Z")
+// auditFilter reads the audit log's query parameters: action, actor (with
+// or without its "@address"), target (the resource ID), group, result (ok,
+// refused, failed), since and until (RFC 3339).
+func auditFilter(q url.Values) (storage.AuditFilter, error) {
+	f := storage.AuditFilter{Action: strings.TrimSpace(q.Get("action")), Target: strings.TrimSpace(q.Get("target")),
+		Actor: strings.TrimSpace(q.Get("actor")), Group: strings.TrimSpace(q.Get("group")), Result: q.Get("result")}
+	if !storage.ValidAuditResult(f.Result) {
+		return f, BadRequest("result", "result must be ok, refused or failed")
+	}
+	for _, tf := range []struct {
+		name string
+		to   *time.Time
+	}{{"since", &f.Since}, {"until", &f.Until}} {
+		if s := strings.TrimSpace(q.Get(tf.name)); s != "" {
+			t, err := time.Parse(time.RFC3339, s)
+			if err != nil {
+				return f, BadRequest(tf.name, "%s must be an RFC 3339 time such as 2026-05-20T11:05:00Z", tf.name)
+			}
+			*tf.to = t
 		}
-		f.Since = t
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since) {
+		return f, BadRequest("until", "until must be after since")
+	}
+	return f, nil
+}
+
+// listAudit answers GET /certlocker/audit?action=&actor=&target=&group=&result=&since=&until=&limit=&cursor=
+// Admins read every entry; a group-restricted UI user the entries of
+// their groups and their own (the app scopes it).
+func (a *API) listAudit(w http.ResponseWriter, r *http.Request, app *certlocker.App) error {
+	f, err := auditFilter(r.URL.Query())
+	if err != nil {
+		return err
 	}
 	p, err := page(r)
 	if err != nil {
@@ -67,7 +96,7 @@ func (a *API) listAudit(w http.ResponseWriter, r *http.Request, app *certlocker.
 	}{Items: []auditEntry{}, NextCursor: next}
 	for _, e := range entries {
 		out.Items = append(out.Items, auditEntry{ID: e.ID, Time: e.Time, Node: e.Node, Actor: e.Actor, Action: e.Action,
-			Target: e.Target, Details: e.Details})
+			Target: e.Target, Group: e.Group, Source: e.Source, Result: e.Result, Details: e.Details})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -127,6 +128,11 @@ func (u *UI) Validate() error {
 	return nil
 }
 
+// TrustsIdentityHeader reports whether a forward-auth identity header is
+// believed from trusted proxies: the app then counts the UI as behind
+// authentication when it checks the listeners (certlocker.App.Start).
+func (u *UI) TrustsIdentityHeader() bool { return u.IdentityHeader != "" && len(u.TrustedProxies) > 0 }
+
 // session is who is asking, as the UI acts for them.
 type session struct {
 	User certlocker.User
@@ -173,23 +179,29 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handl
 	}
 	s, status, msg := u.identify(r, app)
 	if s == nil {
+		u.auditRefused(r, app, "ui:"+u.claimedUser(r)+"@"+clientAddr(r.RemoteAddr).String(), msg)
 		u.pages.problem(w, status, "Access refused", msg)
 		return nil
 	}
 	s.CSRF = csrfToken(w, r)
 	if mutating(r.Method) {
 		if !s.User.CanMutate() {
-			u.refuse(w, r, http.StatusForbidden, "viewers cannot change anything: ask an admin for the operator role")
+			msg := "viewers cannot change anything: ask an admin for the operator role"
+			u.auditRefused(r, app, s.actor(), msg)
+			u.refuse(w, r, http.StatusForbidden, msg)
 			return nil
 		}
 		if !checkCSRF(r, s.CSRF) {
-			u.refuse(w, r, http.StatusForbidden, "missing or wrong CSRF token: reload the page and try again")
+			msg := "missing or wrong CSRF token: reload the page and try again"
+			u.auditRefused(r, app, s.actor(), msg)
+			u.refuse(w, r, http.StatusForbidden, msg)
 			return nil
 		}
 	}
 	ctx := context.WithValue(r.Context(), sessionKey{}, s)
 	if !s.User.Unrestricted() {
 		ctx = storage.WithGroups(ctx, s.User.Groups)
+		ctx = storage.WithAuditReader(ctx, "ui:"+s.User.ID)
 	}
 	r = r.WithContext(ctx)
 	if strings.HasPrefix(r.URL.Path, "/api/") {
@@ -228,6 +240,31 @@ func (u *UI) identify(r *http.Request, app *certlocker.App) (*session, int, stri
 		return nil, http.StatusForbidden, "Without authentication, the UI answers only clients on this machine (loopback)."
 	}
 	return &session{User: certlocker.User{ID: "local", Role: certlocker.RoleAdmin}, Local: true, Addr: client.String()}, 0, ""
+}
+
+// claimedUser is the user ID a refused request came with, for the audit
+// log ("anonymous" without one).
+func (u *UI) claimedUser(r *http.Request) string {
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		if id, _ := repl.GetString("http.auth.user.id"); id != "" {
+			return id
+		}
+	}
+	return "anonymous"
+}
+
+// auditRefused records a mutating request the UI refused before it
+// reached a service (no identity, a viewer, a bad CSRF token).
+func (u *UI) auditRefused(r *http.Request, app *certlocker.App, actor, reason string) {
+	if !mutating(r.Method) {
+		return
+	}
+	d, _ := json.Marshal(map[string]any{"status": http.StatusForbidden, "error": reason, "path": r.URL.Path})
+	err := app.AuditEntry(context.WithoutCancel(r.Context()), &storage.AuditEntry{Actor: actor, Action: r.Method + " " + r.URL.Path,
+		Source: clientAddr(r.RemoteAddr).String(), Result: storage.AuditRefused, Details: d})
+	if err != nil {
+		u.logger.Warn("auditing a refused request", zap.String("method", r.Method), zap.String("uri", r.URL.Path), zap.Error(err))
+	}
 }
 
 func (u *UI) trustedProxy(a netip.Addr) bool {
@@ -329,7 +366,9 @@ func (u *UI) refuse(w http.ResponseWriter, r *http.Request, status int, msg stri
 
 // adminOnlyAPI are JSON API paths (after /api/) only admins may use: they
 // act across groups or on the whole node.
-var adminOnlyAPI = []string{"actions/", "migrations", "audit", "dns-providers/actions/"}
+// The audit log is not among them: everyone reads it, scoped to their
+// groups and their own actions (see listAudit).
+var adminOnlyAPI = []string{"actions/", "migrations", "dns-providers/actions/"}
 
 // serveAPI serves /api/... through the admin API's handlers, with the
 // user's scope in the context and the user as the audit actor.
@@ -338,7 +377,11 @@ func (u *UI) serveAPI(w http.ResponseWriter, r *http.Request, s *session) {
 	if !s.User.Unrestricted() {
 		for _, p := range adminOnlyAPI {
 			if strings.HasPrefix(rest, p) {
-				writeError(w, u.logger, &Error{Status: http.StatusForbidden, Message: "only admins may use /api/" + p})
+				msg := "only admins may use /api/" + p
+				if app := certlocker.Current(); app != nil {
+					u.auditRefused(r, app, s.actor(), msg)
+				}
+				writeError(w, u.logger, &Error{Status: http.StatusForbidden, Message: msg})
 				return
 			}
 		}

@@ -183,8 +183,8 @@ func (f *uiFixture) mutations(g string) []struct{ method, path, body string } {
 	}
 }
 
-// auditBy returns the audit entries (every mutation writes one) made by
-// the UI user or naming one of the targets.
+// auditBy returns the audit entries of changes (every mutation writes
+// one) made by the UI user or naming one of the targets.
 func (f *uiFixture) auditBy(t *testing.T, user string, targets ...string) []*storage.AuditEntry {
 	t.Helper()
 	es, _, err := f.app.AuditLog(t.Context(), storage.AuditFilter{}, storage.Page{Limit: storage.MaxLimit})
@@ -193,6 +193,9 @@ func (f *uiFixture) auditBy(t *testing.T, user string, targets ...string) []*sto
 	}
 	var out []*storage.AuditEntry
 	for _, e := range es {
+		if e.Result != storage.AuditOK {
+			continue // a refusal, audited too, changed nothing
+		}
 		if strings.HasPrefix(e.Actor, "ui:"+user+"@") || (strings.HasPrefix(e.Actor, "ui:") && slices.Contains(targets, e.Target)) {
 			out = append(out, e)
 		}
@@ -296,16 +299,26 @@ func TestUIGroupScope(t *testing.T) {
 			t.Fatalf("alice changed group B: %+v", es[0])
 		}
 		// admin-only API areas
-		for _, p := range []string{"/api/audit", "/api/actions/rekey", "/api/migrations", "/api/dns-providers/actions/cleanup"} {
-			method := "POST"
-			if p == "/api/audit" {
-				method = "GET"
-			}
-			if rec := f.do(t, as("alice"), method, p, "{}"); rec.Code != http.StatusForbidden {
-				t.Errorf("%s %s: %d, want 403", method, p, rec.Code)
+		for _, p := range []string{"/api/actions/rekey", "/api/migrations", "/api/dns-providers/actions/cleanup"} {
+			if rec := f.do(t, as("alice"), "POST", p, "{}"); rec.Code != http.StatusForbidden {
+				t.Errorf("POST %s: %d, want 403", p, rec.Code)
 			}
 		}
-		if rec := f.do(t, as("alice"), "GET", "/audit", ""); rec.Code != http.StatusForbidden {
+		// the audit log she reads is her group's and her own (her refused
+		// attempts on group B's records included)
+		rec = f.do(t, as("alice"), "GET", "/api/audit?limit=500", "")
+		var log struct {
+			Items []auditEntry `json:"items"`
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &log); rec.Code != 200 || err != nil || len(log.Items) == 0 {
+			t.Fatalf("GET /api/audit as an operator: %d %s", rec.Code, rec.Body)
+		}
+		for _, e := range log.Items {
+			if e.Group != "A" && !strings.HasPrefix(e.Actor, "ui:alice@") {
+				t.Errorf("alice reads an entry of group %q by %s: %s %s", e.Group, e.Actor, e.Action, e.Target)
+			}
+		}
+		if rec := f.do(t, as("alice"), "GET", "/audit", ""); rec.Code != 200 {
 			t.Errorf("GET /audit as an operator: %d", rec.Code)
 		}
 	})

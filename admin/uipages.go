@@ -577,31 +577,67 @@ func (u *UI) dnsPage(w http.ResponseWriter, r *http.Request, app *certlocker.App
 type auditData struct {
 	Items  []*storage.AuditEntry
 	Filter url.Values
-	Query  string
-	Next   string
+	// NewestURL is the first page with these filters; NextURL the page
+	// of older entries ("" on the last page).
+	NewestURL, NextURL template.URL
+	Results            []string
+	Groups             []string
+	// Scoped is true for a group-restricted reader.
+	Scoped   bool
+	Filtered bool
 }
 
-// auditPage shows the audit log to admins (entries are not grouped: they
-// can name any group's records).
+// auditPage shows the audit log, newest first, a page at a time, with
+// filters (actor, action, result, group, resource, date range). Admins
+// read every entry; operators and viewers the entries of their groups and
+// their own actions (the app scopes it: see certlocker.App.AuditLog).
 func (u *UI) auditPage(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData) error {
-	if !d.Session.User.Unrestricted() {
-		return &Error{Status: http.StatusForbidden, Message: "the audit log spans every group: only admins see it"}
-	}
 	q := r.URL.Query()
-	f := storage.AuditFilter{Action: q.Get("action"), Target: q.Get("target"), Actor: q.Get("actor")}
-	if s := q.Get("since"); s != "" {
-		t, err := time.Parse("2006-01-02", s)
-		if err != nil {
-			return BadRequest("since", "since must be a date such as 2026-05-20")
+	fq := onlyKeys(q, "action", "target", "actor", "group", "result", "since", "until")
+	f := storage.AuditFilter{Action: strings.TrimSpace(fq.Get("action")), Target: strings.TrimSpace(fq.Get("target")),
+		Actor: strings.TrimSpace(fq.Get("actor")), Group: fq.Get("group"), Result: fq.Get("result")}
+	if !storage.ValidAuditResult(f.Result) {
+		return BadRequest("result", "result must be ok, refused or failed")
+	}
+	// dates are whole UTC days: since its start, until its end
+	for _, df := range []struct {
+		name string
+		to   *time.Time
+		add  int
+	}{{"since", &f.Since, 0}, {"until", &f.Until, 1}} {
+		if s := fq.Get(df.name); s != "" {
+			t, err := time.Parse("2006-01-02", s)
+			if err != nil {
+				return BadRequest(df.name, "%s must be a date such as 2026-05-20", df.name)
+			}
+			*df.to = t.AddDate(0, 0, df.add)
 		}
-		f.Since = t
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since) {
+		return BadRequest("until", "until must not be before since")
 	}
 	entries, next, err := app.AuditLog(r.Context(), f, storage.Page{Limit: pageSize, Cursor: q.Get("cursor")})
 	if err != nil {
 		return err
 	}
-	fq := onlyKeys(q, "action", "target", "actor", "since")
-	d.Title, d.Nav, d.Data = "Audit log", "audit", auditData{Items: entries, Filter: q, Query: fq.Encode(), Next: next}
+	seen := make([]string, 0, len(entries))
+	for _, e := range entries {
+		seen = append(seen, e.Group)
+	}
+	d.Title, d.Nav = "Audit log", "audit"
+	newest, older := "/audit", ""
+	if len(fq) > 0 {
+		newest += "?" + fq.Encode()
+	}
+	if next != "" {
+		nq := onlyKeys(fq, "action", "target", "actor", "group", "result", "since", "until")
+		nq.Set("cursor", next)
+		older = "/audit?" + nq.Encode()
+	}
+	// both are built from url.Values.Encode: safe in an href as they are
+	d.Data = auditData{Items: entries, Filter: fq, NewestURL: template.URL(newest), NextURL: template.URL(older),
+		Results: []string{storage.AuditOK, storage.AuditRefused, storage.AuditFailed}, Groups: groupsOf(d.Session, append(seen, f.Group)...),
+		Scoped: !d.Session.User.Unrestricted(), Filtered: len(fq) > 0}
 	u.pages.render(w, http.StatusOK, "audit", d)
 	return nil
 }

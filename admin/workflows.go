@@ -188,7 +188,7 @@ func (a *API) startMigration(w http.ResponseWriter, r *http.Request, app *certlo
 		}
 		msg := internalError(a.logger.With(zap.String("issuer_id", body.ToIssuerID), zap.String("from_issuer_id", body.FromIssuerID),
 			zap.Int("started", len(ids))), "migration stopped", err)
-		audit(r, app, "workflow.migrate", body.ToIssuerID, map[string]any{"from_issuer_id": body.FromIssuerID,
+		audit(r, app, body.Group, "workflow.migrate", body.ToIssuerID, map[string]any{"from_issuer_id": body.FromIssuerID,
 			"started": ids, "error": msg})
 		return &Error{Status: http.StatusInternalServerError,
 			Message: fmt.Sprintf("migration stopped after starting %d workflows (%s): %s", len(ids), strings.Join(ids, ", "), msg)}
@@ -200,7 +200,7 @@ func (a *API) startMigration(w http.ResponseWriter, r *http.Request, app *certlo
 	for _, wf := range res.Workflows {
 		out.Workflows = append(out.Workflows, viewWorkflow(wf))
 	}
-	audit(r, app, "workflow.migrate", body.ToIssuerID, map[string]any{"from_issuer_id": body.FromIssuerID, "group": body.Group,
+	audit(r, app, body.Group, "workflow.migrate", body.ToIssuerID, map[string]any{"from_issuer_id": body.FromIssuerID, "group": body.Group,
 		"domain": body.Domain, "started": len(res.Workflows), "skipped": len(res.Skipped)})
 	writeJSON(w, http.StatusAccepted, out)
 	return nil
@@ -382,9 +382,10 @@ func (f flushFunc) Flush() { f() }
 func sseName(state string) string { return "state." + strings.ReplaceAll(state, " ", "_") }
 
 // audit records an API change; details never hold secrets.
-func audit(r *http.Request, app *certlocker.App, action, target string, details map[string]any) {
+func audit(r *http.Request, app *certlocker.App, group, action, target string, details map[string]any) {
 	b, _ := json.Marshal(details)
-	if err := app.Audit(r.Context(), actor(r), action, target, b); err != nil {
+	if err := app.AuditEntry(r.Context(), &storage.AuditEntry{Actor: actor(r), Action: action, Target: target, Group: group,
+		Details: b}); err != nil {
 		app.Logger().Error("recording audit entry", zap.String("action", action), zap.String("target", target), zap.Error(err))
 	}
 }

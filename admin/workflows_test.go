@@ -270,7 +270,7 @@ func TestWorkflowsAPI(t *testing.T) {
 		if status, evs := stream(t, api, renewal, ""); status != 200 || evs[len(evs)-1].data["state"] != storage.StateIssued {
 			t.Fatalf("renewal: %d %v", status, evs)
 		}
-		entries, _, err := app.AuditLog(t.Context(), storage.AuditFilter{Target: dead}, storage.Page{})
+		entries, _, err := app.AuditLog(t.Context(), storage.AuditFilter{Target: dead, Result: storage.AuditOK}, storage.Page{})
 		if err != nil {
 			t.Fatal(err)
 		}

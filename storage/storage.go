@@ -264,8 +264,11 @@ type TokenFilter struct {
 	Status        string
 }
 
-// AuditStore is the append-only audit log.
+// AuditStore is the append-only audit log: there is no way to change or
+// remove an entry, and the database refuses it too (triggers).
 type AuditStore interface {
+	// Append adds e, filling in its ID, time, result (AuditOK) and source
+	// (from ctx, WithAuditSource) when empty.
 	Append(ctx context.Context, e *AuditEntry) error
 	// List returns entries newest first.
 	List(ctx context.Context, f AuditFilter, p Page) ([]*AuditEntry, string, error)
@@ -275,8 +278,25 @@ type AuditStore interface {
 type AuditFilter struct {
 	Action string
 	Target string
+	// Actor matches the actor exactly, or up to its "@address" part
+	// ("ui:alice" matches "ui:alice@192.0.2.1").
 	Actor  string
-	Since  time.Time
+	Group  string
+	Result string
+	// Since and Until bound the entries' time: Since <= time < Until.
+	Since time.Time
+	Until time.Time
+	// Scope, if set, keeps only the entries a group-restricted user may
+	// read (see AuditScope).
+	Scope *AuditScope
+}
+
+// AuditScope is what a group-restricted user may read of the audit log:
+// the entries of their groups and their own (whatever the group).
+type AuditScope struct {
+	Groups []string
+	// Actor matches like AuditFilter.Actor; "" matches no one.
+	Actor string
 }
 
 // ACMEStateStore is a bucketed key-value store holding the ACME gateway's

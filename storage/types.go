@@ -334,6 +334,14 @@ type AuditEntry struct {
 	Actor  string
 	Action string
 	Target string
+	// Group is the group of what was acted on ("" for records of no group
+	// and node-wide actions).
+	Group string
+	// Source is the network address the request came from; when empty,
+	// Append takes it from the context (WithAuditSource).
+	Source string
+	// Result is AuditOK (the default), AuditRefused or AuditFailed.
+	Result string
 	// Details is structured context (JSON); never a secret.
 	Details json.RawMessage
 }

@@ -490,7 +490,9 @@ func (a *App) resolveNodeID(repl *caddy.Replacer) (string, error) {
 // could not use, so there is nothing left to check.
 func (a *App) Validate() error { return nil }
 
-// Start syncs the config-declared resources into the store, records the
+// Start refuses a config that serves certlocker_ui on a non-loopback
+// listener without authentication (checkUIListeners), syncs the
+// config-declared resources into the store, records the
 // node's start when this config opened the store, starts (or hands this
 // config to) the workflow engine and the background tasks, and makes this
 // the app the admin API serves.
@@ -501,8 +503,18 @@ func (a *App) Validate() error { return nil }
 // app (without the "started" event) and keeps running the previous config,
 // so Stop puts back what Start synced and hands over to the previous app.
 func (a *App) Start() error {
+	if err := a.checkUIListeners(); err != nil {
+		return err
+	}
 	ctx := context.Background()
 	if err := a.syncDeclared(ctx); err != nil {
+		// what the sync changed was put back (and audited as such); the
+		// failure itself is audited too. Errors never carry secrets.
+		d, _ := json.Marshal(map[string]any{"error": err.Error()})
+		if aerr := a.AuditEntry(ctx, &storage.AuditEntry{Actor: storage.ActorConfig, Action: "config.sync", Target: a.nodeID,
+			Result: storage.AuditFailed, Details: d}); aerr != nil {
+			a.logger.Warn("auditing a failed config sync", zap.Error(aerr))
+		}
 		return err
 	}
 	if a.opened {
@@ -659,14 +671,26 @@ func (a *App) Health(ctx context.Context) (NodeHealth, error) {
 
 // Audit appends an audit entry from this node. details must not hold secrets.
 func (a *App) Audit(ctx context.Context, actor, action, target string, details json.RawMessage) error {
-	return a.store.Audit().Append(ctx, &storage.AuditEntry{Node: a.nodeID, Actor: actor, Action: action,
-		Target: target, Details: details})
+	return a.AuditEntry(ctx, &storage.AuditEntry{Actor: actor, Action: action, Target: target, Details: details})
+}
+
+// AuditEntry appends e as written by this node (its group, source and
+// result as given; the source from ctx when empty). e.Details must not
+// hold secrets.
+func (a *App) AuditEntry(ctx context.Context, e *storage.AuditEntry) error {
+	e.Node = a.nodeID
+	return a.store.Audit().Append(ctx, e)
 }
 
 // Rekey re-seals every secret with the current key.
 func (a *App) Rekey(ctx context.Context, actor string) (int, error) {
 	n, err := a.store.Rekey(ctx)
 	if err != nil {
+		d, _ := json.Marshal(map[string]any{"resealed": n})
+		if aerr := a.AuditEntry(context.WithoutCancel(ctx), &storage.AuditEntry{Actor: actor, Action: "storage.rekey", Target: a.nodeID,
+			Result: storage.AuditFailed, Details: d}); aerr != nil {
+			a.logger.Warn("auditing a failed rekey", zap.Error(aerr))
+		}
 		return n, err
 	}
 	h, _ := a.store.Health(ctx)

@@ -9,6 +9,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
+
+	"github.com/certlocker/caddy-certlocker/storage"
 )
 
 func init() {
@@ -60,7 +62,8 @@ func cmdRekey(fl caddycmd.Flags) (int, error) {
 	}
 	app := v.(*App)
 	defer app.Cleanup()
-	n, err := app.Rekey(context.Background(), "cli")
+	// audited as the command line, from this machine
+	n, err := app.Rekey(storage.WithAuditSource(context.Background(), "local"), storage.ActorCLI)
 	if err != nil {
 		return caddy.ExitCodeFailedQuit, err
 	}

@@ -322,7 +322,11 @@ func audit(ctx context.Context, tx storage.Store, node, actor, action string, re
 		d["allow_from"] = reg.AllowFrom
 	}
 	b, _ := json.Marshal(d)
-	return tx.Audit().Append(ctx, &storage.AuditEntry{Node: node, Actor: actor, Action: action, Target: reg.Username, Details: b})
+	e := &storage.AuditEntry{Node: node, Actor: actor, Action: action, Target: reg.Username, Details: b}
+	if remote != nil {
+		e.Source = remote.String()
+	}
+	return tx.Audit().Append(ctx, e)
 }
 
 func apiError(w http.ResponseWriter, status int, code string) {

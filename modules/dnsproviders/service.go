@@ -413,7 +413,7 @@ func (s *Service) audit(ctx context.Context, tx storage.Store, actor, action str
 	}
 	b, _ := json.Marshal(d)
 	return tx.Audit().Append(ctx, &storage.AuditEntry{Node: s.options().Node, Actor: actor, Action: action,
-		Target: p.ID, Details: b})
+		Target: p.ID, Group: p.Group, Details: b})
 }
 
 // retryPolicy is the policy of provider calls and Cloudflare requests:

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"go.uber.org/zap"
+
+	"github.com/certlocker/caddy-certlocker/storage"
 )
 
 // BundlePathPrefix starts the bundle delivery path
@@ -29,9 +31,10 @@ func (g *Gateway) serveBundle(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "use GET", http.StatusMethodNotAllowed)
 		return
 	}
+	tok := &storage.Token{ID: id} // the group is known once the token is found
 	refuse := func(status int, msg, reason string) {
 		if reason != "" {
-			g.use(ctx, id, "token.bundle_refused", map[string]any{"reason": reason})
+			g.use(ctx, tok, "token.bundle_refused", map[string]any{"reason": reason})
 		}
 		w.Header().Set("Cache-Control", "no-store")
 		http.Error(w, msg, status)
@@ -42,9 +45,10 @@ func (g *Gateway) serveBundle(w http.ResponseWriter, r *http.Request) {
 	}
 	t, err := g.store.Tokens().Get(ctx, id)
 	if err != nil {
-		refuse(http.StatusUnauthorized, "unknown token or wrong credential", "")
+		refuse(http.StatusUnauthorized, "unknown token or wrong credential", "unknown token")
 		return
 	}
+	tok = t
 	bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	given, derr := base64.RawURLEncoding.DecodeString(strings.TrimSpace(bearer))
 	valid := false
@@ -74,7 +78,7 @@ func (g *Gateway) serveBundle(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusConflict, "CertLocker holds no key for this certificate (an edge's own): pull it over ACME", "no key held")
 		return
 	}
-	g.use(ctx, t.ID, "token.bundle", map[string]any{"certificate_id": c.ID})
+	g.use(ctx, t, "token.bundle", map[string]any{"certificate_id": c.ID})
 	g.log.Info("bundle delivered", zap.String("token_id", t.ID), zap.String("certificate_id", c.ID))
 	w.Header().Set("Content-Type", "application/x-pem-file")
 	w.Header().Set("Cache-Control", "no-store")

@@ -136,7 +136,7 @@ func (g *Gateway) issue(ctx context.Context, p *pull, csr *x509.CertificateReque
 		return nil, err
 	}
 	if chain := g.fresh(ctx, t, csr); chain != nil {
-		g.use(ctx, t.ID, "token.reused", map[string]any{"certificate_id": t.CertificateID, "remote": p.remote})
+		g.use(ctx, t, "token.reused", map[string]any{"certificate_id": t.CertificateID, "remote": p.remote})
 		return chain, nil
 	}
 	names := make([]string, 0, len(ids))
@@ -151,7 +151,7 @@ func (g *Gateway) issue(ctx context.Context, p *pull, csr *x509.CertificateReque
 			return nil, err
 		} else if wait > 0 {
 			p.limited, p.limit, p.window = wait, limit, window
-			g.use(ctx, t.ID, "token.refused", map[string]any{"reason": "duplicate-certificate pacing", "identifiers": names,
+			g.use(ctx, t, "token.refused", map[string]any{"reason": "duplicate-certificate pacing", "identifiers": names,
 				"retry_after": wait.String()})
 			return nil, errLimited
 		}
@@ -176,7 +176,7 @@ func (g *Gateway) issue(ctx context.Context, p *pull, csr *x509.CertificateReque
 			w, err = g.engine.Get(ctx, rec.WorkflowID)
 		}
 		if err == nil {
-			g.use(ctx, t.ID, "token.finalize", map[string]any{"workflow_id": w.ID, "identifiers": t.Names, "remote": p.remote})
+			g.use(ctx, t, "token.finalize", map[string]any{"workflow_id": w.ID, "identifiers": t.Names, "remote": p.remote})
 		}
 	}
 	if err != nil {

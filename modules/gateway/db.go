@@ -180,13 +180,13 @@ func (d *db) CreateAccount(ctx context.Context, acc *acme.Account) error {
 		return tx.Tokens().BindAccount(ctx, t.ID, acc.ID, max)
 	})
 	if errors.Is(err, storage.ErrLimit) {
-		d.g.use(ctx, t.ID, "token.refused", map[string]any{"reason": "account limit", "max_accounts": max})
+		d.g.use(ctx, t, "token.refused", map[string]any{"reason": "account limit", "max_accounts": max})
 		return acme.NewDetailedError(acme.ErrorUnauthorizedType, "token %s has its %d accounts bound already", t.ID, max)
 	}
 	if err != nil {
 		return err
 	}
-	d.g.use(ctx, t.ID, "token.account_bound", map[string]any{"account_id": acc.ID})
+	d.g.use(ctx, t, "token.account_bound", map[string]any{"account_id": acc.ID})
 	return nil
 }
 
@@ -280,7 +280,7 @@ func (d *db) CreateOrder(ctx context.Context, o *acme.Order) error {
 		for _, id := range o.Identifiers {
 			names = append(names, id.Value)
 		}
-		d.g.use(ctx, t.ID, "token.order", map[string]any{"order_id": o.ID, "identifiers": names})
+		d.g.use(ctx, t, "token.order", map[string]any{"order_id": o.ID, "identifiers": names})
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -321,7 +322,7 @@ func (g *Gateway) precheck(w http.ResponseWriter, r *http.Request, s *reqState, 
 		scope, _ := NewScope(t.Names)
 		for _, id := range nor.Identifiers {
 			if scope.Empty() || !scope.Covers(id.Value) {
-				g.use(ctx, t.ID, "token.refused", map[string]any{"reason": "identifier outside scope", "identifier": id.Value})
+				g.use(ctx, t, "token.refused", map[string]any{"reason": "identifier outside scope", "identifier": id.Value})
 				g.problem(w, r, http.StatusForbidden, acme.ErrorRejectedIdentifierType,
 					fmt.Sprintf("%s is outside the scope of token %s", id.Value, t.ID), 0)
 				return true
@@ -355,7 +356,7 @@ func (g *Gateway) precheck(w http.ResponseWriter, r *http.Request, s *reqState, 
 			if strings.Contains(msg, "outside the scope") {
 				typ = acme.ErrorRejectedIdentifierType
 			}
-			g.use(ctx, t.ID, "token.refused", map[string]any{"reason": msg})
+			g.use(ctx, t, "token.refused", map[string]any{"reason": msg})
 			g.problem(w, r, http.StatusForbidden, typ, msg, 0)
 			return true
 		}
@@ -385,7 +386,7 @@ func (g *Gateway) boundToken(w http.ResponseWriter, r *http.Request, s *reqState
 		return nil, true
 	}
 	if st := State(t, g.clock()); st != StateActive {
-		g.use(ctx, t.ID, "token.refused", map[string]any{"reason": "token " + st})
+		g.use(ctx, t, "token.refused", map[string]any{"reason": "token " + st})
 		g.problem(w, r, http.StatusUnauthorized, acme.ErrorUnauthorizedType, fmt.Sprintf("token %s is %s", t.ID, st), 0)
 		return nil, true
 	}
@@ -420,12 +421,13 @@ func (g *Gateway) checkEAB(w http.ResponseWriter, r *http.Request, s *reqState, 
 	}
 	t, err := g.store.Tokens().Get(r.Context(), kid)
 	if err != nil {
+		g.use(r.Context(), &storage.Token{ID: kid}, "token.refused", map[string]any{"reason": "unknown EAB key ID"})
 		g.problem(w, r, http.StatusUnauthorized, acme.ErrorUnauthorizedType, "unknown EAB key ID", 0)
 		return true
 	}
 	keys := MACKeys(t, g.clock())
 	if len(keys) == 0 {
-		g.use(r.Context(), t.ID, "token.refused", map[string]any{"reason": "token " + State(t, g.clock())})
+		g.use(r.Context(), t, "token.refused", map[string]any{"reason": "token " + State(t, g.clock())})
 		g.problem(w, r, http.StatusUnauthorized, acme.ErrorUnauthorizedType, fmt.Sprintf("token %s is %s", t.ID, State(t, g.clock())), 0)
 		return true
 	}
@@ -435,7 +437,7 @@ func (g *Gateway) checkEAB(w http.ResponseWriter, r *http.Request, s *reqState, 
 			return false
 		}
 	}
-	g.use(r.Context(), t.ID, "token.refused", map[string]any{"reason": "EAB MAC does not verify"})
+	g.use(r.Context(), t, "token.refused", map[string]any{"reason": "EAB MAC does not verify"})
 	g.problem(w, r, http.StatusUnauthorized, acme.ErrorUnauthorizedType, "the external account binding's MAC does not verify", 0)
 	return true
 }
@@ -574,18 +576,31 @@ func writeProblem(w http.ResponseWriter, status int, typ, detail string, retry t
 	_ = json.NewEncoder(w).Encode(map[string]any{"type": typ, "detail": detail, "status": status})
 }
 
-// use records a use of a token (account bound, order, finalize, refusal)
-// in the audit log with the source address.
-func (g *Gateway) use(ctx context.Context, tokenID, action string, details map[string]any) {
+// use records a use of token t (account bound, order, finalize, refusal)
+// in the audit log with the token's group, the edge's source address and
+// the result: refused for the actions named token.*refused. Where the
+// context has no request state (the CA callback), details["remote"]
+// names the edge.
+func (g *Gateway) use(ctx context.Context, t *storage.Token, action string, details map[string]any) {
 	if details == nil {
 		details = map[string]any{}
 	}
-	if _, ok := details["remote"]; !ok {
-		details["remote"] = stateFrom(ctx).remote
+	remote, _ := details["remote"].(string)
+	if remote == "" {
+		remote = stateFrom(ctx).remote
+		details["remote"] = remote
+	}
+	source := remote
+	if h, _, err := net.SplitHostPort(remote); err == nil {
+		source = h
+	}
+	result := storage.AuditOK
+	if strings.HasSuffix(action, "refused") {
+		result = storage.AuditRefused
 	}
 	raw, _ := json.Marshal(details)
-	if err := g.store.Audit().Append(context.WithoutCancel(ctx), &storage.AuditEntry{Node: g.opts.Node, Actor: "acme@" + stateFrom(ctx).remote,
-		Action: action, Target: tokenID, Details: raw}); err != nil {
-		g.log.Warn("auditing a token use", zap.String("token_id", tokenID), zap.String("action", action), zap.Error(err))
+	if err := g.store.Audit().Append(context.WithoutCancel(ctx), &storage.AuditEntry{Node: g.opts.Node, Actor: "acme@" + remote,
+		Action: action, Target: t.ID, Group: t.Group, Source: source, Result: result, Details: raw}); err != nil {
+		g.log.Warn("auditing a token use", zap.String("token_id", t.ID), zap.String("action", action), zap.Error(err))
 	}
 }

@@ -52,7 +52,7 @@ func (g *Gateway) keyChange(w http.ResponseWriter, r *http.Request, s *reqState,
 	if t, done := g.boundToken(w, r, s, req); done {
 		return
 	} else if t != nil {
-		defer g.use(ctx, t.ID, "token.key_change", map[string]any{"account_id": acc.ID})
+		defer g.use(ctx, t, "token.key_change", map[string]any{"account_id": acc.ID})
 	}
 	inner, err := jose.ParseJWS(string(payload))
 	if err != nil || len(inner.Signatures) != 1 || inner.Signatures[0].Protected.JSONWebKey == nil {

@@ -124,7 +124,7 @@ func (g *Gateway) revokeCert(w http.ResponseWriter, r *http.Request, s *reqState
 		g.log.Warn("marking a revoked certificate", zap.String("certificate_id", c.ID), zap.Error(err))
 	}
 	if tokenID, err := g.store.Tokens().AccountToken(ctx, stored.AccountID); err == nil {
-		g.use(ctx, tokenID, "token.revoke_cert", map[string]any{"certificate_id": c.ID, "reason": rr.Reason,
+		g.use(ctx, &storage.Token{ID: tokenID, Group: c.Group}, "token.revoke_cert", map[string]any{"certificate_id": c.ID, "reason": rr.Reason,
 			"by": strings.TrimSpace(map[bool]string{true: "account " + accountID, false: "certificate key"}[accountID != ""])})
 	}
 	if n, err := g.db.CreateNonce(ctx); err == nil {

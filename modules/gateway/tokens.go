@@ -149,7 +149,7 @@ func (s *Service) Create(ctx context.Context, actor string, r CreateRequest) (*s
 		if err := tx.Tokens().Create(ctx, t); err != nil {
 			return err
 		}
-		return s.audit(ctx, tx, actor, "token.create", t.ID, map[string]any{"names": t.Names, "issuer_id": t.Spec.IssuerID,
+		return s.audit(ctx, tx, actor, "token.create", t, map[string]any{"names": t.Names, "issuer_id": t.Spec.IssuerID,
 			"certificate_id": t.CertificateID, "group": t.Group})
 	})
 	if err != nil {
@@ -487,14 +487,15 @@ func (s *Service) Revoke(ctx context.Context, actor, id string) (*storage.Token,
 
 // Delete removes the token and its account bindings.
 func (s *Service) Delete(ctx context.Context, actor, id string) error {
-	if _, err := s.Get(ctx, id); err != nil {
+	t, err := s.Get(ctx, id)
+	if err != nil {
 		return err
 	}
 	return s.store.InTx(ctx, func(tx storage.Store) error {
 		if err := tx.Tokens().Delete(ctx, id); err != nil {
 			return err
 		}
-		return s.audit(ctx, tx, actor, "token.delete", id, nil)
+		return s.audit(ctx, tx, actor, "token.delete", t, nil)
 	})
 }
 
@@ -521,7 +522,7 @@ func (s *Service) change(ctx context.Context, actor, id, action string, fn func(
 			if err := tx.Tokens().Update(ctx, t); err != nil {
 				return err
 			}
-			return s.audit(ctx, tx, actor, action, t.ID, details)
+			return s.audit(ctx, tx, actor, action, t, details)
 		})
 		if errors.Is(err, storage.ErrConflict) {
 			continue
@@ -535,7 +536,7 @@ func (s *Service) change(ctx context.Context, actor, id, action string, fn func(
 	return nil, fmt.Errorf("changing token %s: %w", id, storage.ErrConflict)
 }
 
-func (s *Service) audit(ctx context.Context, st storage.Store, actor, action, target string, details map[string]any) error {
+func (s *Service) audit(ctx context.Context, st storage.Store, actor, action string, t *storage.Token, details map[string]any) error {
 	var raw json.RawMessage
 	if details != nil {
 		b, err := json.Marshal(details)
@@ -544,7 +545,8 @@ func (s *Service) audit(ctx context.Context, st storage.Store, actor, action, ta
 		}
 		raw = b
 	}
-	return st.Audit().Append(ctx, &storage.AuditEntry{Node: s.node, Actor: actor, Action: action, Target: target, Details: raw})
+	return st.Audit().Append(ctx, &storage.AuditEntry{Node: s.node, Actor: actor, Action: action, Target: t.ID, Group: t.Group,
+		Details: raw})
 }
 
 // MACKeys returns the EAB MAC keys that authenticate the token now: its

@@ -228,5 +228,5 @@ func (s *Service) benchImport(ctx context.Context, chainPEM []byte, issuerID, gr
 		return err
 	}
 	d, _ := json.Marshal(map[string]any{"fingerprint": c.Fingerprint, "names": c.Names, "not_after": c.NotAfter})
-	return s.audit(ctx, s.store, "bench", "certificate.import", c.ID, d)
+	return s.audit(ctx, s.store, "bench", "certificate.import", c, "", d)
 }

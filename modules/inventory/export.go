@@ -12,6 +12,8 @@ import (
 
 	"go.uber.org/zap"
 	"software.sslmate.com/src/go-pkcs12"
+
+	"github.com/certlocker/caddy-certlocker/storage"
 )
 
 // Export formats.
@@ -75,7 +77,11 @@ func (s *Service) Export(ctx context.Context, req ExportRequest) (*Exported, err
 	record := func(allowed bool, reason string) error {
 		d, _ := json.Marshal(map[string]any{"format": req.Format, "key_included": withKey && allowed,
 			"allowed": allowed, "role": req.Role, "reason": reason})
-		if err := s.audit(ctx, s.store, req.Actor, "certificate.export", c.ID, d); err != nil {
+		result := storage.AuditOK
+		if !allowed {
+			result = storage.AuditRefused
+		}
+		if err := s.audit(ctx, s.store, req.Actor, "certificate.export", c, result, d); err != nil {
 			return fmt.Errorf("auditing certificate export: %w", err)
 		}
 		return nil

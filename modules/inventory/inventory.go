@@ -179,8 +179,9 @@ func (s *Service) issuerRoots(ctx context.Context, issuerID string) (*x509.CertP
 	return pool, nil
 }
 
-// audit appends an audit entry through st. details must hold no secret.
-func (s *Service) audit(ctx context.Context, st storage.Store, actor, action, target string, details []byte) error {
-	return st.Audit().Append(ctx, &storage.AuditEntry{Node: s.node, Actor: actor, Action: action, Target: target,
-		Details: details})
+// audit appends an audit entry about certificate c through st. details
+// must hold no secret; result "" is storage.AuditOK.
+func (s *Service) audit(ctx context.Context, st storage.Store, actor, action string, c *storage.Certificate, result string, details []byte) error {
+	return st.Audit().Append(ctx, &storage.AuditEntry{Node: s.node, Actor: actor, Action: action, Target: c.ID,
+		Group: c.Group, Result: result, Details: details})
 }

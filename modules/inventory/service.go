@@ -61,7 +61,7 @@ func (s *Service) Import(ctx context.Context, req ImportRequest, actor string) (
 		}
 		d, _ := json.Marshal(map[string]any{"fingerprint": c.Fingerprint, "names": c.Names, "issuer": c.IssuerDN,
 			"not_after": c.NotAfter, "rating": c.Rating, "private_key": !c.PrivateKey.IsZero(), "group": c.Group})
-		return s.audit(ctx, tx, actor, "certificate.import", c.ID, d)
+		return s.audit(ctx, tx, actor, "certificate.import", c, "", d)
 	})
 	if errors.Is(err, storage.ErrDuplicate) { // imported concurrently
 		existing, gerr := s.store.Certificates().GetByFingerprint(ctx, c.Fingerprint)
@@ -163,7 +163,7 @@ func (s *Service) AddIssued(ctx context.Context, chainPEM []byte, key any, issue
 		if workflowID != "" {
 			actor += ":" + workflowID
 		}
-		return s.audit(ctx, tx, actor, "certificate.issued", c.ID, d)
+		return s.audit(ctx, tx, actor, "certificate.issued", c, "", d)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("adding issued certificate: %w", err)
@@ -222,7 +222,7 @@ func (s *Service) Delete(ctx context.Context, id, actor string) error {
 			return err
 		}
 		d, _ := json.Marshal(map[string]any{"fingerprint": c.Fingerprint, "names": c.Names, "not_after": c.NotAfter})
-		return s.audit(ctx, tx, actor, "certificate.delete", id, d)
+		return s.audit(ctx, tx, actor, "certificate.delete", c, "", d)
 	})
 }
 

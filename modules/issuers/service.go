@@ -139,5 +139,6 @@ func (s *Service) audit(ctx context.Context, tx storage.Store, actor, action str
 	if err != nil {
 		return fmt.Errorf("encoding audit details: %w", err)
 	}
-	return tx.Audit().Append(ctx, &storage.AuditEntry{Node: s.node, Actor: actor, Action: action, Target: iss.ID, Details: b})
+	return tx.Audit().Append(ctx, &storage.AuditEntry{Node: s.node, Actor: actor, Action: action, Target: iss.ID,
+		Group: iss.Group, Details: b})
 }

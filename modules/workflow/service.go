@@ -282,7 +282,7 @@ func (e *Engine) Create(ctx context.Context, r Request) (*storage.Workflow, erro
 		}
 		details, _ := json.Marshal(map[string]any{"issuer_id": w.IssuerID, "identifiers": w.Identifiers, "trigger": w.Trigger})
 		return tx.Audit().Append(ctx, &storage.AuditEntry{Node: e.opts.Node, Actor: r.Actor, Action: "workflow.create",
-			Target: w.ID, Details: details})
+			Target: w.ID, Group: w.Group, Details: details})
 	})
 	if err != nil {
 		return nil, err
@@ -369,7 +369,7 @@ func (e *Engine) changeState(ctx context.Context, id string, fn func(*storage.Wo
 			}
 			details, _ := json.Marshal(map[string]any{"state": w.State})
 			return tx.Audit().Append(ctx, &storage.AuditEntry{Node: e.opts.Node, Actor: actor, Action: "workflow." + step,
-				Target: id, Details: details})
+				Target: id, Group: w.Group, Details: details})
 		})
 		w.LeaseOwner = owner
 		if errors.Is(err, storage.ErrConflict) {

@@ -4,15 +4,23 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/certlocker/caddy-certlocker/storage"
 )
 
+// audit is the append-only audit log: Append and List only; the database
+// refuses UPDATE and DELETE of its rows (migration 9).
 type audit struct{ s *Store }
+
+const auditColumns = "id, at, node, actor, action, target, grp, source, result, details"
 
 func (x audit) Append(ctx context.Context, e *storage.AuditEntry) error {
 	if e.Action == "" {
 		return errors.New("appending audit entry: no action")
+	}
+	if !storage.ValidAuditResult(e.Result) {
+		return fmt.Errorf("appending audit entry %s: result %q is not ok, refused or failed", e.Action, e.Result)
 	}
 	if e.ID == "" {
 		e.ID = storage.NewID("aud")
@@ -20,17 +28,53 @@ func (x audit) Append(ctx context.Context, e *storage.AuditEntry) error {
 	if e.Time.IsZero() {
 		e.Time = now()
 	}
-	_, err := x.s.exec(ctx, "INSERT INTO audit (id, at, node, actor, action, target, details) VALUES (?,?,?,?,?,?,?)",
-		e.ID, ts(e.Time), e.Node, e.Actor, e.Action, e.Target, rawOr(e.Details, "{}"))
+	if e.Result == "" {
+		e.Result = storage.AuditOK
+	}
+	if e.Source == "" {
+		e.Source = storage.AuditSource(ctx)
+	}
+	_, err := x.s.exec(ctx, "INSERT INTO audit ("+auditColumns+") VALUES (?,?,?,?,?,?,?,?,?,?)",
+		e.ID, ts(e.Time), e.Node, e.Actor, e.Action, e.Target, e.Group, e.Source, e.Result, rawOr(e.Details, "{}"))
+	if err == nil {
+		storage.NoteAuditAppended(ctx, e)
+	}
 	return x.s.classify(err, "appending audit entry "+e.Action)
+}
+
+// actorCond matches an actor exactly or up to its "@address" part.
+func actorCond(w *where, col, actor string) string {
+	w.args = append(w.args, actor, len(actor)+1, actor+"@")
+	return "(" + col + " = ? OR substr(" + col + ", 1, ?) = ?)"
 }
 
 func (x audit) List(ctx context.Context, f storage.AuditFilter, p storage.Page) ([]*storage.AuditEntry, string, error) {
 	var w where
 	w.addIf(f.Action != "", "action = ?", f.Action)
 	w.addIf(f.Target != "", "target = ?", f.Target)
-	w.addIf(f.Actor != "", "actor = ?", f.Actor)
+	if f.Actor != "" {
+		w.conds = append(w.conds, actorCond(&w, "actor", f.Actor))
+	}
+	w.addIf(f.Group != "", "grp = ?", f.Group)
+	w.addIf(f.Result != "", "result = ?", f.Result)
 	w.addIf(!f.Since.IsZero(), "at >= ?", ts(f.Since))
+	w.addIf(!f.Until.IsZero(), "at < ?", ts(f.Until))
+	if sc := f.Scope; sc != nil {
+		var or []string
+		if len(sc.Groups) > 0 {
+			or = append(or, "grp IN (?"+strings.Repeat(",?", len(sc.Groups)-1)+")")
+			for _, g := range sc.Groups {
+				w.args = append(w.args, g)
+			}
+		}
+		if sc.Actor != "" {
+			or = append(or, actorCond(&w, "actor", sc.Actor))
+		}
+		if len(or) == 0 {
+			return nil, "", nil // a scope of nothing reads nothing
+		}
+		w.conds = append(w.conds, "("+strings.Join(or, " OR ")+")")
+	}
 	if p.Cursor != "" {
 		c, err := decodeCursor(p.Cursor, 1)
 		if err != nil {
@@ -39,7 +83,7 @@ func (x audit) List(ctx context.Context, f storage.AuditFilter, p storage.Page) 
 		w.add("id < ?", c[0])
 	}
 	limit := p.Clamp()
-	rows, err := x.s.query(ctx, "SELECT id, at, node, actor, action, target, details FROM audit"+w.String()+
+	rows, err := x.s.query(ctx, "SELECT "+auditColumns+" FROM audit"+w.String()+
 		" ORDER BY id DESC LIMIT ?", append(w.args, limit+1)...)
 	if err != nil {
 		return nil, "", x.s.classify(err, "listing audit entries")
@@ -50,7 +94,7 @@ func (x audit) List(ctx context.Context, f storage.AuditFilter, p storage.Page) 
 		var e storage.AuditEntry
 		var at int64
 		var details string
-		if err := rows.Scan(&e.ID, &at, &e.Node, &e.Actor, &e.Action, &e.Target, &details); err != nil {
+		if err := rows.Scan(&e.ID, &at, &e.Node, &e.Actor, &e.Action, &e.Target, &e.Group, &e.Source, &e.Result, &details); err != nil {
 			return nil, "", x.s.classify(err, "listing audit entries")
 		}
 		e.Time, e.Details = tm(at), raw(details)

@@ -365,7 +365,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		if s.db.dialect.BlobType != "" {
 			body = strings.ReplaceAll(body, "BLOB", s.db.dialect.BlobType)
 		}
-		for _, stmt := range splitStatements(body) {
+		for _, stmt := range splitStatements(body, s.db.dialect.Name) {
 			if _, err := tx.ExecContext(ctx, stmt); err != nil {
 				return fmt.Errorf("migrating to version %d (%s): %w", m.version, m.name, err)
 			}
@@ -390,23 +390,34 @@ func (s *Store) schemaVersion(ctx context.Context) (int, error) {
 }
 
 // splitStatements splits a migration on semicolons that end a line,
-// dropping comment-only lines.
-func splitStatements(body string) []string {
+// dropping comment-only lines. A statement right after the comment line
+// "-- only <dialect>" is kept only for that dialect (triggers, whose
+// syntax differs between engines); a statement must then fit on one line
+// or end each inner line without a semicolon.
+func splitStatements(body, dialect string) []string {
 	var out []string
 	var cur strings.Builder
+	only := ""
 	for _, line := range strings.Split(body, "\n") {
 		t := strings.TrimSpace(line)
+		if name, ok := strings.CutPrefix(t, "-- only "); ok && cur.Len() == 0 {
+			only = strings.TrimSpace(name)
+			continue
+		}
 		if t == "" || strings.HasPrefix(t, "--") {
 			continue
 		}
 		cur.WriteString(line)
 		cur.WriteByte('\n')
 		if strings.HasSuffix(t, ";") {
-			out = append(out, strings.TrimSpace(cur.String()))
+			if only == "" || only == dialect {
+				out = append(out, strings.TrimSpace(cur.String()))
+			}
 			cur.Reset()
+			only = ""
 		}
 	}
-	if strings.TrimSpace(cur.String()) != "" {
+	if strings.TrimSpace(cur.String()) != "" && (only == "" || only == dialect) {
 		out = append(out, strings.TrimSpace(cur.String()))
 	}
 	return out

@@ -60,7 +60,7 @@ func TestMigrationDropsIssuedKeyCopies(t *testing.T) {
 				}
 			}
 			// undo what the later migrations added, so they apply again
-			for _, q := range undoAfter6 {
+			for _, q := range append(undoAfter6, undo9[backend]...) {
 				if _, err := db.ExecContext(ctx, q); err != nil {
 					t.Fatal(err)
 				}
@@ -106,4 +106,28 @@ var undoAfter6 = []string{
 	"ALTER TABLE tokens DROP COLUMN previous_secret",
 	"ALTER TABLE tokens DROP COLUMN previous_url_hash",
 	"ALTER TABLE tokens DROP COLUMN grace_until",
+}
+
+// undo9 reverts migration 9 (audit group, source, result; the triggers
+// that keep the log append-only), per engine.
+var undo9 = map[string][]string{
+	"sqlite": {
+		"DROP TRIGGER audit_no_update",
+		"DROP TRIGGER audit_no_delete",
+		"DROP INDEX audit_group",
+		"DROP INDEX audit_actor",
+		"ALTER TABLE audit DROP COLUMN grp",
+		"ALTER TABLE audit DROP COLUMN source",
+		"ALTER TABLE audit DROP COLUMN result",
+	},
+	"postgres": {
+		"DROP TRIGGER audit_no_change ON audit",
+		"DROP TRIGGER audit_no_truncate ON audit",
+		"DROP FUNCTION audit_append_only",
+		"DROP INDEX audit_group",
+		"DROP INDEX audit_actor",
+		"ALTER TABLE audit DROP COLUMN grp",
+		"ALTER TABLE audit DROP COLUMN source",
+		"ALTER TABLE audit DROP COLUMN result",
+	},
 }

@@ -43,6 +43,8 @@ func Run(t *testing.T, b Backend) {
 		"inventory":      testCertificateInventory,
 		"tokens":         testTokens,
 		"audit":          testAudit,
+		"audit_fields":   testAuditFields,
+		"audit_append":   testAuditAppendOnly,
 		"acme_state":     testACMEState,
 		"transactions":   testTransactions,
 		"secrets":        testSecretsAtRest,
