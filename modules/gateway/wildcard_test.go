@@ -28,8 +28,8 @@ func TestAuthorizationChallenges(t *testing.T) {
 	}
 	h := startHAProxy33(t, e, creds.DirectoryPath)
 	want := map[string][]string{ // identifier value (and wildcard flag) -> challenge types
-		"wild.example.test*": {"dns-01"},
-		"plain.example.test": {"dns-01", "http-01"},
+		"wild.example.test*":  {"dns-01"},
+		"plain.example.test":  {"dns-01", "http-01"},
 		"a.wild.example.test": {"dns-01", "http-01"},
 	}
 	resp, b := h.post(h.dir["newOrder"].(string), map[string]any{"identifiers": []map[string]string{
