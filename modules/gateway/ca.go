@@ -238,10 +238,10 @@ func (g *Gateway) duplicateLimit(ctx context.Context, t *storage.Token) (int, ti
 		return 0, 0
 	}
 	e, ok := issuers.LookupCatalog(iss.CatalogID)
-	if !ok || e.DuplicateLimit == nil {
+	if !ok {
 		return 0, 0
 	}
-	return e.DuplicateLimit.Count, e.DuplicateLimit.WindowDuration()
+	return e.DuplicateLimit.Limit()
 }
 
 // paceBucket holds, per token and exact set of names, when its new
@@ -257,8 +257,7 @@ func (g *Gateway) pace(ctx context.Context, tokenID string, names []string, limi
 	if limit <= 0 || window <= 0 {
 		return 0, nil
 	}
-	h := sha256.Sum256([]byte(strings.Join(names, "\n")))
-	key := tokenID + "/" + hex.EncodeToString(h[:])
+	key := paceKey(tokenID, names)
 	for attempt := 0; ; attempt++ {
 		old, err := g.store.ACME().Get(ctx, paceBucket, key)
 		if errors.Is(err, storage.ErrNotFound) {
@@ -292,6 +291,12 @@ func (g *Gateway) pace(ctx context.Context, tokenID string, names []string, limi
 			return 0, errors.New("pacing the pull: too much contention on the token's pacing record")
 		}
 	}
+}
+
+// paceKey is the pacing record of a token and exact set of names (sorted).
+func paceKey(tokenID string, names []string) string {
+	h := sha256.Sum256([]byte(strings.Join(names, "\n")))
+	return tokenID + "/" + hex.EncodeToString(h[:])
 }
 
 // fresh returns the token's current certificate if the CSR asks for it
