@@ -44,6 +44,8 @@ type pull struct {
 	remote  string
 	// replaces is the ARI ID of the certificate the order replaces
 	replaces string
+	// profile is the order's profile ("" for the CA's default)
+	profile string
 	// limited is set when pacing refuses the pull (limit per window):
 	// retry after it
 	limited time.Duration
@@ -135,7 +137,7 @@ func (g *Gateway) issue(ctx context.Context, p *pull, csr *x509.CertificateReque
 	if err != nil {
 		return nil, err
 	}
-	if chain := g.fresh(ctx, t, csr); chain != nil {
+	if chain := g.fresh(ctx, t, csr, p.profile); chain != nil {
 		g.use(ctx, t.ID, "token.reused", map[string]any{"certificate_id": t.CertificateID, "remote": p.remote})
 		return chain, nil
 	}
@@ -171,7 +173,8 @@ func (g *Gateway) issue(ctx context.Context, p *pull, csr *x509.CertificateReque
 	w, err := g.engine.Get(ctx, rec.WorkflowID)
 	if errors.Is(err, storage.ErrNotFound) {
 		w, err = g.engine.Create(ctx, workflow.Request{ID: rec.WorkflowID, IssuerID: t.Spec.IssuerID, Identifiers: ids,
-			Trigger: workflow.TriggerGateway, Group: t.Group, CSR: csr.Raw, Actor: "gateway@" + p.remote, Replaces: p.replaces})
+			Trigger: workflow.TriggerGateway, Group: t.Group, CSR: csr.Raw, Actor: "gateway@" + p.remote, Replaces: p.replaces,
+			Profile: p.profile})
 		if errors.Is(err, storage.ErrDuplicate) { // another node made it meanwhile
 			w, err = g.engine.Get(ctx, rec.WorkflowID)
 		}
@@ -300,14 +303,15 @@ func paceKey(tokenID string, names []string) string {
 }
 
 // fresh returns the token's current certificate if the CSR asks for it
-// again (same public key, same names) while it is fresh (in the first
-// third of its lifetime): a re-pull costs the upstream CA nothing.
-func (g *Gateway) fresh(ctx context.Context, t *storage.Token, csr *x509.CertificateRequest) []*x509.Certificate {
+// again (same public key, same names, and the same profile when the order
+// names one) while it is fresh (in the first third of its lifetime): a
+// re-pull costs the upstream CA nothing.
+func (g *Gateway) fresh(ctx context.Context, t *storage.Token, csr *x509.CertificateRequest, profile string) []*x509.Certificate {
 	if t.CertificateID == "" {
 		return nil
 	}
 	c, err := g.store.Certificates().Get(ctx, t.CertificateID)
-	if err != nil || c.Status != storage.CertStatusActive {
+	if err != nil || c.Status != storage.CertStatusActive || (profile != "" && c.Profile != profile) {
 		return nil
 	}
 	now := g.clock()

@@ -310,6 +310,7 @@ func (g *Gateway) precheck(w http.ResponseWriter, r *http.Request, s *reqState, 
 		var nor struct {
 			Identifiers []acme.Identifier `json:"identifiers"`
 			Replaces    string            `json:"replaces"`
+			Profile     json.RawMessage   `json:"profile"`
 		}
 		if json.Unmarshal(req.payload, &nor) != nil || req.accountID == "" {
 			return false
@@ -327,8 +328,12 @@ func (g *Gateway) precheck(w http.ResponseWriter, r *http.Request, s *reqState, 
 				return true
 			}
 		}
-		if nor.Replaces != "" {
-			g.newOrderReplacing(w, r, s, req.accountID, nor.Replaces)
+		profile, ok := g.orderProfile(w, r, t, nor.Profile)
+		if !ok {
+			return true
+		}
+		if nor.Replaces != "" || profile != "" {
+			g.newOrder(w, r, s, req.accountID, nor.Replaces, profile)
 			return true
 		}
 	case strings.Contains(path, "/order/") && strings.HasSuffix(path, "/finalize"):
@@ -360,6 +365,9 @@ func (g *Gateway) precheck(w http.ResponseWriter, r *http.Request, s *reqState, 
 			return true
 		}
 		g.finalize(w, r, s, t, der)
+		return true
+	case strings.Contains(path, "/order/"):
+		g.serveOrder(w, r, s)
 		return true
 	}
 	return false
@@ -483,10 +491,8 @@ func checkCSR(t *storage.Token, csr *x509.CertificateRequest) string {
 // problem instead of smallstep's error, keeping smallstep's new nonce.
 func (g *Gateway) finalize(w http.ResponseWriter, r *http.Request, s *reqState, t *storage.Token, der []byte) {
 	hash := csrHash(der)
-	p := &pull{tokenID: t.ID, remote: s.remote}
-	if rest, ok := strings.CutSuffix(r.URL.Path, "/finalize"); ok {
-		p.replaces = g.replacesOf(r.Context(), rest[strings.LastIndex(rest, "/")+1:])
-	}
+	orderID := orderIDOf(r.URL.Path)
+	p := &pull{tokenID: t.ID, remote: s.remote, replaces: g.replacesOf(r.Context(), orderID), profile: g.profileOf(r.Context(), orderID)}
 	g.pulls.put(hash, p)
 	defer g.pulls.del(hash, p)
 	rec := &recorder{header: http.Header{}}
@@ -511,6 +517,20 @@ func (g *Gateway) finalize(w http.ResponseWriter, r *http.Request, s *reqState, 
 		g.problemNoNonce(w, http.StatusServiceUnavailable, acme.ErrorServerInternalType,
 			fmt.Sprintf("the certificate is being issued (workflow %s); retry the finalize with the same CSR", p.workflowID), g.opts.RetryAfter)
 		return
+	}
+	if rec.status == http.StatusOK {
+		rec.setBody(withProfile(rec.body.Bytes(), p.profile))
+	}
+	rec.flush(w)
+}
+
+// serveOrder answers POST-as-GET of an order: smallstep's answer, with the
+// order's profile.
+func (g *Gateway) serveOrder(w http.ResponseWriter, r *http.Request, s *reqState) {
+	rec := &recorder{header: http.Header{}}
+	g.byRouter(s).ServeHTTP(rec, r)
+	if rec.status == http.StatusOK {
+		rec.setBody(withProfile(rec.body.Bytes(), g.profileOf(r.Context(), orderIDOf(r.URL.Path))))
 	}
 	rec.flush(w)
 }
@@ -541,6 +561,14 @@ func (r *recorder) Write(b []byte) (int, error) {
 	}
 	return r.body.Write(b)
 }
+
+// setBody replaces the recorded body.
+func (r *recorder) setBody(b []byte) {
+	r.body.Reset()
+	r.body.Write(b)
+	r.header.Del("Content-Length")
+}
+
 func (r *recorder) flush(w http.ResponseWriter) {
 	for k, v := range r.header {
 		w.Header()[k] = v
