@@ -137,7 +137,9 @@ func (g *Gateway) issue(ctx context.Context, p *pull, csr *x509.CertificateReque
 	if err != nil {
 		return nil, err
 	}
-	if chain := g.fresh(ctx, t, csr, p.profile); chain != nil {
+	// a pull that knows its workflow (a processing order being completed)
+	// takes that workflow's certificate
+	if chain := g.fresh(ctx, t, csr, p.profile); p.workflowID == "" && chain != nil {
 		g.use(ctx, t.ID, "token.reused", map[string]any{"certificate_id": t.CertificateID, "remote": p.remote})
 		return chain, nil
 	}

@@ -45,9 +45,9 @@ type Options struct {
 	// Host is used in links when a request has no Host header.
 	Host string
 	// FinalizeWait bounds how long a finalize waits for the upstream CA
-	// before answering a retryable problem. Default: 25s.
+	// before answering the order in status processing. Default: 25s.
 	FinalizeWait time.Duration
-	// RetryAfter is the Retry-After of that problem. Default: 5s.
+	// RetryAfter is the Retry-After of a processing order. Default: 5s.
 	RetryAfter time.Duration
 	// MaxBodyBytes caps a request body. Default: 64 KiB.
 	MaxBodyBytes int64
@@ -487,11 +487,19 @@ func checkCSR(t *storage.Token, csr *x509.CertificateRequest) string {
 }
 
 // finalize hands the finalize to smallstep with the pull registered for
-// the CA service; if issuance outlasts the wait, it answers a retryable
-// problem instead of smallstep's error, keeping smallstep's new nonce.
+// the CA service; if issuance outlasts the wait, it answers the order in
+// status processing instead of smallstep's error, keeping smallstep's new
+// nonce (see processing.go).
 func (g *Gateway) finalize(w http.ResponseWriter, r *http.Request, s *reqState, t *storage.Token, der []byte) {
 	hash := csrHash(der)
 	orderID := orderIDOf(r.URL.Path)
+	// an order already processing: the same CSR waits for its workflow
+	// again (below, found by the pull record); another CSR is refused
+	if pr, ok := g.processingOf(r.Context(), orderID); ok && pr.CSRHash != hash {
+		g.problem(w, r, http.StatusForbidden, acme.ErrorOrderNotReadyType,
+			fmt.Sprintf("order %s is processing (workflow %s); poll it, or finalize with the same CSR", orderID, pr.WorkflowID), g.opts.RetryAfter)
+		return
+	}
 	p := &pull{tokenID: t.ID, remote: s.remote, replaces: g.replacesOf(r.Context(), orderID), profile: g.profileOf(r.Context(), orderID)}
 	g.pulls.put(hash, p)
 	defer g.pulls.del(hash, p)
@@ -509,28 +517,29 @@ func (g *Gateway) finalize(w http.ResponseWriter, r *http.Request, s *reqState, 
 		return
 	}
 	if p.pending {
-		for k, v := range rec.header {
-			if k == "Replay-Nonce" || k == "Link" {
-				w.Header()[k] = v
-			}
-		}
-		g.problemNoNonce(w, http.StatusServiceUnavailable, acme.ErrorServerInternalType,
-			fmt.Sprintf("the certificate is being issued (workflow %s); retry the finalize with the same CSR", p.workflowID), g.opts.RetryAfter)
+		g.answerProcessing(w, r, rec, orderID, p, der)
 		return
 	}
 	if rec.status == http.StatusOK {
+		g.doneProcessing(r.Context(), orderID)
 		rec.setBody(withProfile(rec.body.Bytes(), p.profile))
 	}
 	rec.flush(w)
 }
 
-// serveOrder answers POST-as-GET of an order: smallstep's answer, with the
-// order's profile.
+// serveOrder answers POST-as-GET of an order: smallstep's answer (which
+// verifies the request), with the order's profile, and for an order
+// processing at the gateway its status (see processing.go).
 func (g *Gateway) serveOrder(w http.ResponseWriter, r *http.Request, s *reqState) {
 	rec := &recorder{header: http.Header{}}
 	g.byRouter(s).ServeHTTP(rec, r)
+	orderID := orderIDOf(r.URL.Path)
 	if rec.status == http.StatusOK {
-		rec.setBody(withProfile(rec.body.Bytes(), g.profileOf(r.Context(), orderIDOf(r.URL.Path))))
+		if pr, ok := g.processingOf(r.Context(), orderID); ok {
+			g.processingOrder(w, r, s, rec, orderID, pr)
+			return
+		}
+		rec.setBody(withProfile(rec.body.Bytes(), g.profileOf(r.Context(), orderID)))
 	}
 	rec.flush(w)
 }
