@@ -35,6 +35,8 @@ type pullRecord struct {
 	Created    time.Time `json:"created"`
 	// Names are the certificate's names, sorted, for pacing
 	Names []string `json:"names,omitempty"`
+	// OrderID is the gateway order whose finalize made the record
+	OrderID string `json:"order_id,omitempty"`
 }
 
 // pull is one finalize in flight on this node, found by the CA service by
@@ -46,6 +48,8 @@ type pull struct {
 	replaces string
 	// profile is the order's profile ("" for the CA's default)
 	profile string
+	// orderID is the gateway order being finalized
+	orderID string
 	// limited is set when pacing refuses the pull (limit per window):
 	// retry after it
 	limited time.Duration
@@ -149,27 +153,9 @@ func (g *Gateway) issue(ctx context.Context, p *pull, csr *x509.CertificateReque
 	}
 	slices.Sort(names)
 	key := t.ID + "/" + hash
-	if _, err := g.store.ACME().Get(ctx, pullsBucket, key); errors.Is(err, storage.ErrNotFound) {
-		limit, window := g.duplicateLimit(ctx, t)
-		if wait, err := g.pace(ctx, t.ID, names, limit, window); err != nil {
-			return nil, err
-		} else if wait > 0 {
-			p.limited, p.limit, p.window = wait, limit, window
-			g.use(ctx, t.ID, "token.refused", map[string]any{"reason": "duplicate-certificate pacing", "identifiers": names,
-				"retry_after": wait.String()})
-			return nil, errLimited
-		}
-	}
-	rec := pullRecord{WorkflowID: storage.NewID("wf"), TokenID: t.ID, Created: g.clock().UTC(), Names: names}
-	raw, _ := json.Marshal(rec)
-	found, swapped, err := g.store.ACME().CompareAndSwap(ctx, pullsBucket, key, nil, raw)
+	rec, err := g.pullRecordFor(ctx, t, p, key, names)
 	if err != nil {
-		return nil, fmt.Errorf("issuing through the gateway: recording the pull: %w", err)
-	}
-	if !swapped {
-		if err := json.Unmarshal(found, &rec); err != nil {
-			return nil, fmt.Errorf("issuing through the gateway: reading the pull: %w", err)
-		}
+		return nil, err
 	}
 	p.workflowID = rec.WorkflowID
 	w, err := g.engine.Get(ctx, rec.WorkflowID)
@@ -204,6 +190,64 @@ func (g *Gateway) issue(ctx context.Context, p *pull, csr *x509.CertificateReque
 		}
 		if w, err = g.engine.Get(context.WithoutCancel(ctx), w.ID); err != nil {
 			return nil, fmt.Errorf("issuing through the gateway: %w", err)
+		}
+	}
+}
+
+// pullRecordFor returns the pull record of a token and CSR: the existing
+// one (a retried finalize, or a poll of a processing order: the same
+// workflow), or a new one with a new workflow ID once pacing allows it.
+// An existing record whose workflow failed or was cancelled is replaced
+// when a different order finalizes the same CSR: that is a new attempt.
+// The record is taken with compare-and-swap, so concurrent finalizes on
+// any node agree on one workflow.
+func (g *Gateway) pullRecordFor(ctx context.Context, t *storage.Token, p *pull, key string, names []string) (pullRecord, error) {
+	for attempt := 0; ; attempt++ {
+		old, err := g.store.ACME().Get(ctx, pullsBucket, key)
+		if errors.Is(err, storage.ErrNotFound) {
+			old, err = nil, nil
+		}
+		if err != nil {
+			return pullRecord{}, fmt.Errorf("issuing through the gateway: reading the pull: %w", err)
+		}
+		var rec pullRecord
+		if old != nil {
+			if err := json.Unmarshal(old, &rec); err != nil {
+				return pullRecord{}, fmt.Errorf("issuing through the gateway: reading the pull: %w", err)
+			}
+			if p.workflowID != "" || p.orderID == "" || rec.OrderID == "" || rec.OrderID == p.orderID {
+				return rec, nil
+			}
+			if w, err := g.engine.Get(ctx, rec.WorkflowID); err != nil ||
+				(w.State != storage.StateFailed && w.State != storage.StateCancelled) {
+				return rec, nil
+			}
+		}
+		limit, window := g.duplicateLimit(ctx, t)
+		if wait, err := g.pace(ctx, t.ID, names, limit, window); err != nil {
+			return pullRecord{}, err
+		} else if wait > 0 {
+			p.limited, p.limit, p.window = wait, limit, window
+			g.use(ctx, t.ID, "token.refused", map[string]any{"reason": "duplicate-certificate pacing", "identifiers": names,
+				"retry_after": wait.String()})
+			return pullRecord{}, errLimited
+		}
+		rec = pullRecord{WorkflowID: storage.NewID("wf"), TokenID: t.ID, Created: g.clock().UTC(), Names: names, OrderID: p.orderID}
+		raw, _ := json.Marshal(rec)
+		found, swapped, err := g.store.ACME().CompareAndSwap(ctx, pullsBucket, key, old, raw)
+		if err != nil {
+			return pullRecord{}, fmt.Errorf("issuing through the gateway: recording the pull: %w", err)
+		}
+		if swapped {
+			return rec, nil
+		}
+		// another finalize recorded the pull meanwhile: take its workflow
+		// (the slot taken above errs on the CA's side, like a failed order)
+		if found != nil && json.Unmarshal(found, &rec) == nil && (attempt >= 3 || rec.OrderID == p.orderID || old == nil) {
+			return rec, nil
+		}
+		if attempt >= 3 {
+			return pullRecord{}, errors.New("issuing through the gateway: too much contention on the pull record")
 		}
 	}
 }

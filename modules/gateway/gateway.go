@@ -500,7 +500,8 @@ func (g *Gateway) finalize(w http.ResponseWriter, r *http.Request, s *reqState, 
 			fmt.Sprintf("order %s is processing (workflow %s); poll it, or finalize with the same CSR", orderID, pr.WorkflowID), g.opts.RetryAfter)
 		return
 	}
-	p := &pull{tokenID: t.ID, remote: s.remote, replaces: g.replacesOf(r.Context(), orderID), profile: g.profileOf(r.Context(), orderID)}
+	p := &pull{tokenID: t.ID, remote: s.remote, replaces: g.replacesOf(r.Context(), orderID), profile: g.profileOf(r.Context(), orderID),
+		orderID: orderID}
 	g.pulls.put(hash, p)
 	defer g.pulls.del(hash, p)
 	rec := &recorder{header: http.Header{}}

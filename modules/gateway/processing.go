@@ -167,7 +167,7 @@ func (g *Gateway) completeOrder(ctx context.Context, s *reqState, o *acme.Order,
 	if !ok {
 		return fmt.Errorf("provisioner %s is not ACME", name)
 	}
-	p := &pull{tokenID: pr.TokenID, remote: s.remote, workflowID: pr.WorkflowID, profile: g.profileOf(ctx, o.ID)}
+	p := &pull{tokenID: pr.TokenID, remote: s.remote, workflowID: pr.WorkflowID, profile: g.profileOf(ctx, o.ID), orderID: o.ID}
 	g.pulls.put(pr.CSRHash, p)
 	defer g.pulls.del(pr.CSRHash, p)
 	return o.Finalize(ctx, g.db, csr, g.auth, prov)

@@ -206,7 +206,8 @@ func TestHAProxy33Processing(t *testing.T) {
 }
 
 // A workflow that ends without a certificate turns its processing order
-// invalid, with the reason.
+// invalid, with the reason; a new order with the same CSR then starts a new
+// workflow.
 func TestProcessingOrderFails(t *testing.T) {
 	e := newGWEnv(t, gateway.Options{FinalizeWait: 300 * time.Millisecond, RetryAfter: time.Second})
 	_, creds := e.token("fail.example.test")
@@ -235,5 +236,19 @@ func TestProcessingOrderFails(t *testing.T) {
 	oerr, _ := o["error"].(map[string]any)
 	if resp.StatusCode != 200 || o["status"] != "invalid" || oerr == nil || !strings.Contains(oerr["detail"].(string), ws[0].ID) {
 		t.Fatalf("order after the workflow was cancelled: %d %s", resp.StatusCode, b)
+	}
+	// a new order with the same CSR (same key) is a new attempt, not the
+	// old failure again
+	release()
+	resp, b = h.post(h.dir["newOrder"].(string), map[string]any{"identifiers": []map[string]string{{"type": "dns", "value": "fail.example.test"}}})
+	if resp.StatusCode != 201 {
+		t.Fatalf("second newOrder: %d %s", resp.StatusCode, b)
+	}
+	resp, b = h.post(decode(t, b)["finalize"].(string), map[string]string{"csr": csr})
+	if o := decode(t, b); resp.StatusCode != 200 || o["status"] != "valid" {
+		t.Fatalf("finalize of a new order with the failed pull's CSR: %d %s", resp.StatusCode, b)
+	}
+	if ws, _, err = e.app.Workflows().List(t.Context(), storage.WorkflowFilter{}, storage.Page{}); err != nil || len(ws) != 2 {
+		t.Fatalf("workflows: %v %d, want the cancelled one and a new one", err, len(ws))
 	}
 }
