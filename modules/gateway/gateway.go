@@ -495,7 +495,8 @@ func (g *Gateway) finalize(w http.ResponseWriter, r *http.Request, s *reqState, 
 	orderID := orderIDOf(r.URL.Path)
 	// an order already processing: the same CSR waits for its workflow
 	// again (below, found by the pull record); another CSR is refused
-	if pr, ok := g.processingOf(r.Context(), orderID); ok && pr.CSRHash != hash {
+	pr, processing := g.processingOf(r.Context(), orderID)
+	if processing && pr.CSRHash != hash {
 		g.problem(w, r, http.StatusForbidden, acme.ErrorOrderNotReadyType,
 			fmt.Sprintf("order %s is processing (workflow %s); poll it, or finalize with the same CSR", orderID, pr.WorkflowID), g.opts.RetryAfter)
 		return
@@ -522,7 +523,9 @@ func (g *Gateway) finalize(w http.ResponseWriter, r *http.Request, s *reqState, 
 		return
 	}
 	if rec.status == http.StatusOK {
-		g.doneProcessing(r.Context(), orderID)
+		if processing {
+			g.doneProcessing(r.Context(), orderID)
+		}
 		rec.setBody(withProfile(rec.body.Bytes(), p.profile))
 	}
 	rec.flush(w)
