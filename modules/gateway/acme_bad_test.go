@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -267,57 +266,6 @@ func TestBadInput(t *testing.T) {
 		e.sameState(before)
 	})
 	e.noSecretsLogged(creds)
-}
-
-// A finalize that outlasts the wait answers a retryable problem with
-// Retry-After while the workflow carries on; the retried finalize with the
-// same CSR returns the certificate, and the upstream CA saw one order.
-func TestFinalizeRetryAfter(t *testing.T) {
-	e := newGWEnv(t, gateway.Options{FinalizeWait: 300 * time.Millisecond, RetryAfter: 2 * time.Second})
-	_, creds := e.token("slow.example.test")
-	cl := e.client(creds.DirectoryPath)
-	acct, err := e.account(cl, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := t.Context()
-	order, err := cl.NewOrder(ctx, acct, acme.Order{Identifiers: []acme.Identifier{{Type: "dns", Value: "slow.example.test"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := newKey(t, elliptic.P256())
-	csr := csrFor(t, key, "slow.example.test")
-	before := e.pebble.NewOrders()
-	release := e.pebble.HoldIssuance()
-	_, err = cl.FinalizeOrder(ctx, acct, order, csr)
-	var p acme.Problem
-	if !errorsAs(err, &p) || p.Status != http.StatusServiceUnavailable || !strings.Contains(p.Detail, "retry") {
-		release()
-		t.Fatalf("held finalize: %v", err)
-	}
-	release()
-	// the workflow finishes on its own; retry until the gateway answers
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		o, err := cl.FinalizeOrder(ctx, acct, order, csr)
-		if err == nil {
-			chains, err := cl.GetCertificateChain(ctx, acct, o.Certificate)
-			if err != nil {
-				t.Fatal(err)
-			}
-			leaf := parseLeaf(t, chains[0].ChainPEM)
-			if !key.PublicKey.Equal(leaf.PublicKey) {
-				t.Fatal("wrong key")
-			}
-			break
-		}
-		if !errorsAs(err, &p) || p.Status != http.StatusServiceUnavailable || time.Now().After(deadline) {
-			t.Fatalf("retried finalize: %v", err)
-		}
-	}
-	if n := e.pebble.NewOrders() - before; n != 1 {
-		t.Fatalf("the upstream CA saw %d orders for one pull retried", n)
-	}
 }
 
 func parseLeaf(t *testing.T, chainPEM []byte) *x509.Certificate {

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -548,12 +549,14 @@ func TestDuplicatePacing(t *testing.T) {
 }
 
 // Two gateway nodes over one store behind one name: an account made on one
-// pulls on the other, and a finalize that outlasted its wait on node A is
-// answered by node B with the same workflow (no second upstream order).
+// pulls on the other, and a finalize that outlasted its wait on node A
+// (answered processing) is finished by node B from the shared store: B
+// answers a retried finalize with the same workflow and turns the order
+// valid (no second upstream order).
 func TestTwoNodesShareState(t *testing.T) {
-	e := newGWEnv(t, gateway.Options{FinalizeWait: 300 * time.Millisecond})
+	e := newGWEnv(t, gateway.Options{FinalizeWait: 300 * time.Millisecond, RetryAfter: time.Second})
 	gwB, err := gateway.New(gateway.Options{Store: e.app.Store(), Engine: e.app.Workflows(), Node: "node-b",
-		FinalizeWait: 300 * time.Millisecond, Clients: e.app.IssuerRegistry()})
+		FinalizeWait: 300 * time.Millisecond, RetryAfter: time.Second, Clients: e.app.IssuerRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -566,41 +569,40 @@ func TestTwoNodesShareState(t *testing.T) {
 		e.gw.ServeHTTP(w, r)
 	})
 	_, creds := e.token("ha.example.test")
-	cl := e.client(creds.DirectoryPath)
-	acct, err := e.account(cl, nil)
-	if err != nil {
-		t.Fatal(err)
+	h := startHAProxy33(t, e, creds.DirectoryPath)
+	resp, b := h.post(h.dir["newOrder"].(string), map[string]any{"identifiers": []map[string]string{{"type": "dns", "value": "ha.example.test"}}})
+	if resp.StatusCode != 201 {
+		t.Fatalf("newOrder: %d %s", resp.StatusCode, b)
 	}
-	order, err := cl.NewOrder(t.Context(), acct, acme.Order{Identifiers: []acme.Identifier{{Type: "dns", Value: "ha.example.test"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	orderURL, finalizeURL := resp.Header.Get("Location"), decode(t, b)["finalize"].(string)
 	key := newKey(t, elliptic.P256())
-	csr := csrFor(t, key, "ha.example.test")
+	csr := base64.RawURLEncoding.EncodeToString(csrFor(t, key, "ha.example.test"))
 	before := e.pebble.NewOrders()
 	release := e.pebble.HoldIssuance()
-	_, err = cl.FinalizeOrder(t.Context(), acct, order, csr)
-	release()
-	var p acme.Problem
-	if !errors.As(err, &p) || p.Status != http.StatusServiceUnavailable {
-		t.Fatalf("held finalize on node A: %v", err)
+	defer release()
+	resp, b = h.post(finalizeURL, map[string]string{"csr": csr})
+	if resp.StatusCode != 200 || decode(t, b)["status"] != "processing" {
+		t.Fatalf("held finalize on node A: %d %s", resp.StatusCode, b)
 	}
 	useB.Store(true) // node A is gone; B answers from the shared store
+	resp, b = h.post(finalizeURL, map[string]string{"csr": csr})
+	if resp.StatusCode != 200 || decode(t, b)["status"] != "processing" {
+		t.Fatalf("retried finalize on node B: %d %s", resp.StatusCode, b)
+	}
+	release()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		o, err := cl.FinalizeOrder(t.Context(), acct, order, csr)
-		if err == nil {
-			chains, err := cl.GetCertificateChain(t.Context(), acct, o.Certificate)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !key.PublicKey.Equal(parseLeaf(t, chains[0].ChainPEM).PublicKey) {
-				t.Fatal("wrong key")
+		resp, b = h.post(orderURL, nil)
+		o := decode(t, b)
+		if o["status"] == "valid" {
+			resp, b = h.post(o["certificate"].(string), nil)
+			if resp.StatusCode != 200 || !key.PublicKey.Equal(parseLeaf(t, b).PublicKey) {
+				t.Fatalf("certificate from node B: %d", resp.StatusCode)
 			}
 			break
 		}
-		if !errors.As(err, &p) || p.Status != http.StatusServiceUnavailable || time.Now().After(deadline) {
-			t.Fatalf("finalize on node B: %v", err)
+		if o["status"] != "processing" || time.Now().After(deadline) {
+			t.Fatalf("order on node B: %d %s", resp.StatusCode, b)
 		}
 	}
 	if n := e.pebble.NewOrders() - before; n != 1 {

@@ -48,6 +48,14 @@ func (g *Gateway) serveDirectory(w http.ResponseWriter, r *http.Request, s *reqS
 		return
 	}
 	dir["renewalInfo"] = g.renewalInfoURL(s)
+	if profiles := g.directoryProfiles(r.Context(), s); len(profiles) > 0 {
+		meta, _ := dir["meta"].(map[string]any)
+		if meta == nil {
+			meta = map[string]any{}
+		}
+		meta["profiles"] = profiles
+		dir["meta"] = meta
+	}
 	b, _ := json.Marshal(dir)
 	rec.body.Reset()
 	rec.body.Write(b)
@@ -111,34 +119,45 @@ func (g *Gateway) serveRenewalInfo(w http.ResponseWriter, r *http.Request, id st
 		"start": start.UTC().Format(time.RFC3339), "end": end.UTC().Format(time.RFC3339)}})
 }
 
-// newOrderReplacing checks a new order's "replaces" (a certificate of this
-// gateway, ordered by the same account, not replaced yet), lets smallstep
-// create the order, and records the replacement for the finalize.
-func (g *Gateway) newOrderReplacing(w http.ResponseWriter, r *http.Request, s *reqState, accountID, replaces string) {
+// newOrder lets smallstep create an order with what it does not know: a
+// "replaces" (checked first: a certificate of this gateway, ordered by the
+// same account, not replaced yet), recorded for the finalize, and a
+// profile (checked by the caller), recorded and echoed.
+func (g *Gateway) newOrder(w http.ResponseWriter, r *http.Request, s *reqState, accountID, replaces, profile string) {
 	ctx := r.Context()
-	c, ok := g.certByARIID(ctx, replaces)
-	if !ok || c.AccountID != accountID {
-		g.problem(w, r, http.StatusBadRequest, smacme.ErrorMalformedType, "replaces names no certificate of this account", 0)
-		return
-	}
-	if _, err := g.store.ACME().Get(ctx, replacedBucket, replaces); err == nil {
-		if n, err := g.db.CreateNonce(ctx); err == nil {
-			w.Header().Set("Replay-Nonce", string(n))
+	if replaces != "" {
+		c, ok := g.certByARIID(ctx, replaces)
+		if !ok || c.AccountID != accountID {
+			g.problem(w, r, http.StatusBadRequest, smacme.ErrorMalformedType, "replaces names no certificate of this account", 0)
+			return
 		}
-		writeProblem(w, http.StatusConflict, alreadyReplaced, "that certificate was already replaced", 0)
-		return
+		if _, err := g.store.ACME().Get(ctx, replacedBucket, replaces); err == nil {
+			if n, err := g.db.CreateNonce(ctx); err == nil {
+				w.Header().Set("Replay-Nonce", string(n))
+			}
+			writeProblem(w, http.StatusConflict, alreadyReplaced, "that certificate was already replaced", 0)
+			return
+		}
 	}
 	rec := &recorder{header: http.Header{}}
 	g.byRouter(s).ServeHTTP(rec, r)
 	if rec.status == http.StatusCreated {
 		loc := rec.header.Get("Location")
 		orderID := loc[strings.LastIndex(loc, "/")+1:]
-		_, swapped, err := g.store.ACME().CompareAndSwap(ctx, replacedBucket, replaces, nil, []byte(orderID))
-		if err == nil && swapped {
-			err = g.store.ACME().Set(ctx, replacesBucket, orderID, []byte(replaces))
+		if replaces != "" {
+			_, swapped, err := g.store.ACME().CompareAndSwap(ctx, replacedBucket, replaces, nil, []byte(orderID))
+			if err == nil && swapped {
+				err = g.store.ACME().Set(ctx, replacesBucket, orderID, []byte(replaces))
+			}
+			if err != nil {
+				g.log.Warn("recording an order's replaces", zap.Error(err))
+			}
 		}
-		if err != nil {
-			g.log.Warn("recording an order's replaces", zap.Error(err))
+		if profile != "" {
+			if err := g.store.ACME().Set(ctx, profilesBucket, orderID, []byte(profile)); err != nil {
+				g.log.Warn("recording an order's profile", zap.Error(err))
+			}
+			rec.setBody(withProfile(rec.body.Bytes(), profile))
 		}
 	}
 	rec.flush(w)

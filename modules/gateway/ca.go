@@ -35,6 +35,8 @@ type pullRecord struct {
 	Created    time.Time `json:"created"`
 	// Names are the certificate's names, sorted, for pacing
 	Names []string `json:"names,omitempty"`
+	// OrderID is the gateway order whose finalize made the record
+	OrderID string `json:"order_id,omitempty"`
 }
 
 // pull is one finalize in flight on this node, found by the CA service by
@@ -44,6 +46,10 @@ type pull struct {
 	remote  string
 	// replaces is the ARI ID of the certificate the order replaces
 	replaces string
+	// profile is the order's profile ("" for the CA's default)
+	profile string
+	// orderID is the gateway order being finalized
+	orderID string
 	// limited is set when pacing refuses the pull (limit per window):
 	// retry after it
 	limited time.Duration
@@ -135,7 +141,9 @@ func (g *Gateway) issue(ctx context.Context, p *pull, csr *x509.CertificateReque
 	if err != nil {
 		return nil, err
 	}
-	if chain := g.fresh(ctx, t, csr); chain != nil {
+	// a pull that knows its workflow (a processing order being completed)
+	// takes that workflow's certificate
+	if chain := g.fresh(ctx, t, csr, p.profile); p.workflowID == "" && chain != nil {
 		g.use(ctx, t, "token.reused", map[string]any{"certificate_id": t.CertificateID, "remote": p.remote})
 		return chain, nil
 	}
@@ -145,33 +153,16 @@ func (g *Gateway) issue(ctx context.Context, p *pull, csr *x509.CertificateReque
 	}
 	slices.Sort(names)
 	key := t.ID + "/" + hash
-	if _, err := g.store.ACME().Get(ctx, pullsBucket, key); errors.Is(err, storage.ErrNotFound) {
-		limit, window := g.duplicateLimit(ctx, t)
-		if wait, err := g.pace(ctx, t.ID, names, limit, window); err != nil {
-			return nil, err
-		} else if wait > 0 {
-			p.limited, p.limit, p.window = wait, limit, window
-			g.use(ctx, t, "token.refused", map[string]any{"reason": "duplicate-certificate pacing", "identifiers": names,
-				"retry_after": wait.String()})
-			return nil, errLimited
-		}
-	}
-	rec := pullRecord{WorkflowID: storage.NewID("wf"), TokenID: t.ID, Created: g.clock().UTC(), Names: names}
-	raw, _ := json.Marshal(rec)
-	found, swapped, err := g.store.ACME().CompareAndSwap(ctx, pullsBucket, key, nil, raw)
+	rec, err := g.pullRecordFor(ctx, t, p, key, names)
 	if err != nil {
-		return nil, fmt.Errorf("issuing through the gateway: recording the pull: %w", err)
-	}
-	if !swapped {
-		if err := json.Unmarshal(found, &rec); err != nil {
-			return nil, fmt.Errorf("issuing through the gateway: reading the pull: %w", err)
-		}
+		return nil, err
 	}
 	p.workflowID = rec.WorkflowID
 	w, err := g.engine.Get(ctx, rec.WorkflowID)
 	if errors.Is(err, storage.ErrNotFound) {
 		w, err = g.engine.Create(ctx, workflow.Request{ID: rec.WorkflowID, IssuerID: t.Spec.IssuerID, Identifiers: ids,
-			Trigger: workflow.TriggerGateway, Group: t.Group, CSR: csr.Raw, Actor: "gateway@" + p.remote, Replaces: p.replaces})
+			Trigger: workflow.TriggerGateway, Group: t.Group, CSR: csr.Raw, Actor: "gateway@" + p.remote, Replaces: p.replaces,
+			Profile: p.profile})
 		if errors.Is(err, storage.ErrDuplicate) { // another node made it meanwhile
 			w, err = g.engine.Get(ctx, rec.WorkflowID)
 		}
@@ -199,6 +190,64 @@ func (g *Gateway) issue(ctx context.Context, p *pull, csr *x509.CertificateReque
 		}
 		if w, err = g.engine.Get(context.WithoutCancel(ctx), w.ID); err != nil {
 			return nil, fmt.Errorf("issuing through the gateway: %w", err)
+		}
+	}
+}
+
+// pullRecordFor returns the pull record of a token and CSR: the existing
+// one (a retried finalize, or a poll of a processing order: the same
+// workflow), or a new one with a new workflow ID once pacing allows it.
+// An existing record whose workflow failed or was cancelled is replaced
+// when a different order finalizes the same CSR: that is a new attempt.
+// The record is taken with compare-and-swap, so concurrent finalizes on
+// any node agree on one workflow.
+func (g *Gateway) pullRecordFor(ctx context.Context, t *storage.Token, p *pull, key string, names []string) (pullRecord, error) {
+	for attempt := 0; ; attempt++ {
+		old, err := g.store.ACME().Get(ctx, pullsBucket, key)
+		if errors.Is(err, storage.ErrNotFound) {
+			old, err = nil, nil
+		}
+		if err != nil {
+			return pullRecord{}, fmt.Errorf("issuing through the gateway: reading the pull: %w", err)
+		}
+		var rec pullRecord
+		if old != nil {
+			if err := json.Unmarshal(old, &rec); err != nil {
+				return pullRecord{}, fmt.Errorf("issuing through the gateway: reading the pull: %w", err)
+			}
+			if p.workflowID != "" || p.orderID == "" || rec.OrderID == "" || rec.OrderID == p.orderID {
+				return rec, nil
+			}
+			if w, err := g.engine.Get(ctx, rec.WorkflowID); err != nil ||
+				(w.State != storage.StateFailed && w.State != storage.StateCancelled) {
+				return rec, nil
+			}
+		}
+		limit, window := g.duplicateLimit(ctx, t)
+		if wait, err := g.pace(ctx, t.ID, names, limit, window); err != nil {
+			return pullRecord{}, err
+		} else if wait > 0 {
+			p.limited, p.limit, p.window = wait, limit, window
+			g.use(ctx, t, "token.refused", map[string]any{"reason": "duplicate-certificate pacing", "identifiers": names,
+				"retry_after": wait.String()})
+			return pullRecord{}, errLimited
+		}
+		rec = pullRecord{WorkflowID: storage.NewID("wf"), TokenID: t.ID, Created: g.clock().UTC(), Names: names, OrderID: p.orderID}
+		raw, _ := json.Marshal(rec)
+		found, swapped, err := g.store.ACME().CompareAndSwap(ctx, pullsBucket, key, old, raw)
+		if err != nil {
+			return pullRecord{}, fmt.Errorf("issuing through the gateway: recording the pull: %w", err)
+		}
+		if swapped {
+			return rec, nil
+		}
+		// another finalize recorded the pull meanwhile: take its workflow
+		// (the slot taken above errs on the CA's side, like a failed order)
+		if found != nil && json.Unmarshal(found, &rec) == nil && (attempt >= 3 || rec.OrderID == p.orderID || old == nil) {
+			return rec, nil
+		}
+		if attempt >= 3 {
+			return pullRecord{}, errors.New("issuing through the gateway: too much contention on the pull record")
 		}
 	}
 }
@@ -237,10 +286,10 @@ func (g *Gateway) duplicateLimit(ctx context.Context, t *storage.Token) (int, ti
 		return 0, 0
 	}
 	e, ok := issuers.LookupCatalog(iss.CatalogID)
-	if !ok || e.DuplicateLimit == nil {
+	if !ok {
 		return 0, 0
 	}
-	return e.DuplicateLimit.Count, e.DuplicateLimit.WindowDuration()
+	return e.DuplicateLimit.Limit()
 }
 
 // paceBucket holds, per token and exact set of names, when its new
@@ -256,8 +305,7 @@ func (g *Gateway) pace(ctx context.Context, tokenID string, names []string, limi
 	if limit <= 0 || window <= 0 {
 		return 0, nil
 	}
-	h := sha256.Sum256([]byte(strings.Join(names, "\n")))
-	key := tokenID + "/" + hex.EncodeToString(h[:])
+	key := paceKey(tokenID, names)
 	for attempt := 0; ; attempt++ {
 		old, err := g.store.ACME().Get(ctx, paceBucket, key)
 		if errors.Is(err, storage.ErrNotFound) {
@@ -293,15 +341,22 @@ func (g *Gateway) pace(ctx context.Context, tokenID string, names []string, limi
 	}
 }
 
+// paceKey is the pacing record of a token and exact set of names (sorted).
+func paceKey(tokenID string, names []string) string {
+	h := sha256.Sum256([]byte(strings.Join(names, "\n")))
+	return tokenID + "/" + hex.EncodeToString(h[:])
+}
+
 // fresh returns the token's current certificate if the CSR asks for it
-// again (same public key, same names) while it is fresh (in the first
-// third of its lifetime): a re-pull costs the upstream CA nothing.
-func (g *Gateway) fresh(ctx context.Context, t *storage.Token, csr *x509.CertificateRequest) []*x509.Certificate {
+// again (same public key, same names, and the same profile when the order
+// names one) while it is fresh (in the first third of its lifetime): a
+// re-pull costs the upstream CA nothing.
+func (g *Gateway) fresh(ctx context.Context, t *storage.Token, csr *x509.CertificateRequest, profile string) []*x509.Certificate {
 	if t.CertificateID == "" {
 		return nil
 	}
 	c, err := g.store.Certificates().Get(ctx, t.CertificateID)
-	if err != nil || c.Status != storage.CertStatusActive {
+	if err != nil || c.Status != storage.CertStatusActive || (profile != "" && c.Profile != profile) {
 		return nil
 	}
 	now := g.clock()

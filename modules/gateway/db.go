@@ -250,7 +250,13 @@ func (d *db) CreateChallenge(ctx context.Context, ch *acme.Challenge) error {
 }
 
 // CreateAuthorization creates the authorization valid, for names in scope.
+// One without challenges is refused: smallstep offers dns-01 for every DNS
+// name (only dns-01 for a wildcard, RFC 8555 §7.1.4) and http-01 for names
+// and IPs, so none should come, and an empty list breaks clients.
 func (d *db) CreateAuthorization(ctx context.Context, az *acme.Authorization) error {
+	if len(az.Challenges) == 0 {
+		return acme.NewErrorISE("authorization for %s has no challenges", az.Identifier.Value)
+	}
 	name := az.Identifier.Value
 	if az.Wildcard && !strings.HasPrefix(name, "*.") {
 		name = "*." + name

@@ -46,9 +46,9 @@ type Options struct {
 	// Host is used in links when a request has no Host header.
 	Host string
 	// FinalizeWait bounds how long a finalize waits for the upstream CA
-	// before answering a retryable problem. Default: 25s.
+	// before answering the order in status processing. Default: 25s.
 	FinalizeWait time.Duration
-	// RetryAfter is the Retry-After of that problem. Default: 5s.
+	// RetryAfter is the Retry-After of a processing order. Default: 5s.
 	RetryAfter time.Duration
 	// MaxBodyBytes caps a request body. Default: 64 KiB.
 	MaxBodyBytes int64
@@ -311,6 +311,7 @@ func (g *Gateway) precheck(w http.ResponseWriter, r *http.Request, s *reqState, 
 		var nor struct {
 			Identifiers []acme.Identifier `json:"identifiers"`
 			Replaces    string            `json:"replaces"`
+			Profile     json.RawMessage   `json:"profile"`
 		}
 		if json.Unmarshal(req.payload, &nor) != nil || req.accountID == "" {
 			return false
@@ -328,8 +329,12 @@ func (g *Gateway) precheck(w http.ResponseWriter, r *http.Request, s *reqState, 
 				return true
 			}
 		}
-		if nor.Replaces != "" {
-			g.newOrderReplacing(w, r, s, req.accountID, nor.Replaces)
+		profile, ok := g.orderProfile(w, r, t, nor.Profile)
+		if !ok {
+			return true
+		}
+		if nor.Replaces != "" || profile != "" {
+			g.newOrder(w, r, s, req.accountID, nor.Replaces, profile)
 			return true
 		}
 	case strings.Contains(path, "/order/") && strings.HasSuffix(path, "/finalize"):
@@ -361,6 +366,9 @@ func (g *Gateway) precheck(w http.ResponseWriter, r *http.Request, s *reqState, 
 			return true
 		}
 		g.finalize(w, r, s, t, der)
+		return true
+	case strings.Contains(path, "/order/"):
+		g.serveOrder(w, r, s)
 		return true
 	}
 	return false
@@ -481,14 +489,22 @@ func checkCSR(t *storage.Token, csr *x509.CertificateRequest) string {
 }
 
 // finalize hands the finalize to smallstep with the pull registered for
-// the CA service; if issuance outlasts the wait, it answers a retryable
-// problem instead of smallstep's error, keeping smallstep's new nonce.
+// the CA service; if issuance outlasts the wait, it answers the order in
+// status processing instead of smallstep's error, keeping smallstep's new
+// nonce (see processing.go).
 func (g *Gateway) finalize(w http.ResponseWriter, r *http.Request, s *reqState, t *storage.Token, der []byte) {
 	hash := csrHash(der)
-	p := &pull{tokenID: t.ID, remote: s.remote}
-	if rest, ok := strings.CutSuffix(r.URL.Path, "/finalize"); ok {
-		p.replaces = g.replacesOf(r.Context(), rest[strings.LastIndex(rest, "/")+1:])
+	orderID := orderIDOf(r.URL.Path)
+	// an order already processing: the same CSR waits for its workflow
+	// again (below, found by the pull record); another CSR is refused
+	pr, processing := g.processingOf(r.Context(), orderID)
+	if processing && pr.CSRHash != hash {
+		g.problem(w, r, http.StatusForbidden, acme.ErrorOrderNotReadyType,
+			fmt.Sprintf("order %s is processing (workflow %s); poll it, or finalize with the same CSR", orderID, pr.WorkflowID), g.opts.RetryAfter)
+		return
 	}
+	p := &pull{tokenID: t.ID, remote: s.remote, replaces: g.replacesOf(r.Context(), orderID), profile: g.profileOf(r.Context(), orderID),
+		orderID: orderID}
 	g.pulls.put(hash, p)
 	defer g.pulls.del(hash, p)
 	rec := &recorder{header: http.Header{}}
@@ -505,14 +521,31 @@ func (g *Gateway) finalize(w http.ResponseWriter, r *http.Request, s *reqState, 
 		return
 	}
 	if p.pending {
-		for k, v := range rec.header {
-			if k == "Replay-Nonce" || k == "Link" {
-				w.Header()[k] = v
-			}
-		}
-		g.problemNoNonce(w, http.StatusServiceUnavailable, acme.ErrorServerInternalType,
-			fmt.Sprintf("the certificate is being issued (workflow %s); retry the finalize with the same CSR", p.workflowID), g.opts.RetryAfter)
+		g.answerProcessing(w, r, rec, orderID, p, der)
 		return
+	}
+	if rec.status == http.StatusOK {
+		if processing {
+			g.doneProcessing(r.Context(), orderID)
+		}
+		rec.setBody(withProfile(rec.body.Bytes(), p.profile))
+	}
+	rec.flush(w)
+}
+
+// serveOrder answers POST-as-GET of an order: smallstep's answer (which
+// verifies the request), with the order's profile, and for an order
+// processing at the gateway its status (see processing.go).
+func (g *Gateway) serveOrder(w http.ResponseWriter, r *http.Request, s *reqState) {
+	rec := &recorder{header: http.Header{}}
+	g.byRouter(s).ServeHTTP(rec, r)
+	orderID := orderIDOf(r.URL.Path)
+	if rec.status == http.StatusOK {
+		if pr, ok := g.processingOf(r.Context(), orderID); ok {
+			g.processingOrder(w, r, s, rec, orderID, pr)
+			return
+		}
+		rec.setBody(withProfile(rec.body.Bytes(), g.profileOf(r.Context(), orderID)))
 	}
 	rec.flush(w)
 }
@@ -543,6 +576,14 @@ func (r *recorder) Write(b []byte) (int, error) {
 	}
 	return r.body.Write(b)
 }
+
+// setBody replaces the recorded body.
+func (r *recorder) setBody(b []byte) {
+	r.body.Reset()
+	r.body.Write(b)
+	r.header.Del("Content-Length")
+}
+
 func (r *recorder) flush(w http.ResponseWriter) {
 	for k, v := range r.header {
 		w.Header()[k] = v

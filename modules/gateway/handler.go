@@ -41,10 +41,11 @@ func init() {
 //	}
 type Handler struct {
 	// FinalizeWait bounds how long a finalize waits for the upstream CA;
-	// past it the edge gets a retryable problem with Retry-After while the
-	// workflow carries on, and a retried finalize with the same CSR gets
-	// the certificate. Keep it below the edge clients' timeouts.
-	// Default: 25s.
+	// past it the edge gets the order in status processing with
+	// Retry-After while the workflow carries on, and the order turns valid
+	// with the certificate when it is done (a retried finalize with the
+	// same CSR waits for the same workflow). Keep it below the edge
+	// clients' timeouts. Default: 25s.
 	FinalizeWait caddy.Duration `json:"finalize_wait,omitempty"`
 
 	// DuplicateLimit caps new certificates for exactly the same names per

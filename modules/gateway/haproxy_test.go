@@ -91,11 +91,12 @@ func decode(t *testing.T, b []byte) map[string]any {
 	return m
 }
 
-func TestHAProxy33Sequence(t *testing.T) {
-	e := newGWEnv(t, gateway.Options{})
-	_, creds := e.token("haproxy.example.test")
+// startHAProxy33 reads the per-token directory at path and creates an
+// account there the way HAProxy 3.3 does (onlyReturnExisting first).
+func startHAProxy33(t *testing.T, e *gwEnv, path string) *haproxy33 {
+	t.Helper()
 	h := &haproxy33{t: t, hc: e.srv.Client(), key: newKey(t, elliptic.P384())}
-	resp, err := h.hc.Get(e.srv.URL + creds.DirectoryPath)
+	resp, err := h.hc.Get(e.srv.URL + path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,8 +119,15 @@ func TestHAProxy33Sequence(t *testing.T) {
 		t.Fatalf("newAccount: %d %s", resp.StatusCode, b)
 	}
 	h.kid = resp.Header.Get("Location")
+	return h
+}
 
-	resp, b = h.post(h.dir["newOrder"].(string), map[string]any{"identifiers": []map[string]string{{"type": "dns", "value": "haproxy.example.test"}}})
+func TestHAProxy33Sequence(t *testing.T) {
+	e := newGWEnv(t, gateway.Options{})
+	_, creds := e.token("haproxy.example.test")
+	h := startHAProxy33(t, e, creds.DirectoryPath)
+
+	resp, b := h.post(h.dir["newOrder"].(string), map[string]any{"identifiers": []map[string]string{{"type": "dns", "value": "haproxy.example.test"}}})
 	order := decode(t, b)
 	if resp.StatusCode != 201 {
 		t.Fatalf("newOrder: %d %s", resp.StatusCode, b)

@@ -2,7 +2,11 @@ package gateway_test
 
 import (
 	"crypto/elliptic"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -110,5 +114,74 @@ func TestPacingConcurrent(t *testing.T) {
 	}
 	if ok != 2 || limited != n-2 {
 		t.Fatalf("%d certificates and %d rateLimited, want 2 and %d", ok, limited, n-2)
+	}
+}
+
+// For every catalog CA that documents a duplicate-certificate limit (Let's
+// Encrypt: 5 per 168h; its staging: 30,000 per 168h), a token on that CA is
+// paced at exactly that limit: with the limit less one already used in the
+// window, one more new certificate is issued and the next is answered 429
+// rateLimited with an integer Retry-After (until the oldest slot leaves the
+// window), reaching no CA.
+func TestPacingAtCatalogLimit(t *testing.T) {
+	paced := map[string]bool{}
+	for _, ce := range issuers.Catalog() {
+		count, window := ce.DuplicateLimit.Limit()
+		if count == 0 {
+			continue
+		}
+		paced[ce.ID] = true
+		t.Run(ce.ID, func(t *testing.T) {
+			e := newGWEnv(t, gateway.Options{})
+			iss, err := e.app.Store().Issuers().Get(t.Context(), e.issuer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			iss.CatalogID = ce.ID // the Pebble directory stands in for it
+			if err := e.app.Store().Issuers().Update(t.Context(), iss); err != nil {
+				t.Fatal(err)
+			}
+			const name = "limit.example.test"
+			tok, creds := e.token(name)
+			// count-1 slots taken half a window ago
+			oldest := time.Now().Add(-window / 2).UTC()
+			slots := make([]time.Time, count-1)
+			for i := range slots {
+				slots[i] = oldest
+			}
+			raw, _ := json.Marshal(slots)
+			if err := e.app.Store().ACME().Set(t.Context(), gateway.PaceBucket, gateway.PaceKey(tok.ID, []string{name}), raw); err != nil {
+				t.Fatal(err)
+			}
+			h := startHAProxy33(t, e, creds.DirectoryPath)
+			finalize := func() (*http.Response, []byte) {
+				resp, b := h.post(h.dir["newOrder"].(string), map[string]any{"identifiers": []map[string]string{{"type": "dns", "value": name}}})
+				if resp.StatusCode != 201 {
+					t.Fatalf("newOrder: %d %s", resp.StatusCode, b)
+				}
+				csr := csrFor(t, newKey(t, elliptic.P256()), name)
+				return h.post(decode(t, b)["finalize"].(string), map[string]string{"csr": base64.RawURLEncoding.EncodeToString(csr)})
+			}
+			if resp, b := finalize(); resp.StatusCode != 200 {
+				t.Fatalf("new certificate %d of %d: %d %s", count, count, resp.StatusCode, b)
+			}
+			before := e.pebble.NewOrders()
+			resp, b := finalize()
+			p := decode(t, b)
+			if resp.StatusCode != 429 || p["type"] != "urn:ietf:params:acme:error:rateLimited" {
+				t.Fatalf("new certificate %d of %d: %d %s, want rateLimited", count+1, count, resp.StatusCode, b)
+			}
+			ra, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+			want := time.Until(oldest.Add(window))
+			if err != nil || time.Duration(ra)*time.Second < want-time.Minute || time.Duration(ra)*time.Second > want+time.Minute {
+				t.Fatalf("Retry-After %q, want about %v", resp.Header.Get("Retry-After"), want.Round(time.Second))
+			}
+			if e.pebble.NewOrders() != before {
+				t.Fatal("a paced pull reached the upstream CA")
+			}
+		})
+	}
+	if !paced["letsencrypt"] || !paced["letsencrypt-staging"] {
+		t.Fatalf("catalog CAs with a duplicate-certificate limit: %v, want letsencrypt and letsencrypt-staging", paced)
 	}
 }

@@ -12,9 +12,9 @@ import (
 
 // Prune removes gateway records nobody needs any more: pull records (CSR →
 // workflow, for a retried finalize) older than PullRetention, a
-// replacement's order record once that order has expired, and a replaced
-// certificate's record once that certificate has expired (it can no longer
-// be replaced twice). It returns how many it removed.
+// replacement's, profile's or processing order's record once that order
+// has expired, and a replaced certificate's record once that certificate
+// has expired (it can no longer be replaced twice). It returns how many it removed.
 func (g *Gateway) Prune(ctx context.Context) (int, error) {
 	now := g.clock()
 	removed := 0
@@ -36,13 +36,15 @@ func (g *Gateway) Prune(ctx context.Context) (int, error) {
 			del(pullsBucket, kv.Key)
 		}
 	}
-	if kvs, err = g.store.ACME().List(ctx, replacesBucket); err != nil {
-		return removed, fmt.Errorf("pruning replaces records: %w", err)
-	}
-	for _, kv := range kvs {
-		o, err := g.db.GetOrder(ctx, kv.Key)
-		if err != nil || (!o.ExpiresAt.IsZero() && now.After(o.ExpiresAt)) {
-			del(replacesBucket, kv.Key)
+	for _, bucket := range []string{replacesBucket, profilesBucket, processingBucket} {
+		if kvs, err = g.store.ACME().List(ctx, bucket); err != nil {
+			return removed, fmt.Errorf("pruning order records: %w", err)
+		}
+		for _, kv := range kvs {
+			o, err := g.db.GetOrder(ctx, kv.Key)
+			if err != nil || (!o.ExpiresAt.IsZero() && now.After(o.ExpiresAt)) {
+				del(bucket, kv.Key)
+			}
 		}
 	}
 	if kvs, err = g.store.ACME().List(ctx, replacedBucket); err != nil {

@@ -65,17 +65,31 @@ type CatalogEntry struct {
 	CAAIdentities []string `json:"caa_identities,omitempty"`
 	// Match identifies certificates issued by this CA.
 	Match IssuerMatch `json:"match"`
-	// DuplicateLimit is the CA's published duplicate-certificate limit
-	// (certificates for exactly the same set of names), if it has one.
+	// DuplicateLimit is what the CA documents about duplicate
+	// certificates (certificates for exactly the same set of names): its
+	// published limit, or None with a note when it documents none. Every
+	// entry but "custom" says one or the other.
 	DuplicateLimit *DuplicateLimit `json:"duplicate_certificate_limit,omitempty"`
 }
 
 // DuplicateLimit is at most Count certificates for exactly the same set of
-// names within Window (a Go duration, e.g. "168h").
+// names within Window (a Go duration, e.g. "168h"); or, with None, that the
+// CA publishes no such limit (Note says what was checked, Source where).
 type DuplicateLimit struct {
-	Count  int    `json:"count"`
-	Window string `json:"window"`
+	Count  int    `json:"count,omitempty"`
+	Window string `json:"window,omitempty"`
+	None   bool   `json:"none,omitempty"`
+	Note   string `json:"note,omitempty"`
 	Source string `json:"source,omitempty"`
+}
+
+// Limit returns the count and window to pace by; 0, 0 when the CA
+// documents none.
+func (l *DuplicateLimit) Limit() (int, time.Duration) {
+	if l == nil || l.None || l.Count < 1 || l.WindowDuration() <= 0 {
+		return 0, 0
+	}
+	return l.Count, l.WindowDuration()
 }
 
 // WindowDuration parses Window.
@@ -148,8 +162,13 @@ func parseCatalog(b []byte) ([]CatalogEntry, error) {
 		case e.Environment != EnvCustom && e.DirectoryURL == "":
 			return nil, fmt.Errorf("entry %q: directory_url is required", e.ID)
 		}
-		if l := e.DuplicateLimit; l != nil && (l.Count < 1 || l.WindowDuration() <= 0) {
-			return nil, fmt.Errorf("entry %q: duplicate_certificate_limit needs a positive count and window", e.ID)
+		if l := e.DuplicateLimit; l != nil {
+			switch {
+			case l.None && (l.Count != 0 || l.Window != "" || l.Note == ""):
+				return nil, fmt.Errorf("entry %q: duplicate_certificate_limit none takes a note and no count or window", e.ID)
+			case !l.None && (l.Count < 1 || l.WindowDuration() <= 0):
+				return nil, fmt.Errorf("entry %q: duplicate_certificate_limit needs a positive count and window, or none with a note", e.ID)
+			}
 		}
 		seen[e.ID] = true
 		if e.DirectoryURL != "" {

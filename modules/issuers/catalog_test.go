@@ -149,3 +149,48 @@ func TestMatchIssuer(t *testing.T) {
 		})
 	}
 }
+
+// Every CA in the catalog says what it documents about duplicate
+// certificates (certificates for exactly the same names): a limit with its
+// source, or explicitly none, with a note on what was checked. Nothing is
+// invented: only Let's Encrypt publishes one (production and staging).
+func TestCatalogDuplicateLimits(t *testing.T) {
+	documented := map[string][2]any{"letsencrypt": {5, "168h"}, "letsencrypt-staging": {30000, "168h"}}
+	for _, e := range Catalog() {
+		if e.ID == CustomCatalogID {
+			if e.DuplicateLimit != nil {
+				t.Errorf("custom: a custom directory has no catalog limit")
+			}
+			continue
+		}
+		l := e.DuplicateLimit
+		if l == nil {
+			t.Errorf("%s: no duplicate_certificate_limit (give the limit, or none with a note)", e.ID)
+			continue
+		}
+		if w, ok := documented[e.ID]; ok {
+			if l.None || l.Count != w[0] || l.Window != w[1] || !strings.HasPrefix(l.Source, "https://") {
+				t.Errorf("%s: duplicate limit %+v, want %v per %v with its source", e.ID, *l, w[0], w[1])
+			}
+			continue
+		}
+		if !l.None || l.Count != 0 || l.Window != "" || l.Note == "" {
+			t.Errorf("%s: duplicate limit %+v, want none documented, with a note", e.ID, *l)
+		}
+		if n, _ := l.Limit(); n != 0 {
+			t.Errorf("%s: a CA that documents no limit must not pace", e.ID)
+		}
+	}
+}
+
+func TestCatalogDuplicateLimitChecked(t *testing.T) {
+	for name, doc := range map[string]string{
+		"none with count": `{"entries":[{"id":"a","name":"x","setup":["s"],"eab":"none","environment":"production","directory_url":"https://x/","duplicate_certificate_limit":{"none":true,"count":5,"window":"1h","note":"n"}}]}`,
+		"none no note":    `{"entries":[{"id":"a","name":"x","setup":["s"],"eab":"none","environment":"production","directory_url":"https://x/","duplicate_certificate_limit":{"none":true}}]}`,
+		"no count":        `{"entries":[{"id":"a","name":"x","setup":["s"],"eab":"none","environment":"production","directory_url":"https://x/","duplicate_certificate_limit":{"window":"1h"}}]}`,
+	} {
+		if _, err := parseCatalog([]byte(doc)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
