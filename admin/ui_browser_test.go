@@ -43,13 +43,17 @@ func needChromium(t *testing.T) {
 }
 
 // TestUIScreens drives headless chromium through Caddy's real basic_auth
-// and the certlocker_ui handler, against in-process Pebble and the
-// Cloudflare API stand-in: sign in, see the empty workflows list, verify a
-// Cloudflare DNS provider, place a mixed dns-01/http-01 order through the
-// new-order form and watch its timeline reach issued live, watch another
-// order appear and issue on the open list, open the inventory drawer, and
-// find the audit entries. With CERTLOCKER_SCREENSHOTS=1 it saves a
-// screenshot of every screen under docs/screenshots/.
+// and the certlocker_ui handler, against in-process Pebble (with external
+// account binding) and the Cloudflare API stand-in: sign in, see the empty
+// workflows list, create the ACME client through its form (catalog picker,
+// EAB fields) and see its directory meta, create a Cloudflare DNS provider
+// through its form and press Verify, preview a mixed dns-01/http-01 order
+// and place it through the new-order form and watch its timeline reach
+// issued live, watch another order appear and issue on the open list, open
+// the inventory drawer, import a certificate through the import form, and
+// find the audit entries. No secret reaches a page or the logs. With
+// CERTLOCKER_SCREENSHOTS=1 it saves a screenshot of every screen under
+// docs/screenshots/.
 func TestUIScreens(t *testing.T) {
 	needChromium(t)
 	dir := t.TempDir()
@@ -57,7 +61,11 @@ func TestUIScreens(t *testing.T) {
 	t.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
 	t.Setenv(certlocker.EnvEncryptionKey, "")
 
-	p := acmetest.NewPebble(t, acmetest.PebbleOptions{VAAlwaysValid: true})
+	p := acmetest.NewPebble(t, acmetest.PebbleOptions{VAAlwaysValid: true, RequireEAB: true,
+		Profiles: map[string]acmetest.Profile{"tlsserver": {Description: "TLS server certificates, 90 days"},
+			"shortlived": {Description: "Six-day certificates", Validity: 6 * 24 * time.Hour}}})
+	eabKID := "kid-browser"
+	eabMAC := p.NewExternalAccountKey(eabKID)
 	d := acmetest.NewDNSServer(t, "example.test")
 	cf := acmetest.NewCloudflare(t, d)
 	cfToken := "cf-browser-" + hexToken(t)
@@ -75,8 +83,11 @@ func TestUIScreens(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	base := "http://" + addr
+	logPath := filepath.Join(dir, "caddy.log")
 	cfg := mustJSON(map[string]any{
 		"admin": map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
+		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"level": "DEBUG",
+			"writer": map[string]any{"output": "file", "filename": logPath, "roll": false}}}},
 		"apps": map[string]any{
 			"certlocker": map[string]any{
 				"storage": map[string]any{"path": filepath.Join(dir, "c.db")}, "node_id": "n1",
@@ -151,46 +162,96 @@ func TestUIScreens(t *testing.T) {
 	}
 	shot(t, ctx, "workflows-empty")
 
-	// an ACME client and a Cloudflare DNS provider through the UI's JSON
-	// API, as a script signed in through basic_auth does
-	api := uiClient{t: t, base: base, authz: authz}
-	api.csrf()
-	st, v := api.call("POST", "/api/issuers", mustJSON(map[string]any{"name": "pebble", "directory_url": p.DirectoryURL(),
-		"contacts": []string{"ops@example.com"}, "custom_roots_pem": string(p.WFECertPEM()), "agree_terms": true}))
-	if st != http.StatusCreated {
-		t.Fatalf("create the ACME client: %d %v", st, v)
+	// the ACME client, through its form: the catalog picker (a custom
+	// directory here: Pebble), the EAB fields, the contact
+	run(chromedp.Navigate(base+"/issuers"), chromedp.WaitVisible(chromedp.CSS(".empty")),
+		chromedp.Click(chromedp.CSS("#new-issuer"), chromedp.NodeVisible), chromedp.WaitVisible(chromedp.CSS("#issuer-form")))
+	if !strings.Contains(text("#catalog"), "Let's Encrypt") || !strings.Contains(text("#catalog"), "ZeroSSL") {
+		t.Fatal("the catalog picker lacks the catalog's CAs")
 	}
-	issuerID := v["id"].(string)
-	st, v = api.call("POST", "/api/dns-providers", mustJSON(map[string]any{"name": "cloudflare", "type": "cloudflare",
-		"zones": []string{"example.test"}, "credentials": map[string]string{"api_token": cfToken}}))
-	if st != http.StatusCreated {
-		t.Fatalf("create the DNS provider: %d %v", st, v)
+	run(chromedp.Click(chromedp.CSS("#catalog-custom"), chromedp.NodeVisible),
+		chromedp.SendKeys(chromedp.CSS("#name"), "pebble"),
+		chromedp.SendKeys(chromedp.CSS("#directory_url"), p.DirectoryURL()),
+		chromedp.SetValue(chromedp.CSS("#custom_roots_pem"), string(p.WFECertPEM())),
+		chromedp.SendKeys(chromedp.CSS("#eab_key_id"), eabKID),
+		chromedp.SendKeys(chromedp.CSS("#eab_mac_key"), eabMAC),
+		chromedp.SendKeys(chromedp.CSS("#contacts"), "ops@example.com"),
+		chromedp.Click(chromedp.CSS("#agree_terms")))
+	shot(t, ctx, "issuer-new")
+	run(chromedp.Click(chromedp.CSS(`#issuer-form button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS("#issuer-status")))
+	if got := text("#issuer-status"); got != "valid" {
+		t.Fatalf("the new ACME client is %q", got)
 	}
-
+	meta := text("#directory-meta")
+	for _, want := range []string{"pebble.letsencrypt.org", "required"} {
+		if !strings.Contains(meta, want) {
+			t.Fatalf("the directory meta lacks %q:\n%s", want, meta)
+		}
+	}
+	if !strings.Contains(text("#profiles"), "shortlived") {
+		t.Fatal("the CA's profiles are not shown")
+	}
+	shot(t, ctx, "issuer")
+	loc, err := chromedp.Run(ctx, chromedp.Location())
+	if err != nil || !strings.Contains(loc, "/issuers/iss_") {
+		t.Fatalf("after the ACME client form: %s %v", loc, err)
+	}
+	issuerID := loc[strings.Index(loc, "/issuers/")+len("/issuers/") : strings.Index(loc, "?")]
 	run(chromedp.Navigate(base+"/issuers"), chromedp.WaitVisible(chromedp.CSS("#issuers")))
 	if !strings.Contains(text("#issuers"), "pebble") {
 		t.Fatal("the ACME client is not listed")
 	}
 	shot(t, ctx, "issuers")
 
-	// Verify, from the DNS providers screen
-	run(chromedp.Navigate(base+"/dns-providers"), chromedp.WaitVisible(chromedp.CSS("#dns-providers")))
-	run(chromedp.Click(chromedp.CSS(`#dns-providers button[type=submit]`), chromedp.NodeVisible),
-		chromedp.WaitVisible(chromedp.CSS(".flash")))
+	// the Cloudflare DNS provider, through its form; then Verify on its page
+	run(chromedp.Navigate(base+"/dns-providers"), chromedp.WaitVisible(chromedp.CSS(".empty")),
+		chromedp.Click(chromedp.CSS("#new-dns"), chromedp.NodeVisible), chromedp.WaitVisible(chromedp.CSS("#dns-form")),
+		chromedp.SendKeys(chromedp.CSS("#name"), "cloudflare"),
+		chromedp.SendKeys(chromedp.CSS("#zones"), "example.test"),
+		chromedp.SendKeys(chromedp.CSS("#api_token"), cfToken))
+	shot(t, ctx, "dns-provider-new")
+	run(chromedp.Click(chromedp.CSS(`#dns-form button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS("#dns-status")))
+	if got := text("#dns-status"); got != "unverified" {
+		t.Fatalf("the new DNS provider is %q", got)
+	}
+	// the verification's result replaces "Not verified yet" on the page
+	run(chromedp.Click(chromedp.CSS("#verify"), chromedp.NodeVisible), chromedp.WaitVisible(chromedp.CSS("div#verification")))
 	if got := text(".flash"); got != "verified" {
 		t.Fatalf("verify: %q", got)
 	}
+	if got := text("#dns-status"); got != "verified" {
+		t.Fatalf("after Verify the provider is %q", got)
+	}
+	if v := text("#verification"); !strings.Contains(v, "Verified") || !strings.Contains(v, "can publish and remove challenge records in example.test") {
+		t.Fatalf("the verification result:\n%s", v)
+	}
+	shot(t, ctx, "dns-provider")
+	run(chromedp.Navigate(base+"/dns-providers"), chromedp.WaitVisible(chromedp.CSS("#dns-providers")))
 	if !strings.Contains(text("#dns-providers"), "verified") {
-		t.Fatal("the provider is not shown verified")
+		t.Fatal("the provider is not listed verified")
 	}
 	shot(t, ctx, "dns-providers")
 
-	// a mixed order through the form; its timeline runs live to issued
+	// a mixed order through the form: preview it, then place it; its
+	// timeline runs live to issued
 	run(chromedp.Navigate(base+"/workflows/new"), chromedp.WaitVisible(chromedp.CSS("#new-order")),
-		chromedp.SendKeys(chromedp.CSS("#identifiers"), "*.example.test dns-01\nwww.example.test http-01"))
+		chromedp.SendKeys(chromedp.CSS("#identifiers"), "*.example.test dns-01\nwww.example.test http-01"),
+		chromedp.Click(chromedp.CSS("#preview-button")), chromedp.WaitVisible(chromedp.CSS("#preview")))
+	pv := text("#preview")
+	for _, want := range []string{"Publish TXT _acme-challenge.example.test in zone example.test through cloudflare", "http://www.example.test/.well-known/acme-challenge/"} {
+		if !strings.Contains(pv, want) {
+			t.Fatalf("the preview lacks %q:\n%s", want, pv)
+		}
+	}
+	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#preview-problems").length`)); err != nil || n != 0 {
+		t.Fatalf("the preview sees problems: %d %v\n%s", n, err, pv)
+	}
+	if !strings.Contains(text("#issuer-info"), "Custom ACME directory") {
+		t.Fatal("the issuer picker does not show the client's CA")
+	}
 	shot(t, ctx, "new-order")
-	run(chromedp.Click(chromedp.CSS(`#new-order button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS("#timeline")))
-	loc, err := chromedp.Run(ctx, chromedp.Location())
+	run(chromedp.Click(chromedp.CSS(`#place-order`)), chromedp.WaitVisible(chromedp.CSS("#timeline")))
+	loc, err = chromedp.Run(ctx, chromedp.Location())
 	if err != nil || !strings.Contains(loc, "/workflows/wf_") {
 		t.Fatalf("after the form: %s %v", loc, err)
 	}
@@ -200,11 +261,13 @@ func TestUIScreens(t *testing.T) {
 	}
 	shot(t, ctx, "workflow-detail")
 
-	// the list is live: an order placed elsewhere appears and issues
-	// without a reload
+	// the list is live: an order placed elsewhere (a script on the UI's
+	// JSON API) appears and issues without a reload
+	api := uiClient{t: t, base: base, authz: authz}
+	api.csrf()
 	run(chromedp.Navigate(base+"/workflows"), chromedp.WaitVisible(chromedp.CSS("#workflows")),
 		chromedp.WaitVisible(chromedp.CSS("#live-status")))
-	st, v = api.call("POST", "/api/workflows", mustJSON(map[string]any{"issuer_id": issuerID,
+	st, v := api.call("POST", "/api/workflows", mustJSON(map[string]any{"issuer_id": issuerID,
 		"identifiers": []any{map[string]any{"value": "api.example.test", "challenge": "http-01"}}}))
 	if st != http.StatusCreated {
 		t.Fatalf("order through the API: %d %v", st, v)
@@ -231,20 +294,49 @@ func TestUIScreens(t *testing.T) {
 	}
 	shot(t, ctx, "inventory-drawer")
 
+	// import a certificate made elsewhere, with its key, through the form
+	fx := newCertFixture(t, []string{"legacy.example.test"}, time.Now().Add(60*24*time.Hour))
+	run(chromedp.Navigate(base+"/inventory"), chromedp.Click(chromedp.CSS("#import"), chromedp.NodeVisible),
+		chromedp.WaitVisible(chromedp.CSS("#import-form")),
+		chromedp.SetValue(chromedp.CSS("#pem"), fx.chain), chromedp.SetValue(chromedp.CSS("#key_pem"), "not a key"))
+	run(chromedp.Click(chromedp.CSS(`#import-form button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS(".error")))
+	if got := text(".error"); !strings.Contains(got, "Private key: not PEM") {
+		t.Fatalf("a bad key: %q", got)
+	}
+	run(chromedp.SetValue(chromedp.CSS("#key_pem"), fx.key))
+	shot(t, ctx, "import")
+	run(chromedp.Click(chromedp.CSS(`#import-form button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS("#drawer")))
+	if got := text(".flash"); got != "certificate imported" || !strings.Contains(text("#drawer"), "legacy.example.test") {
+		t.Fatalf("after the import: %q", got)
+	}
+
 	// the audit log has the UI user's changes, with where they came from
 	run(chromedp.Navigate(base+"/audit?actor=ui:"+user+"@127.0.0.1"), chromedp.WaitVisible(chromedp.CSS("#audit")))
 	audit := text("#audit")
-	for _, want := range []string{"issuer.create", "dns_provider.create", "dns_provider.verify", "workflow.create"} {
+	for _, want := range []string{"issuer.create", "dns_provider.create", "dns_provider.verify", "workflow.create", "certificate.import"} {
 		if !strings.Contains(audit, want) {
 			t.Fatalf("the audit log lacks %s:\n%s", want, audit)
 		}
 	}
 	shot(t, ctx, "audit")
 
-	// no secret reached the browser
-	html, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.documentElement.outerHTML`))
-	if err != nil || strings.Contains(html, cfToken) {
-		t.Fatalf("the audit page shows the DNS token (%v)", err)
+	// no secret reached the browser, on any screen, or the logs
+	keyLine := strings.TrimSpace(strings.Split(fx.key, "\n")[1])
+	for _, page := range []string{"/audit", "/issuers", "/issuers/" + issuerID, "/dns-providers", "/workflows/new", "/inventory"} {
+		run(chromedp.Navigate(base + page))
+		html, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.documentElement.outerHTML`))
+		if err != nil || strings.Contains(html, cfToken) || strings.Contains(html, eabMAC) || strings.Contains(html, keyLine) {
+			t.Fatalf("%s shows a secret (%v)", page, err)
+		}
+	}
+	logs, err := os.ReadFile(logPath)
+	if err != nil || !strings.Contains(string(logs), "dns provider verified") {
+		t.Fatalf("the log capture: %v", err)
+	}
+	for _, s := range []string{cfToken, eabMAC, keyLine} {
+		if strings.Contains(string(logs), s) {
+			t.Fatal("the logs hold a secret")
+		}
 	}
 }
 

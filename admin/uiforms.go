@@ -908,7 +908,12 @@ func importMessage(res apiResult) string {
 	case "pem":
 		m = "Certificate chain: " + strings.TrimPrefix(m, "pem: ")
 	case "key_pem":
-		m = "Private key: " + strings.TrimPrefix(m, "key_pem: ")
+		m = strings.TrimPrefix(m, "key_pem: ")
+		if strings.HasPrefix(m, "not PEM") {
+			// the parser's words are about chains; this field holds a key
+			m = "not PEM: expected a block starting with -----BEGIN PRIVATE KEY----- (or EC/RSA PRIVATE KEY)"
+		}
+		m = "Private key: " + m
 	}
 	return m
 }

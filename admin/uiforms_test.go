@@ -236,9 +236,15 @@ func TestUIIssuerForm(t *testing.T) {
 			"unknown EAB key at the CA":  {with("eab_key_id", "kid-nobody"), 422, "refused"},
 			"a contact that is no email": {with("contacts", "ops at example"), 400, "is not an email address"},
 			"another group":              {with("group", "B"), 400, "group"},
-			"CA needing EAB without it":  {func() url.Values { v := with("eab_key_id", ""); v.Del("eab_mac_key"); v.Set("catalog_id", "google"); v.Del("directory_url"); return v }(), 400, "requires external account binding"},
-			"retired CA":                 {func() url.Values { v := with("catalog_id", "buypass"); v.Del("directory_url"); return v }(), 400, "retired"},
-			"no name":                    {with("name", ""), 400, "name must be"},
+			"CA needing EAB without it": {func() url.Values {
+				v := with("eab_key_id", "")
+				v.Del("eab_mac_key")
+				v.Set("catalog_id", "google")
+				v.Del("directory_url")
+				return v
+			}(), 400, "requires external account binding"},
+			"retired CA": {func() url.Values { v := with("catalog_id", "buypass"); v.Del("directory_url"); return v }(), 400, "retired"},
+			"no name":    {with("name", ""), 400, "name must be"},
 		}
 		before := countIssuers(t, f.app)
 		for name, c := range cases {
