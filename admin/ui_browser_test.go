@@ -169,6 +169,10 @@ func TestUIScreens(t *testing.T) {
 	if !strings.Contains(text("#catalog"), "Let's Encrypt") || !strings.Contains(text("#catalog"), "ZeroSSL") {
 		t.Fatal("the catalog picker lacks the catalog's CAs")
 	}
+	// picking a CA opens its guidance
+	run(chromedp.Click(chromedp.CSS("#catalog-google"), chromedp.NodeVisible),
+		chromedp.WaitVisible(chromedp.CSS(`.card[data-catalog="google"] details[open] li`)))
+	shot(t, ctx, "issuer-new")
 	run(chromedp.Click(chromedp.CSS("#catalog-custom"), chromedp.NodeVisible),
 		chromedp.SendKeys(chromedp.CSS("#name"), "pebble"),
 		chromedp.SendKeys(chromedp.CSS("#directory_url"), p.DirectoryURL()),
@@ -177,7 +181,6 @@ func TestUIScreens(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS("#eab_mac_key"), eabMAC),
 		chromedp.SendKeys(chromedp.CSS("#contacts"), "ops@example.com"),
 		chromedp.Click(chromedp.CSS("#agree_terms")))
-	shot(t, ctx, "issuer-new")
 	run(chromedp.Click(chromedp.CSS(`#issuer-form button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS("#issuer-status")))
 	if got := text("#issuer-status"); got != "valid" {
 		t.Fatalf("the new ACME client is %q", got)
@@ -249,7 +252,12 @@ func TestUIScreens(t *testing.T) {
 	if !strings.Contains(text("#issuer-info"), "Custom ACME directory") {
 		t.Fatal("the issuer picker does not show the client's CA")
 	}
+	run(chromedp.ScrollIntoView(chromedp.CSS("#issuer_id")))
 	shot(t, ctx, "new-order")
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById("preview").scrollIntoView({block: "start"}); true`)); err != nil {
+		t.Fatal(err)
+	}
+	shot(t, ctx, "new-order-preview")
 	run(chromedp.Click(chromedp.CSS(`#place-order`)), chromedp.WaitVisible(chromedp.CSS("#timeline")))
 	loc, err = chromedp.Run(ctx, chromedp.Location())
 	if err != nil || !strings.Contains(loc, "/workflows/wf_") {
@@ -303,8 +311,12 @@ func TestUIScreens(t *testing.T) {
 	if got := text(".error"); !strings.Contains(got, "Private key: not PEM") {
 		t.Fatalf("a bad key: %q", got)
 	}
-	run(chromedp.SetValue(chromedp.CSS("#key_pem"), fx.key))
+	// the error is shown, the chain kept, the key field empty: keys are never written back
+	if got, err := chromedp.Run(ctx, chromedp.Value(chromedp.CSS("#key_pem"))); err != nil || got != "" {
+		t.Fatalf("the key field after an error: %q %v", got, err)
+	}
 	shot(t, ctx, "import")
+	run(chromedp.SetValue(chromedp.CSS("#key_pem"), fx.key))
 	run(chromedp.Click(chromedp.CSS(`#import-form button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS("#drawer")))
 	if got := text(".flash"); got != "certificate imported" || !strings.Contains(text("#drawer"), "legacy.example.test") {
 		t.Fatalf("after the import: %q", got)
