@@ -50,6 +50,7 @@ func newUIFixture(t *testing.T) *uiFixture {
 		"users": []any{
 			map[string]any{"id": "root", "role": "admin"},
 			map[string]any{"id": "alice", "role": "operator", "groups": []string{"A"}},
+			map[string]any{"id": "bob", "role": "operator", "groups": []string{"B"}},
 			map[string]any{"id": "vic", "role": "viewer", "groups": []string{"A", "B"}},
 		},
 	}), logPath)

@@ -17,6 +17,7 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"reflect"
 	"regexp"
@@ -946,24 +947,19 @@ func (u *UI) exportForm(w http.ResponseWriter, r *http.Request, id string) error
 	if err := r.ParseForm(); err != nil {
 		return BadRequest("", "reading the form: %v", err)
 	}
-	var rec interface {
-		Header() http.Header
-	}
-	var code int
-	var body []byte
+	var rec *httptest.ResponseRecorder
 	switch f := r.PostForm.Get("format"); f {
 	case inventory.FormatBundle:
-		res := u.callAPI(r, http.MethodGet, "certificates/"+url.PathEscape(id)+"/pem?format=bundle", "")
-		rec, code, body = res, res.Code, res.Body.Bytes()
+		rec = u.callAPI(r, http.MethodGet, "certificates/"+url.PathEscape(id)+"/pem?format=bundle", "")
 	case inventory.FormatPKCS12:
 		b, _ := json.Marshal(map[string]string{"password": r.PostForm.Get("password")})
-		res := u.callAPI(r, http.MethodPost, "certificates/"+url.PathEscape(id)+"/pkcs12", string(b))
-		rec, code, body = res, res.Code, res.Body.Bytes()
+		rec = u.callAPI(r, http.MethodPost, "certificates/"+url.PathEscape(id)+"/pkcs12", string(b))
 	default:
 		return BadRequest("format", "format must be bundle or pkcs12 (chain and leaf are plain downloads)")
 	}
-	if code != http.StatusOK {
-		return &Error{Status: code, Message: resultOf(code, body).Message}
+	body := rec.Body.Bytes()
+	if rec.Code != http.StatusOK {
+		return &Error{Status: rec.Code, Message: resultOf(rec.Code, body).Message}
 	}
 	for _, h := range []string{"Content-Type", "Content-Disposition", "Content-Length"} {
 		w.Header().Set(h, rec.Header().Get(h))

@@ -114,7 +114,7 @@ func (f *uiFixture) postMultipart(t *testing.T, user, path string, v url.Values,
 // answers given, the audit log or the logs.
 func (f *uiFixture) everywhere(t *testing.T, paths []string, secrets ...string) {
 	t.Helper()
-	for _, user := range []string{"root", "alice", "vic"} {
+	for _, user := range []string{"root", "alice", "bob", "vic"} {
 		for _, p := range paths {
 			body := f.do(t, as(user), "GET", p, "").Body.String()
 			for _, s := range secrets {
@@ -283,7 +283,25 @@ func TestUIIssuerForm(t *testing.T) {
 				t.Errorf("the client's page lacks %q", want)
 			}
 		}
-		// bob-like: the other group's operator does not see it (alice cannot see B's either)
+		// group B's operator neither sees nor touches it
+		for _, p := range []string{"/issuers", "/api/issuers", "/workflows/new"} {
+			if body := f.do(t, as("bob"), "GET", p, "").Body.String(); strings.Contains(body, id) || strings.Contains(body, "pebble-a") {
+				t.Errorf("bob's %s shows group A's new client", p)
+			}
+		}
+		for _, p := range []string{"/issuers/" + id, "/api/issuers/" + id} {
+			if rec := f.do(t, as("bob"), "GET", p, ""); rec.Code != 404 {
+				t.Errorf("bob GET %s: %d", p, rec.Code)
+			}
+		}
+		for _, action := range []string{"rollover", "deactivate", "refresh", "test"} {
+			if rec := f.postForm(t, "bob", "/issuers/"+id+"/"+action, url.Values{"confirm": {"yes"}}); rec.Code != 404 {
+				t.Errorf("bob %s on A's client: %d", action, rec.Code)
+			}
+		}
+		if es := f.auditBy(t, "bob"); len(es) > 0 {
+			t.Errorf("bob changed something: %+v", es[0])
+		}
 		if rec := f.do(t, as("alice"), "GET", "/issuers/"+f.ids["B"]["issuer"], ""); rec.Code != 404 {
 			t.Errorf("alice GET B's ACME client page: %d", rec.Code)
 		}
@@ -481,6 +499,18 @@ func TestUIDNSProviderForm(t *testing.T) {
 			t.Errorf("a failed verification is not shown:\n%s", body)
 		}
 		id := strings.TrimPrefix(path, "/dns-providers/")
+		// group B's operator neither sees nor verifies it
+		if body := f.do(t, as("bob"), "GET", "/dns-providers", "").Body.String(); strings.Contains(body, "cf-forms") {
+			t.Error("bob's list shows group A's provider")
+		}
+		for _, p := range []string{path, "/api/dns-providers/" + id} {
+			if rec := f.do(t, as("bob"), "GET", p, ""); rec.Code != 404 {
+				t.Errorf("bob GET %s: %d", p, rec.Code)
+			}
+		}
+		if rec := f.postForm(t, "bob", path+"/verify", nil); rec.Code != 404 {
+			t.Errorf("bob verify A's provider: %d", rec.Code)
+		}
 		f.everywhere(t, []string{path, "/dns-providers", "/api/dns-providers/" + id, "/api/dns-providers", "/workflows/new", "/audit"}, token)
 	})
 
