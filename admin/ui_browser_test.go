@@ -180,6 +180,7 @@ func TestUIScreens(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS("#eab_key_id"), eabKID),
 		chromedp.SendKeys(chromedp.CSS("#eab_mac_key"), eabMAC),
 		chromedp.SendKeys(chromedp.CSS("#contacts"), "ops@example.com"),
+		chromedp.SendKeys(chromedp.CSS("#profile"), "tlsserver"),
 		chromedp.Click(chromedp.CSS("#agree_terms")))
 	run(chromedp.Click(chromedp.CSS(`#issuer-form button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS("#issuer-status")))
 	if got := text("#issuer-status"); got != "valid" {

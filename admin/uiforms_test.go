@@ -651,6 +651,26 @@ func TestUIImportExport(t *testing.T) {
 	if rec := f.do(t, as("vic"), "GET", "/inventory/import", ""); rec.Code != 403 {
 		t.Fatalf("viewer import page: %d", rec.Code)
 	}
+	// an upload without the CSRF token (or with a wrong one) is refused
+	// before anything is read into the inventory
+	n0 := count()
+	for name, tok := range map[string]string{"none": "", "wrong": "nope-" + testCSRF} {
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf)
+		if tok != "" {
+			_ = mw.WriteField(csrfField, tok)
+		}
+		_ = mw.WriteField("pem", good.chain)
+		_ = mw.WriteField("group", "A")
+		_ = mw.Close()
+		q := uiRequest{user: "alice", cookie: true, header: map[string]string{"Content-Type": mw.FormDataContentType()}}
+		if rec := f.do(t, q, "POST", "/inventory/import", buf.String()); rec.Code != 403 || !strings.Contains(rec.Body.String(), "CSRF") {
+			t.Fatalf("multipart import, CSRF token %s: %d", name, rec.Code)
+		}
+	}
+	if count() != n0 {
+		t.Fatal("a CSRF-less upload imported a certificate")
+	}
 
 	t.Run("bad PEM is refused with a clear error and nothing stored", func(t *testing.T) {
 		cases := map[string]struct {
