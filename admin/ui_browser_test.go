@@ -323,10 +323,21 @@ func TestUIScreens(t *testing.T) {
 		t.Fatalf("after the import: %q", got)
 	}
 
+	// roll the account key over from the client's page: the box must be
+	// ticked first
+	run(chromedp.Navigate(base+"/issuers/"+issuerID), chromedp.WaitVisible(chromedp.CSS("#rollover-form")),
+		chromedp.SetValue(chromedp.CSS("#rollover-key"), "p384"),
+		chromedp.Click(chromedp.CSS("#rollover-confirm")),
+		chromedp.Click(chromedp.CSS("#rollover-form button[type=submit]")),
+		chromedp.WaitVisible(chromedp.CSS(".flash")))
+	if got := text(".flash"); got != "account key rolled over" || !strings.Contains(text("#issuer-facts"), "p384") {
+		t.Fatalf("after the rollover: %q\n%s", got, text("#issuer-facts"))
+	}
+
 	// the audit log has the UI user's changes, with where they came from
 	run(chromedp.Navigate(base+"/audit?actor=ui:"+user+"@127.0.0.1"), chromedp.WaitVisible(chromedp.CSS("#audit")))
 	audit := text("#audit")
-	for _, want := range []string{"issuer.create", "dns_provider.create", "dns_provider.verify", "workflow.create", "certificate.import"} {
+	for _, want := range []string{"issuer.create", "dns_provider.create", "dns_provider.verify", "workflow.create", "certificate.import", "issuer.rollover"} {
 		if !strings.Contains(audit, want) {
 			t.Fatalf("the audit log lacks %s:\n%s", want, audit)
 		}
