@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/certlocker/caddy-certlocker/modules/dnsproviders"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
 
@@ -63,8 +64,18 @@ func TestTokensAPI(t *testing.T) {
 		})
 	}
 
+	// a token's DNS provider must exist (and be the caller's)
+	if status, m, raw := call(http.MethodPost, "/certlocker/tokens",
+		`{"names":["a.example.com","*.apps.example.com"],"issuer_id":"`+iss.ID+`","challenges":{"*.apps.example.com":{"challenge":"dns-01","dns_provider_id":"dns_x"}},"group":"edge"}`); status != 400 || m["field"] != "names[1]" {
+		t.Fatalf("token with an unknown DNS provider: %d %s", status, raw)
+	}
+	prov, err := app.DNS().Create(ctx, "test", dnsproviders.Config{Name: "dns-apps", Type: "cloudflare", Zones: []string{"apps.example.com"},
+		Credentials: json.RawMessage(`{"api_token":"cf-test-token-0123456789"}`), Group: "edge"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	status, m, raw := call(http.MethodPost, "/certlocker/tokens",
-		`{"names":["a.example.com","*.apps.example.com"],"issuer_id":"`+iss.ID+`","challenges":{"*.apps.example.com":{"challenge":"dns-01","dns_provider_id":"dns_x"}},"group":"edge"}`)
+		`{"names":["a.example.com","*.apps.example.com"],"issuer_id":"`+iss.ID+`","challenges":{"*.apps.example.com":{"challenge":"dns-01","dns_provider_id":"`+prov.ID+`"}},"group":"edge"}`)
 	if status != http.StatusCreated {
 		t.Fatalf("create: %d %s", status, raw)
 	}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -52,6 +53,11 @@ type UI struct {
 	// TrustedProxies are the client addresses or CIDR ranges whose
 	// IdentityHeader is believed. Required with IdentityHeader.
 	TrustedProxies []string `json:"trusted_proxies,omitempty"`
+
+	// GatewayURL is the public base URL (https://host[:port]) where
+	// certlocker_acme serves the ACME gateway, used in the Tokens screen's
+	// client snippets. Default: this UI's own site (https://{host}).
+	GatewayURL string `json:"gateway_url,omitempty"`
 
 	trusted []netip.Prefix
 	api     *API
@@ -111,6 +117,12 @@ func (u *UI) Validate() error {
 	}
 	if u.IdentityHeader == "" && len(u.TrustedProxies) > 0 {
 		return errors.New("trusted_proxies is set without identity_header")
+	}
+	if u.GatewayURL != "" {
+		gu, err := url.Parse(u.GatewayURL)
+		if err != nil || gu.Scheme != "https" || gu.Host == "" || (gu.Path != "" && gu.Path != "/") || gu.RawQuery != "" {
+			return fmt.Errorf("gateway_url %q must be https://host[:port], where certlocker_acme is served", u.GatewayURL)
+		}
 	}
 	return nil
 }
@@ -361,6 +373,7 @@ func (u *UI) callAPI(r *http.Request, method, path, body string) *httptest.Respo
 //	certlocker_ui {
 //		identity_header <header>
 //		trusted_proxies <cidr>...
+//		gateway_url     https://<host>[:<port>]
 //	}
 func parseUICaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	u := new(UI)
@@ -392,6 +405,14 @@ func (u *UI) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			u.TrustedProxies = append(u.TrustedProxies, args...)
+		case "gateway_url":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			u.GatewayURL = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
 		default:
 			return d.Errf("unrecognized certlocker_ui option: %s", d.Val())
 		}

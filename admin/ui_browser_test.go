@@ -2,12 +2,16 @@ package admin
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,6 +20,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth" // basic_auth
+	_ "github.com/caddyserver/caddy/v2/modules/filestorage"         // the gateway site's certificate storage
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
@@ -51,8 +56,12 @@ func needChromium(t *testing.T) {
 // and place it through the new-order form and watch its timeline reach
 // issued live, watch another order appear and issue on the open list, open
 // the inventory drawer, import a certificate through the import form, and
-// find the audit entries. No secret reaches a page or the logs. With
-// CERTLOCKER_SCREENSHOTS=1 it saves a screenshot of every screen under
+// find the audit entries. Then create a token from the issued certificate
+// in its drawer, read the one-time EAB credentials off the page, pull a
+// certificate with them through the gateway (certlocker_acme, same Caddy)
+// with the real lego, and see the pull on the token's page and in the
+// audit log; no secret on any later page, JSON answer or in Caddy's log.
+// With CERTLOCKER_SCREENSHOTS=1 it saves a screenshot of every screen under
 // docs/screenshots/.
 func TestUIScreens(t *testing.T) {
 	needChromium(t)
@@ -83,15 +92,29 @@ func TestUIScreens(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	base := "http://" + addr
-	logPath := filepath.Join(dir, "caddy.log")
+	// the ACME gateway, in the same Caddy, over HTTPS from Caddy's internal CA
+	gln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwAddr := gln.Addr().String()
+	gln.Close()
+	logFile := filepath.Join(dir, "caddy.log")
 	cfg := mustJSON(map[string]any{
-		"admin": map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
-		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"level": "DEBUG",
-			"writer": map[string]any{"output": "file", "filename": logPath, "roll": false}}}},
+		"admin":   map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
+		"storage": map[string]any{"module": "file_system", "root": filepath.Join(dir, "caddy")},
+		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{
+			"writer":  map[string]any{"output": "file", "filename": logFile, "roll": false},
+			"encoder": map[string]any{"format": "json"}, "level": "DEBUG"}}},
 		"apps": map[string]any{
 			"certlocker": map[string]any{
 				"storage": map[string]any{"path": filepath.Join(dir, "c.db")}, "node_id": "n1",
 				"users": []any{map[string]any{"id": user, "role": "admin"}},
+			},
+			"pki": map[string]any{"certificate_authorities": map[string]any{"local": map[string]any{"install_trust": false}}},
+			"tls": map[string]any{
+				"automation":   map[string]any{"policies": []any{map[string]any{"subjects": []string{"127.0.0.1"}, "issuers": []any{map[string]any{"module": "internal"}}}}},
+				"certificates": map[string]any{"automate": []string{"127.0.0.1"}},
 			},
 			"http": map[string]any{"servers": map[string]any{"ui": map[string]any{
 				"listen":          []string{addr},
@@ -99,7 +122,15 @@ func TestUIScreens(t *testing.T) {
 				"routes": []any{map[string]any{"handle": []any{
 					map[string]any{"handler": "authentication", "providers": map[string]any{"http_basic": map[string]any{
 						"accounts": []any{map[string]any{"username": user, "password": string(hash)}}}}},
-					map[string]any{"handler": "certlocker_ui"},
+					map[string]any{"handler": "certlocker_ui", "gateway_url": "https://" + gwAddr},
+				}}},
+			}, "gw": map[string]any{
+				"listen":                  []string{gwAddr},
+				"tls_connection_policies": []any{map[string]any{}},
+				"automatic_https":         map[string]any{"disable_redirects": true},
+				"routes": []any{map[string]any{"handle": []any{
+					map[string]any{"handler": "certlocker_acme"},
+					map[string]any{"handler": "static_response", "status_code": 404},
 				}}},
 			}}},
 		},
@@ -346,21 +377,253 @@ func TestUIScreens(t *testing.T) {
 
 	// no secret reached the browser, on any screen, or the logs
 	keyLine := strings.TrimSpace(strings.Split(fx.key, "\n")[1])
-	for _, page := range []string{"/audit", "/issuers", "/issuers/" + issuerID, "/dns-providers", "/workflows/new", "/inventory"} {
+	var html string
+	for _, page := range []string{"/issuers", "/issuers/" + issuerID, "/dns-providers", "/workflows/new", "/inventory", "/audit"} {
 		run(chromedp.Navigate(base + page))
-		html, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.documentElement.outerHTML`))
+		html, err = chromedp.Run(ctx, chromedp.Evaluate[string](`document.documentElement.outerHTML`))
 		if err != nil || strings.Contains(html, cfToken) || strings.Contains(html, eabMAC) || strings.Contains(html, keyLine) {
 			t.Fatalf("%s shows a secret (%v)", page, err)
 		}
 	}
-	logs, err := os.ReadFile(logPath)
-	if err != nil || !strings.Contains(string(logs), "dns provider verified") {
+	formLogs, err := os.ReadFile(logFile)
+	if err != nil || !strings.Contains(string(formLogs), "dns provider verified") {
 		t.Fatalf("the log capture: %v", err)
 	}
 	for _, s := range []string{cfToken, eabMAC, keyLine} {
-		if strings.Contains(string(logs), s) {
+		if strings.Contains(string(formLogs), s) {
 			t.Fatal("the logs hold a secret")
 		}
+	}
+
+	// a token from the issued certificate, made in its inventory drawer,
+	// and a real client (lego) pulling a certificate with its one-time
+	// credentials from the gateway served by the same Caddy
+	lego := needClient(t, "lego")
+	wf2, err := app.Workflows().Get(t.Context(), second)
+	if err != nil || wf2.CertificateID == "" {
+		t.Fatalf("the API order's certificate: %v %+v", err, wf2)
+	}
+	run(chromedp.Navigate(base+"/tokens"), chromedp.WaitVisible(chromedp.CSS(".empty")))
+	if !strings.Contains(text(".empty"), "No certificate token yet") {
+		t.Fatal("no empty state on the tokens list")
+	}
+	run(chromedp.Navigate(base+"/inventory"), chromedp.WaitVisible(chromedp.CSS("#certificates")),
+		chromedp.Click(chromedp.CSS(`a.open-drawer[href$="cert=`+wf2.CertificateID+`"]`)), chromedp.WaitVisible(chromedp.CSS("#drawer")),
+		chromedp.Click(chromedp.CSS(`#drawer-create-token button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS("#secrets")))
+	if loc, _ := chromedp.Run(ctx, chromedp.Location()); !strings.HasSuffix(loc, "/tokens") {
+		t.Fatalf("the one-time page is at %s; want the POST's own answer at /tokens", loc)
+	}
+	value := func(sel string) string {
+		t.Helper()
+		v, err := chromedp.Run(ctx, chromedp.Value(chromedp.CSS(sel), chromedp.NodeVisible))
+		if err != nil || v == "" {
+			t.Fatalf("reading %s: %q %v", sel, v, err)
+		}
+		return v
+	}
+	kid, mac, tokenURL := value("#eab-kid"), value("#eab-hmac-key"), value("#directory-url")
+	urlSecret := urlSecretOf(t, strings.TrimPrefix(tokenURL, "https://"+gwAddr))
+	if got := text("#sn-lego"); !strings.Contains(got, "--server https://"+gwAddr+"/rest/acme/directory --eab --kid "+kid+" --hmac "+mac) {
+		t.Fatalf("the lego snippet: %s", got)
+	}
+	// the copy button copies the MAC key (the page's own script, no inline code)
+	run(chromedp.Click(chromedp.CSS(`button.copy[data-copy=eab-hmac-key]`)),
+		chromedp.WaitVisible(chromedp.CSS(`button.copy[data-copy=eab-hmac-key][data-copied]`)))
+	if got := text(`button.copy[data-copy=eab-hmac-key]`); got != "Copied" {
+		t.Fatalf("the copy button says %q", got)
+	}
+	secrets := []string{mac, urlSecret, cfToken}
+
+	gwRoot := filepath.Join(dir, "caddy", "pki", "authorities", "local", "root.crt")
+	waitTLS(t, gwAddr, gwRoot)
+	ldir := t.TempDir()
+	out := runClient(t, []string{"LEGO_CA_CERTIFICATES=" + gwRoot}, lego, "--server", "https://"+gwAddr+"/rest/acme/directory",
+		"--eab", "--kid", kid, "--hmac", mac, "--email", "ops@example.com", "--accept-tos", "--path", ldir,
+		"--http", "--http.port", "127.0.0.1:0", "--key-type", "ec256", "--domains", "api.example.test", "run")
+	certs := filepath.Join(ldir, "certificates")
+	checkEdgeCert(t, p, filepath.Join(certs, "api.example.test.crt"), filepath.Join(certs, "api.example.test.key"), "api.example.test")
+	for _, s := range secrets[:2] {
+		if strings.Contains(out, s) {
+			t.Fatal("lego printed the token's secret: the test's own check of its output")
+		}
+	}
+
+	// the token's page shows the bound account and the pull, with its
+	// gateway workflow issued; no secret on it
+	run(chromedp.Navigate(base+"/tokens/"+kid), chromedp.WaitVisible(chromedp.CSS("#pulls")))
+	pulls := text("#pulls")
+	for _, want := range []string{"account_bound", "order", "finalize", "api.example.test", "127.0.0.1", "issued"} {
+		if !strings.Contains(pulls, want) {
+			t.Fatalf("the token's recent pulls lack %q:\n%s", want, pulls)
+		}
+	}
+	_ = text("#accounts tbody tr") // one bound account
+	if got := text("#token-id"); got != kid {
+		t.Fatalf("the token page's ID: %q", got)
+	}
+	shot(t, ctx, "token-detail")
+	run(chromedp.ScrollIntoView(chromedp.CSS("#accounts")))
+	shot(t, ctx, "token-pulls")
+	pages := []string{html}
+	html, _ = chromedp.Run(ctx, chromedp.Evaluate[string](`document.documentElement.outerHTML`))
+	pages = append(pages, html)
+	run(chromedp.Navigate(base+"/tokens"), chromedp.WaitVisible(chromedp.CSS("#tokens")))
+	if row := text("#tok-" + kid); !strings.Contains(row, "api.example.test") || strings.Contains(row, "never") {
+		t.Fatalf("the tokens list: %s", text("#tokens"))
+	}
+	shot(t, ctx, "tokens")
+	html, _ = chromedp.Run(ctx, chromedp.Evaluate[string](`document.documentElement.outerHTML`))
+	pages = append(pages, html)
+
+	// the audit log has the token's creation by the UI user and its uses
+	// at the gateway, with the source address
+	run(chromedp.Navigate(base+"/audit?target="+kid), chromedp.WaitVisible(chromedp.CSS("#audit")))
+	audit = text("#audit")
+	for _, want := range []string{"token.create", "ui:" + user + "@127.0.0.1", "token.account_bound", "token.order", "token.finalize", "acme@127.0.0.1"} {
+		if !strings.Contains(audit, want) {
+			t.Fatalf("the audit log lacks %s:\n%s", want, audit)
+		}
+	}
+	html, _ = chromedp.Run(ctx, chromedp.Evaluate[string](`document.documentElement.outerHTML`))
+	pages = append(pages, html)
+	// the token now links the certificate its pull made (the gateway's
+	// inventory certificate, holding no key): its drawer lists the token
+	tok, err := app.Tokens().Get(t.Context(), kid)
+	if err != nil || tok.CertificateID == "" {
+		t.Fatalf("the token after the pull: %v %+v", err, tok)
+	}
+	run(chromedp.Navigate(base+"/inventory?cert="+tok.CertificateID), chromedp.WaitVisible(chromedp.CSS("#drawer")))
+	if !strings.Contains(text("#drawer"), kid) {
+		t.Fatal("the drawer does not list the certificate's token")
+	}
+	html, _ = chromedp.Run(ctx, chromedp.Evaluate[string](`document.documentElement.outerHTML`))
+	pages = append(pages, html)
+	for i, pg := range pages {
+		for _, s := range secrets {
+			if strings.Contains(pg, s) {
+				t.Fatalf("page %d after the one-time page shows a secret", i)
+			}
+		}
+	}
+	for _, path := range []string{"/api/tokens", "/api/tokens/" + kid, "/api/tokens/" + kid + "/accounts", "/api/audit?target=" + kid} {
+		st, v := api.call("GET", path, "")
+		raw, _ := json.Marshal(v)
+		for _, s := range secrets {
+			if st != 200 || strings.Contains(string(raw), s) {
+				t.Fatalf("GET %s: %d, or it shows a secret", path, st)
+			}
+		}
+	}
+	logs, err := os.ReadFile(logFile)
+	if err != nil || len(logs) == 0 {
+		t.Fatalf("reading Caddy's log: %v", err)
+	}
+	for _, s := range secrets {
+		if strings.Contains(string(logs), s) {
+			t.Fatal("Caddy's log holds a secret")
+		}
+	}
+	if !strings.Contains(string(logs), kid) {
+		t.Fatal("Caddy's log does not mention the token at all: is the log file the right one?")
+	}
+}
+
+// needClient returns the path of a real ACME client, skipping the test
+// with a clear message when it is missing and failing under CI=true, where
+// .ci/run installs it.
+func needClient(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is not installed: .ci/run installs it (apt-get install %s)", name, name)
+		}
+		t.Skipf("%s is not installed (apt-get install %s); skipping the rest of the browser test", name, name)
+	}
+	return p
+}
+
+// runClient runs an ACME client to completion (bounded), failing with its
+// output.
+func runClient(t *testing.T, env []string, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", filepath.Base(name), err, out)
+	}
+	return string(out)
+}
+
+// waitTLS waits (polling a real server, up to a minute) until addr serves
+// a certificate from the CA in rootFile, once Caddy's internal CA has made
+// it.
+func waitTLS(t *testing.T, addr, rootFile string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		pool := x509.NewCertPool()
+		if b, err := os.ReadFile(rootFile); err == nil && pool.AppendCertsFromPEM(b) {
+			if conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool}); err == nil {
+				conn.Close()
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway at %s has no certificate after a minute", addr)
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatal(t.Context().Err())
+		case <-time.After(100 * time.Millisecond): // polling a real server, bounded by the deadline
+		}
+	}
+}
+
+// checkEdgeCert asserts the client's certificate carries its own key and
+// chains to Pebble's root for name.
+func checkEdgeCert(t *testing.T, p *acmetest.Pebble, chainFile, keyFile, name string) {
+	t.Helper()
+	chainPEM, err := os.ReadFile(chainFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chain []*x509.Certificate
+	for rest := chainPEM; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain = append(chain, c)
+	}
+	kb, _ := pem.Decode(keyPEM)
+	if kb == nil || len(chain) < 2 {
+		t.Fatalf("the client stored %d certificates and key %v", len(chain), kb != nil)
+	}
+	key, err := x509.ParseECPrivateKey(kb.Bytes)
+	if err != nil {
+		t.Fatalf("parsing the client's key: %v", err)
+	}
+	if !key.PublicKey.Equal(chain[0].PublicKey) {
+		t.Fatal("the certificate does not carry the client's own key")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: p.RootPool(), Intermediates: inter, DNSName: name}); err != nil {
+		t.Fatalf("the certificate does not chain to Pebble's root: %v", err)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/certlocker/caddy-certlocker/admin/ui"
 	"github.com/certlocker/caddy-certlocker/modules/certlocker"
 	"github.com/certlocker/caddy-certlocker/modules/dnsproviders"
+	"github.com/certlocker/caddy-certlocker/modules/gateway"
 	"github.com/certlocker/caddy-certlocker/modules/inventory"
 	"github.com/certlocker/caddy-certlocker/modules/issuers"
 	"github.com/certlocker/caddy-certlocker/modules/workflow"
@@ -145,6 +146,8 @@ func (u *UI) servePage(w http.ResponseWriter, r *http.Request, app *certlocker.A
 	case len(parts) == 3 && parts[0] == "dns-providers" && parts[2] == "verify" && r.Method == http.MethodPost:
 		u.formAction(w, r, "dns-providers/"+url.PathEscape(parts[1])+"/actions/verify", "/dns-providers")
 		return
+	case parts[0] == "tokens":
+		err = u.tokenPages(w, r, app, d, parts)
 	case p == "/audit" && r.Method == http.MethodGet:
 		err = u.auditPage(w, r, app, d)
 	default:
@@ -458,6 +461,7 @@ type inventoryData struct {
 	Statuses  []string
 	Filtered  bool
 	CanExport bool
+	Tokens    []gateway.View // the drawer's certificate's tokens
 }
 
 func (u *UI) inventoryPage(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData) error {
@@ -499,6 +503,7 @@ func (u *UI) inventoryPage(w http.ResponseWriter, r *http.Request, app *certlock
 		}
 		v := inv.View(c, true)
 		data.Drawer = &v
+		data.Tokens = drawerTokens(r, app, c.ID)
 	}
 	d.Title, d.Nav, d.Data = "Inventory", "inventory", data
 	u.pages.render(w, http.StatusOK, "inventory", d)

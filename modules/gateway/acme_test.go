@@ -253,6 +253,9 @@ func TestPullThroughEAB(t *testing.T) {
 	if got.CertificateID != c.ID {
 		t.Fatalf("token certificate %q, want %q", got.CertificateID, c.ID)
 	}
+	if got.LastUsedAt.IsZero() || got.LastUsedAt.Before(c.CreatedAt.Add(-time.Minute)) {
+		t.Fatalf("the token's last use is %v after a pull", got.LastUsedAt)
+	}
 	accts, _ := e.app.Tokens().Accounts(t.Context(), tok.ID)
 	if len(accts) != 1 {
 		t.Fatalf("%d accounts bound", len(accts))

@@ -214,11 +214,10 @@ func (g *Gateway) chainOf(ctx context.Context, t *storage.Token, w *storage.Work
 	if err != nil {
 		return nil, fmt.Errorf("issuing through the gateway: %w", err)
 	}
-	if t.CertificateID != c.ID {
-		t.CertificateID = c.ID
-		if err := g.store.Tokens().Update(ctx, t); err != nil && !errors.Is(err, storage.ErrConflict) {
-			g.log.Warn("linking the certificate to its token", zap.String("token_id", t.ID), zap.Error(err))
-		}
+	// the token's latest certificate, and when it was last pulled
+	t.CertificateID, t.LastUsedAt = c.ID, g.clock()
+	if err := g.store.Tokens().Update(ctx, t); err != nil && !errors.Is(err, storage.ErrConflict) {
+		g.log.Warn("linking the certificate to its token", zap.String("token_id", t.ID), zap.Error(err))
 	}
 	return chain, nil
 }

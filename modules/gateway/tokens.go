@@ -119,6 +119,9 @@ type Credentials struct {
 func (s *Service) Create(ctx context.Context, actor string, r CreateRequest) (*storage.Token, *Credentials, error) {
 	t := &storage.Token{ID: storage.NewID(idPrefix), Type: storage.TokenTypeCertificate, Status: StateActive,
 		Name: strings.TrimSpace(r.Name), Description: r.Description, Group: r.Group}
+	if r.Group != "" && !storage.InScope(ctx, r.Group) {
+		return nil, nil, inputErr("group", "group %q is not one of yours: choose one of your groups", r.Group)
+	}
 	if err := s.scopeFrom(ctx, &r, t); err != nil {
 		return nil, nil, err
 	}
@@ -166,6 +169,9 @@ func (s *Service) scopeFrom(ctx context.Context, r *CreateRequest, t *storage.To
 			return inputErr("names", "give certificate_id or names, not both")
 		}
 		c, err := s.store.Certificates().Get(ctx, r.CertificateID)
+		if err == nil {
+			err = storage.CheckScope(ctx, c.Group, "certificate "+c.ID)
+		}
 		if errors.Is(err, storage.ErrNotFound) {
 			return inputErr("certificate_id", "no certificate %s", r.CertificateID)
 		}
@@ -226,10 +232,29 @@ func (s *Service) scopeFrom(ctx context.Context, r *CreateRequest, t *storage.To
 	if issuerID == "" {
 		return inputErr("issuer_id", "issuer_id is required")
 	}
-	if _, err := s.store.Issuers().Get(ctx, issuerID); errors.Is(err, storage.ErrNotFound) {
+	iss, err := s.store.Issuers().Get(ctx, issuerID)
+	if err == nil {
+		err = storage.CheckScope(ctx, iss.Group, "ACME client "+issuerID)
+	}
+	if errors.Is(err, storage.ErrNotFound) {
 		return inputErr("issuer_id", "no ACME client %s", issuerID)
 	} else if err != nil {
 		return err
+	}
+	// a DNS provider of another group must not answer for this token
+	for i, id := range ids {
+		if id.DNSProviderID == "" {
+			continue
+		}
+		p, err := s.store.DNSProviders().Get(ctx, id.DNSProviderID)
+		if err == nil {
+			err = storage.CheckScope(ctx, p.Group, "DNS provider "+id.DNSProviderID)
+		}
+		if errors.Is(err, storage.ErrNotFound) {
+			return inputErr(fmt.Sprintf("names[%d]", i), "no DNS provider %s", id.DNSProviderID)
+		} else if err != nil {
+			return err
+		}
 	}
 	// one rule for names and challenges: the workflow engine's
 	wr := workflow.Request{IssuerID: issuerID, Identifiers: ids, Trigger: workflow.TriggerGateway}

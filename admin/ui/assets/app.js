@@ -101,6 +101,19 @@
     });
   });
 
+  // Copy buttons: data-copy names the element whose value or text to copy.
+  document.querySelectorAll("button.copy[data-copy]").forEach(function (btn) {
+    btn.addEventListener("click", function () {
+      var el = document.getElementById(btn.dataset.copy);
+      if (!el) { return; }
+      var v = el.value != null && el.tagName === "INPUT" ? el.value : el.textContent;
+      var done = function () { btn.textContent = "Copied"; btn.dataset.copied = "1"; };
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(v).then(done, function () { text(btn, "Copy failed: select and copy"); });
+      } else if (el.select) { el.select(); if (document.execCommand("copy")) { done(); } }
+    });
+  });
+
   // The inventory drawer closes with Escape.
   var drawer = document.getElementById("drawer");
   if (drawer) {
