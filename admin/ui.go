@@ -336,7 +336,13 @@ func checkCSRF(r *http.Request, token string) bool {
 	}
 	got := r.Header.Get(csrfHeader)
 	if got == "" {
-		if err := r.ParseForm(); err == nil {
+		if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
+			// an upload form (inventory import): bounded like every body
+			r.Body = http.MaxBytesReader(nil, r.Body, MaxBodyBytes)
+			if err := r.ParseMultipartForm(MaxBodyBytes); err == nil {
+				got = r.PostForm.Get(csrfField)
+			}
+		} else if err := r.ParseForm(); err == nil {
 			got = r.PostForm.Get(csrfField)
 		}
 	}

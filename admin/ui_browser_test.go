@@ -48,17 +48,21 @@ func needChromium(t *testing.T) {
 }
 
 // TestUIScreens drives headless chromium through Caddy's real basic_auth
-// and the certlocker_ui handler, against in-process Pebble and the
-// Cloudflare API stand-in: sign in, see the empty workflows list, verify a
-// Cloudflare DNS provider, place a mixed dns-01/http-01 order through the
-// new-order form and watch its timeline reach issued live, watch another
-// order appear and issue on the open list, open the inventory drawer, and
+// and the certlocker_ui handler, against in-process Pebble (with external
+// account binding) and the Cloudflare API stand-in: sign in, see the empty
+// workflows list, create the ACME client through its form (catalog picker,
+// EAB fields) and see its directory meta, create a Cloudflare DNS provider
+// through its form and press Verify, preview a mixed dns-01/http-01 order
+// and place it through the new-order form and watch its timeline reach
+// issued live, watch another order appear and issue on the open list, open
+// the inventory drawer, import a certificate through the import form, and
 // find the audit entries. Then create a token from the issued certificate
 // in its drawer, read the one-time EAB credentials off the page, pull a
 // certificate with them through the gateway (certlocker_acme, same Caddy)
 // with the real lego, and see the pull on the token's page and in the
-// audit log; no secret on any later page, JSON answer or in Caddy's log. With CERTLOCKER_SCREENSHOTS=1 it saves a
-// screenshot of every screen under docs/screenshots/.
+// audit log; no secret on any later page, JSON answer or in Caddy's log.
+// With CERTLOCKER_SCREENSHOTS=1 it saves a screenshot of every screen under
+// docs/screenshots/.
 func TestUIScreens(t *testing.T) {
 	needChromium(t)
 	dir := t.TempDir()
@@ -66,7 +70,11 @@ func TestUIScreens(t *testing.T) {
 	t.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
 	t.Setenv(certlocker.EnvEncryptionKey, "")
 
-	p := acmetest.NewPebble(t, acmetest.PebbleOptions{VAAlwaysValid: true})
+	p := acmetest.NewPebble(t, acmetest.PebbleOptions{VAAlwaysValid: true, RequireEAB: true,
+		Profiles: map[string]acmetest.Profile{"tlsserver": {Description: "TLS server certificates, 90 days"},
+			"shortlived": {Description: "Six-day certificates", Validity: 6 * 24 * time.Hour}}})
+	eabKID := "kid-browser"
+	eabMAC := p.NewExternalAccountKey(eabKID)
 	d := acmetest.NewDNSServer(t, "example.test")
 	cf := acmetest.NewCloudflare(t, d)
 	cfToken := "cf-browser-" + hexToken(t)
@@ -185,46 +193,105 @@ func TestUIScreens(t *testing.T) {
 	}
 	shot(t, ctx, "workflows-empty")
 
-	// an ACME client and a Cloudflare DNS provider through the UI's JSON
-	// API, as a script signed in through basic_auth does
-	api := uiClient{t: t, base: base, authz: authz}
-	api.csrf()
-	st, v := api.call("POST", "/api/issuers", mustJSON(map[string]any{"name": "pebble", "directory_url": p.DirectoryURL(),
-		"contacts": []string{"ops@example.com"}, "custom_roots_pem": string(p.WFECertPEM()), "agree_terms": true}))
-	if st != http.StatusCreated {
-		t.Fatalf("create the ACME client: %d %v", st, v)
+	// the ACME client, through its form: the catalog picker (a custom
+	// directory here: Pebble), the EAB fields, the contact
+	run(chromedp.Navigate(base+"/issuers"), chromedp.WaitVisible(chromedp.CSS(".empty")),
+		chromedp.Click(chromedp.CSS("#new-issuer"), chromedp.NodeVisible), chromedp.WaitVisible(chromedp.CSS("#issuer-form")))
+	if !strings.Contains(text("#catalog"), "Let's Encrypt") || !strings.Contains(text("#catalog"), "ZeroSSL") {
+		t.Fatal("the catalog picker lacks the catalog's CAs")
 	}
-	issuerID := v["id"].(string)
-	st, v = api.call("POST", "/api/dns-providers", mustJSON(map[string]any{"name": "cloudflare", "type": "cloudflare",
-		"zones": []string{"example.test"}, "credentials": map[string]string{"api_token": cfToken}}))
-	if st != http.StatusCreated {
-		t.Fatalf("create the DNS provider: %d %v", st, v)
+	// picking a CA opens its guidance
+	run(chromedp.Click(chromedp.CSS("#catalog-google"), chromedp.NodeVisible),
+		chromedp.WaitVisible(chromedp.CSS(`.card[data-catalog="google"] details[open] li`)))
+	shot(t, ctx, "issuer-new")
+	run(chromedp.Click(chromedp.CSS("#catalog-custom"), chromedp.NodeVisible),
+		chromedp.SendKeys(chromedp.CSS("#name"), "pebble"),
+		chromedp.SendKeys(chromedp.CSS("#directory_url"), p.DirectoryURL()),
+		chromedp.SetValue(chromedp.CSS("#custom_roots_pem"), string(p.WFECertPEM())),
+		chromedp.SendKeys(chromedp.CSS("#eab_key_id"), eabKID),
+		chromedp.SendKeys(chromedp.CSS("#eab_mac_key"), eabMAC),
+		chromedp.SendKeys(chromedp.CSS("#contacts"), "ops@example.com"),
+		chromedp.SendKeys(chromedp.CSS("#profile"), "tlsserver"),
+		chromedp.Click(chromedp.CSS("#agree_terms")))
+	run(chromedp.Click(chromedp.CSS(`#issuer-form button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS("#issuer-status")))
+	if got := text("#issuer-status"); got != "valid" {
+		t.Fatalf("the new ACME client is %q", got)
 	}
-
+	meta := text("#directory-meta")
+	for _, want := range []string{"pebble.letsencrypt.org", "required"} {
+		if !strings.Contains(meta, want) {
+			t.Fatalf("the directory meta lacks %q:\n%s", want, meta)
+		}
+	}
+	if !strings.Contains(text("#profiles"), "shortlived") {
+		t.Fatal("the CA's profiles are not shown")
+	}
+	shot(t, ctx, "issuer")
+	loc, err := chromedp.Run(ctx, chromedp.Location())
+	if err != nil || !strings.Contains(loc, "/issuers/iss_") {
+		t.Fatalf("after the ACME client form: %s %v", loc, err)
+	}
+	issuerID := loc[strings.Index(loc, "/issuers/")+len("/issuers/") : strings.Index(loc, "?")]
 	run(chromedp.Navigate(base+"/issuers"), chromedp.WaitVisible(chromedp.CSS("#issuers")))
 	if !strings.Contains(text("#issuers"), "pebble") {
 		t.Fatal("the ACME client is not listed")
 	}
 	shot(t, ctx, "issuers")
 
-	// Verify, from the DNS providers screen
-	run(chromedp.Navigate(base+"/dns-providers"), chromedp.WaitVisible(chromedp.CSS("#dns-providers")))
-	run(chromedp.Click(chromedp.CSS(`#dns-providers button[type=submit]`), chromedp.NodeVisible),
-		chromedp.WaitVisible(chromedp.CSS(".flash")))
+	// the Cloudflare DNS provider, through its form; then Verify on its page
+	run(chromedp.Navigate(base+"/dns-providers"), chromedp.WaitVisible(chromedp.CSS(".empty")),
+		chromedp.Click(chromedp.CSS("#new-dns"), chromedp.NodeVisible), chromedp.WaitVisible(chromedp.CSS("#dns-form")),
+		chromedp.SendKeys(chromedp.CSS("#name"), "cloudflare"),
+		chromedp.SendKeys(chromedp.CSS("#zones"), "example.test"),
+		chromedp.SendKeys(chromedp.CSS("#api_token"), cfToken))
+	shot(t, ctx, "dns-provider-new")
+	run(chromedp.Click(chromedp.CSS(`#dns-form button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS("#dns-status")))
+	if got := text("#dns-status"); got != "unverified" {
+		t.Fatalf("the new DNS provider is %q", got)
+	}
+	// the verification's result replaces "Not verified yet" on the page
+	run(chromedp.Click(chromedp.CSS("#verify"), chromedp.NodeVisible), chromedp.WaitVisible(chromedp.CSS("div#verification")))
 	if got := text(".flash"); got != "verified" {
 		t.Fatalf("verify: %q", got)
 	}
+	if got := text("#dns-status"); got != "verified" {
+		t.Fatalf("after Verify the provider is %q", got)
+	}
+	if v := text("#verification"); !strings.Contains(v, "Verified") || !strings.Contains(v, "can publish and remove challenge records in example.test") {
+		t.Fatalf("the verification result:\n%s", v)
+	}
+	shot(t, ctx, "dns-provider")
+	run(chromedp.Navigate(base+"/dns-providers"), chromedp.WaitVisible(chromedp.CSS("#dns-providers")))
 	if !strings.Contains(text("#dns-providers"), "verified") {
-		t.Fatal("the provider is not shown verified")
+		t.Fatal("the provider is not listed verified")
 	}
 	shot(t, ctx, "dns-providers")
 
-	// a mixed order through the form; its timeline runs live to issued
+	// a mixed order through the form: preview it, then place it; its
+	// timeline runs live to issued
 	run(chromedp.Navigate(base+"/workflows/new"), chromedp.WaitVisible(chromedp.CSS("#new-order")),
-		chromedp.SendKeys(chromedp.CSS("#identifiers"), "*.example.test dns-01\nwww.example.test http-01"))
+		chromedp.SendKeys(chromedp.CSS("#identifiers"), "*.example.test dns-01\nwww.example.test http-01"),
+		chromedp.Click(chromedp.CSS("#preview-button")), chromedp.WaitVisible(chromedp.CSS("#preview")))
+	pv := text("#preview")
+	for _, want := range []string{"Publish TXT _acme-challenge.example.test in zone example.test through cloudflare", "http://www.example.test/.well-known/acme-challenge/"} {
+		if !strings.Contains(pv, want) {
+			t.Fatalf("the preview lacks %q:\n%s", want, pv)
+		}
+	}
+	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#preview-problems").length`)); err != nil || n != 0 {
+		t.Fatalf("the preview sees problems: %d %v\n%s", n, err, pv)
+	}
+	if !strings.Contains(text("#issuer-info"), "Custom ACME directory") {
+		t.Fatal("the issuer picker does not show the client's CA")
+	}
+	run(chromedp.ScrollIntoView(chromedp.CSS("#issuer_id")))
 	shot(t, ctx, "new-order")
-	run(chromedp.Click(chromedp.CSS(`#new-order button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS("#timeline")))
-	loc, err := chromedp.Run(ctx, chromedp.Location())
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById("preview").scrollIntoView({block: "start"}); true`)); err != nil {
+		t.Fatal(err)
+	}
+	shot(t, ctx, "new-order-preview")
+	run(chromedp.Click(chromedp.CSS(`#place-order`)), chromedp.WaitVisible(chromedp.CSS("#timeline")))
+	loc, err = chromedp.Run(ctx, chromedp.Location())
 	if err != nil || !strings.Contains(loc, "/workflows/wf_") {
 		t.Fatalf("after the form: %s %v", loc, err)
 	}
@@ -234,11 +301,13 @@ func TestUIScreens(t *testing.T) {
 	}
 	shot(t, ctx, "workflow-detail")
 
-	// the list is live: an order placed elsewhere appears and issues
-	// without a reload
+	// the list is live: an order placed elsewhere (a script on the UI's
+	// JSON API) appears and issues without a reload
+	api := uiClient{t: t, base: base, authz: authz}
+	api.csrf()
 	run(chromedp.Navigate(base+"/workflows"), chromedp.WaitVisible(chromedp.CSS("#workflows")),
 		chromedp.WaitVisible(chromedp.CSS("#live-status")))
-	st, v = api.call("POST", "/api/workflows", mustJSON(map[string]any{"issuer_id": issuerID,
+	st, v := api.call("POST", "/api/workflows", mustJSON(map[string]any{"issuer_id": issuerID,
 		"identifiers": []any{map[string]any{"value": "api.example.test", "challenge": "http-01"}}}))
 	if st != http.StatusCreated {
 		t.Fatalf("order through the API: %d %v", st, v)
@@ -265,20 +334,65 @@ func TestUIScreens(t *testing.T) {
 	}
 	shot(t, ctx, "inventory-drawer")
 
+	// import a certificate made elsewhere, with its key, through the form
+	fx := newCertFixture(t, []string{"legacy.example.test"}, time.Now().Add(60*24*time.Hour))
+	run(chromedp.Navigate(base+"/inventory"), chromedp.Click(chromedp.CSS("#import"), chromedp.NodeVisible),
+		chromedp.WaitVisible(chromedp.CSS("#import-form")),
+		chromedp.SetValue(chromedp.CSS("#pem"), fx.chain), chromedp.SetValue(chromedp.CSS("#key_pem"), "not a key"))
+	run(chromedp.Click(chromedp.CSS(`#import-form button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS(".error")))
+	if got := text(".error"); !strings.Contains(got, "Private key: not PEM") {
+		t.Fatalf("a bad key: %q", got)
+	}
+	// the error is shown, the chain kept, the key field empty: keys are never written back
+	if got, err := chromedp.Run(ctx, chromedp.Value(chromedp.CSS("#key_pem"))); err != nil || got != "" {
+		t.Fatalf("the key field after an error: %q %v", got, err)
+	}
+	shot(t, ctx, "import")
+	run(chromedp.SetValue(chromedp.CSS("#key_pem"), fx.key))
+	run(chromedp.Click(chromedp.CSS(`#import-form button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS("#drawer")))
+	if got := text(".flash"); got != "certificate imported" || !strings.Contains(text("#drawer"), "legacy.example.test") {
+		t.Fatalf("after the import: %q", got)
+	}
+
+	// roll the account key over from the client's page: the box must be
+	// ticked first
+	run(chromedp.Navigate(base+"/issuers/"+issuerID), chromedp.WaitVisible(chromedp.CSS("#rollover-form")),
+		chromedp.SetValue(chromedp.CSS("#rollover-key"), "p384"),
+		chromedp.Click(chromedp.CSS("#rollover-confirm")),
+		chromedp.Click(chromedp.CSS("#rollover-form button[type=submit]")),
+		chromedp.WaitVisible(chromedp.CSS(".flash")))
+	if got := text(".flash"); got != "account key rolled over" || !strings.Contains(text("#issuer-facts"), "p384") {
+		t.Fatalf("after the rollover: %q\n%s", got, text("#issuer-facts"))
+	}
+
 	// the audit log has the UI user's changes, with where they came from
 	run(chromedp.Navigate(base+"/audit?actor=ui:"+user+"@127.0.0.1"), chromedp.WaitVisible(chromedp.CSS("#audit")))
 	audit := text("#audit")
-	for _, want := range []string{"issuer.create", "dns_provider.create", "dns_provider.verify", "workflow.create"} {
+	for _, want := range []string{"issuer.create", "dns_provider.create", "dns_provider.verify", "workflow.create", "certificate.import", "issuer.rollover"} {
 		if !strings.Contains(audit, want) {
 			t.Fatalf("the audit log lacks %s:\n%s", want, audit)
 		}
 	}
 	shot(t, ctx, "audit")
 
-	// no secret reached the browser
-	html, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.documentElement.outerHTML`))
-	if err != nil || strings.Contains(html, cfToken) {
-		t.Fatalf("the audit page shows the DNS token (%v)", err)
+	// no secret reached the browser, on any screen, or the logs
+	keyLine := strings.TrimSpace(strings.Split(fx.key, "\n")[1])
+	var html string
+	for _, page := range []string{"/issuers", "/issuers/" + issuerID, "/dns-providers", "/workflows/new", "/inventory", "/audit"} {
+		run(chromedp.Navigate(base + page))
+		html, err = chromedp.Run(ctx, chromedp.Evaluate[string](`document.documentElement.outerHTML`))
+		if err != nil || strings.Contains(html, cfToken) || strings.Contains(html, eabMAC) || strings.Contains(html, keyLine) {
+			t.Fatalf("%s shows a secret (%v)", page, err)
+		}
+	}
+	formLogs, err := os.ReadFile(logFile)
+	if err != nil || !strings.Contains(string(formLogs), "dns provider verified") {
+		t.Fatalf("the log capture: %v", err)
+	}
+	for _, s := range []string{cfToken, eabMAC, keyLine} {
+		if strings.Contains(string(formLogs), s) {
+			t.Fatal("the logs hold a secret")
+		}
 	}
 
 	// a token from the issued certificate, made in its inventory drawer,

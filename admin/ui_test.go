@@ -30,6 +30,7 @@ type uiFixture struct {
 	ids     map[string]map[string]string // group → kind → ID
 	names   map[string][]string          // group → names that identify its records in pages
 	secrets []string
+	logPath string // every log of the app (uiforms_test.go)
 }
 
 func newUIFixture(t *testing.T) *uiFixture {
@@ -39,7 +40,8 @@ func newUIFixture(t *testing.T) *uiFixture {
 	closed, _ := net.Listen("tcp", "127.0.0.1:0")
 	deadURL := "https://" + closed.Addr().String() + "/directory" // orders there wait to retry
 	closed.Close()
-	_, app := testAPI(t, mustJSON(map[string]any{
+	logPath := filepath.Join(dir, "certlocker.log")
+	_, app := testAPILogged(t, mustJSON(map[string]any{
 		"storage": map[string]any{"path": filepath.Join(dir, "c.db")}, "node_id": "n1",
 		"issuers": []any{
 			map[string]any{"name": "ca-team-a", "directory_url": deadURL, "agree_terms": true, "group": "A"},
@@ -48,10 +50,11 @@ func newUIFixture(t *testing.T) *uiFixture {
 		"users": []any{
 			map[string]any{"id": "root", "role": "admin"},
 			map[string]any{"id": "alice", "role": "operator", "groups": []string{"A"}},
+			map[string]any{"id": "bob", "role": "operator", "groups": []string{"B"}},
 			map[string]any{"id": "vic", "role": "viewer", "groups": []string{"A", "B"}},
 		},
-	}))
-	f := &uiFixture{app: app, ids: map[string]map[string]string{"A": {}, "B": {}}, names: map[string][]string{}}
+	}), logPath)
+	f := &uiFixture{app: app, ids: map[string]map[string]string{"A": {}, "B": {}}, names: map[string][]string{}, logPath: logPath}
 	ctx := t.Context()
 	list, err := app.IssuerRegistry().List(ctx, storage.IssuerFilter{})
 	if err != nil || len(list) != 2 {

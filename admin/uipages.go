@@ -119,12 +119,14 @@ func (u *UI) servePage(w http.ResponseWriter, r *http.Request, app *certlocker.A
 	case p == "" && r.Method == http.MethodGet:
 		http.Redirect(w, r, "/workflows", http.StatusSeeOther)
 		return
+	case u.formRoute(r, parts) != nil: // uiforms.go
+		err = u.formRoute(r, parts)(w, r, app, d)
 	case p == "/workflows" && r.Method == http.MethodGet:
 		err = u.workflowsPage(w, r, app, d)
 	case p == "/workflows" && r.Method == http.MethodPost:
 		err = u.createWorkflowForm(w, r, app, d)
 	case p == "/workflows/new" && r.Method == http.MethodGet:
-		err = u.newOrderPage(w, r, app, d, http.StatusOK)
+		err = u.newOrderPage(w, r, app, d, http.StatusOK, nil)
 	case p == "/live/workflows" && r.Method == http.MethodGet:
 		err = u.liveWorkflows(w, r, app)
 	case len(parts) == 2 && parts[0] == "workflows" && r.Method == http.MethodGet:
@@ -370,12 +372,15 @@ func (u *UI) workflowPage(w http.ResponseWriter, r *http.Request, app *certlocke
 
 type newOrderData struct {
 	Issuers   []issuers.View
+	Choices   []issuerChoice
 	Providers []dnsproviders.View
 	Groups    []string
 	Form      url.Values
+	Preview   *orderPreview
+	KeyTypes  []string
 }
 
-func (u *UI) newOrderPage(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData, status int) error {
+func (u *UI) newOrderPage(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData, status int, preview *orderPreview) error {
 	_, issuerViews, err := issuerNames(r, app)
 	if err != nil {
 		return err
@@ -384,7 +389,8 @@ func (u *UI) newOrderPage(w http.ResponseWriter, r *http.Request, app *certlocke
 	if err != nil {
 		return err
 	}
-	data := newOrderData{Issuers: issuerViews, Form: r.PostForm}
+	data := newOrderData{Issuers: issuerViews, Choices: issuerChoices(issuerViews), Form: r.PostForm, Preview: preview,
+		KeyTypes: []string{"p256", "p384", "rsa2048", "rsa3072", "rsa4096"}}
 	seen := []string{}
 	for _, p := range provs {
 		data.Providers = append(data.Providers, dnsproviders.NewView(p))
@@ -407,30 +413,14 @@ func (u *UI) createWorkflowForm(w http.ResponseWriter, r *http.Request, app *cer
 	}
 	body := createWorkflowBody{IssuerID: r.PostForm.Get("issuer_id"), Group: r.PostForm.Get("group"),
 		KeyType: r.PostForm.Get("key_type")}
-	for _, line := range strings.Split(r.PostForm.Get("identifiers"), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 {
-			continue
-		}
-		id := storage.Identifier{Value: f[0], Challenge: r.PostForm.Get("challenge")}
-		if len(f) > 1 {
-			id.Challenge = f[1]
-		}
-		if id.Challenge == "dns-01" || (id.Challenge == "" && strings.HasPrefix(id.Value, "*.")) {
-			id.DNSProviderID = r.PostForm.Get("dns_provider_id")
-			if id.DNSProviderID == "" {
-				id.DNSProviderID = zoneProvider(r, app, id.Value)
-			}
-		}
-		body.Identifiers = append(body.Identifiers, id)
-	}
+	body.Identifiers = formIdentifiers(r, app)
 	b, _ := json.Marshal(body)
 	rec := u.callAPI(r, http.MethodPost, "workflows", string(b))
 	if rec.Code != http.StatusCreated {
 		var e Error
 		_ = json.Unmarshal(rec.Body.Bytes(), &e)
 		d.Error = e.Message
-		return u.newOrderPage(w, r, app, d, rec.Code)
+		return u.newOrderPage(w, r, app, d, rec.Code, nil)
 	}
 	var v workflowView
 	_ = json.Unmarshal(rec.Body.Bytes(), &v)
@@ -502,6 +492,7 @@ func (u *UI) inventoryPage(w http.ResponseWriter, r *http.Request, app *certlock
 		data.Within90 += p.Count
 	}
 	data.Chart = expiryChart(rep.Timeline)
+	data.CanExport = d.Session.User.CanMutate() && inv.CanExportKeys(inventory.Role(d.Session.User.Role))
 	for _, c := range certs {
 		data.Rows = append(data.Rows, inv.View(c, false))
 	}

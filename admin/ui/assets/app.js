@@ -80,6 +80,27 @@
     src.addEventListener("end", onEvent);
   }
 
+  // New order: show the chosen ACME client's catalog information only.
+  var issuerSel = document.getElementById("issuer_id");
+  var cards = document.querySelectorAll(".issuer-card[data-issuer]");
+  if (issuerSel && cards.length) {
+    var showIssuer = function () {
+      cards.forEach(function (c) { c.hidden = c.dataset.issuer !== issuerSel.value; });
+    };
+    issuerSel.addEventListener("change", showIssuer);
+    showIssuer();
+  }
+
+  // New ACME client: opening a CA's card shows its guidance.
+  document.querySelectorAll("#catalog input[name=catalog_id]").forEach(function (radio) {
+    radio.addEventListener("change", function () {
+      document.querySelectorAll("#catalog details.guide").forEach(function (d) { d.open = false; });
+      var card = radio.closest(".card");
+      var g = card && card.querySelector("details.guide");
+      if (g) { g.open = true; }
+    });
+  });
+
   // Copy buttons: data-copy names the element whose value or text to copy.
   document.querySelectorAll("button.copy[data-copy]").forEach(function (btn) {
     btn.addEventListener("click", function () {
