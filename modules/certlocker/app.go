@@ -34,7 +34,7 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(App{})
+	caddy.RegisterModule(new(App))
 }
 
 // Storage backends.
@@ -169,8 +169,10 @@ type StorageConfig struct {
 	MaxConnections int `json:"max_connections,omitempty"`
 }
 
-// CaddyModule returns the Caddy module information.
-func (App) CaddyModule() caddy.ModuleInfo {
+// CaddyModule returns the Caddy module information. It has a pointer
+// receiver: Caddy's events app calls it on every Emit, and a value receiver
+// would copy the whole App while Stop writes its fields (a data race).
+func (*App) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "certlocker",
 		New: func() caddy.Module { return new(App) },
