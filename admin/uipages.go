@@ -286,7 +286,7 @@ func (u *UI) workflowsPage(w http.ResponseWriter, r *http.Request, app *certlock
 		return err
 	}
 	data := workflowsData{Filter: q, States: states(), Issuers: issuerViews, NextCursor: next,
-		Filtered: f != (storage.WorkflowFilter{})}
+		Filtered: len(onlyKeys(q, "state", "issuer", "group", "domain")) > 0}
 	seen := []string{}
 	for _, wf := range ws {
 		data.Rows = append(data.Rows, rowOf(wf, names))

@@ -100,16 +100,24 @@ func (x workflows) List(ctx context.Context, f storage.WorkflowFilter, p storage
 	w.addIf(f.State != "", "state = ?", f.State)
 	w.addIf(f.IssuerID != "", "issuer_id = ?", f.IssuerID)
 	w.addIf(f.Group != "", "grp = ?", f.Group)
+	w.addIn("grp", f.Groups)
 	w.addIf(f.Domain != "", "id IN (SELECT workflow_id FROM workflow_names WHERE name = ?)", strings.ToLower(f.Domain))
+	order := " ORDER BY id DESC"
+	backward := p.Backward && p.Cursor != ""
 	if p.Cursor != "" {
 		c, err := decodeCursor(p.Cursor, 1)
 		if err != nil {
 			return nil, "", fmt.Errorf("listing workflows: %w", err)
 		}
-		w.add("id < ?", c[0])
+		if backward {
+			w.add("id >= ?", c[0])
+			order = " ORDER BY id"
+		} else {
+			w.add("id < ?", c[0])
+		}
 	}
 	limit := p.Clamp()
-	rows, err := x.s.query(ctx, "SELECT "+workflowCols+" FROM workflows"+w.String()+" ORDER BY id DESC LIMIT ?",
+	rows, err := x.s.query(ctx, "SELECT "+workflowCols+" FROM workflows"+w.String()+order+" LIMIT ?",
 		append(w.args, limit+1)...)
 	if err != nil {
 		return nil, "", x.s.classify(err, "listing workflows")
@@ -126,11 +134,7 @@ func (x workflows) List(ctx context.Context, f storage.WorkflowFilter, p storage
 	if err := rows.Err(); err != nil {
 		return nil, "", x.s.classify(err, "listing workflows")
 	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		next = encodeCursor(out[limit-1].ID)
-	}
+	out, next := keysetPage(out, limit, backward, func(wf *storage.Workflow) string { return encodeCursor(wf.ID) })
 	return out, next, nil
 }
 
