@@ -54,6 +54,11 @@ var templateFuncs = template.FuncMap{
 		return buf.String()
 	},
 	"badge": func(state string) string { return "badge badge-" + strings.ReplaceAll(state, "_", "-") },
+	"day":   func(t time.Time) string { return t.UTC().Format("2006-01-02") },
+	// sortcol is one sortable column header: its label, link and aria-sort
+	"sortcol": func(sl sortLinks, key, label string) map[string]any {
+		return map[string]any{"Label": label, "Href": sl.Href[key], "Aria": sl.Aria[key]}
+	},
 }
 
 func parsePages() (*pageSet, error) {
@@ -243,14 +248,98 @@ func issuerNames(r *http.Request, app *certlocker.App) (map[string]string, []iss
 }
 
 type workflowsData struct {
-	Rows       []workflowRow
-	Filter     url.Values
-	States     []string
-	Issuers    []issuers.View
-	Groups     []string
-	NextCursor string
-	Query      string
-	Filtered   bool
+	Rows     []workflowRow
+	Filter   url.Values
+	States   []string
+	Issuers  []issuers.View
+	Groups   []string
+	Pager    pager
+	Query    string
+	Sort     sortLinks
+	Filtered bool
+}
+
+// pager is a list page's links to the pages before and after it (query
+// strings; "" when there is none). Pages are keyset pages of the
+// service's list: "cursor" pages forward from a row, "before" back.
+type pager struct{ Prev, Next template.URL }
+
+// pageOf reads the page a list request asks for.
+func pageOf(q url.Values) storage.Page {
+	if b := q.Get("before"); b != "" {
+		return storage.Page{Limit: pageSize, Cursor: b, Backward: true}
+	}
+	return storage.Page{Limit: pageSize, Cursor: q.Get("cursor")}
+}
+
+// pagerOf makes the links of page p, which the list answered with
+// cursor; base is the query string of the list's filters and sort.
+func pagerOf(base url.Values, p storage.Page, cursor string) pager {
+	link := func(k, v string) template.URL {
+		q := url.Values{}
+		for key, vals := range base {
+			q[key] = vals
+		}
+		q.Set(k, v)
+		return template.URL("?" + q.Encode()) // encoded by url.Values: safe in an href
+	}
+	var pg pager
+	switch {
+	case p.Backward:
+		if cursor != "" {
+			pg.Prev = link("before", cursor)
+		}
+		pg.Next = link("cursor", p.Cursor)
+	default:
+		if p.Cursor != "" {
+			pg.Prev = link("before", p.Cursor)
+		}
+		if cursor != "" {
+			pg.Next = link("cursor", cursor)
+		}
+	}
+	return pg
+}
+
+// sortLinks is what a table's sortable column headers need: the query
+// string that sorts by each key, and the aria-sort value of each
+// ("ascending", "descending", or "none").
+type sortLinks struct {
+	Href map[string]template.URL
+	Aria map[string]string
+}
+
+// sortLinksOf makes the headers' links for keys, the current sort being
+// cur ("-key" is descending); a header's link sorts by its key, flipping
+// the direction when it is the current one. def is the sort of "".
+func sortLinksOf(base url.Values, keys []string, cur, def string, descFirst map[string]bool) sortLinks {
+	if cur == "" {
+		cur = def
+	}
+	name, desc := strings.CutPrefix(cur, "-")
+	sl := sortLinks{Href: map[string]template.URL{}, Aria: map[string]string{}}
+	for _, k := range keys {
+		q := url.Values{}
+		for key, vals := range base {
+			q[key] = vals
+		}
+		next := k
+		if descFirst[k] {
+			next = "-" + k
+		}
+		sl.Aria[k] = "none"
+		if k == name {
+			sl.Aria[k] = "ascending"
+			next = "-" + k
+			if desc {
+				sl.Aria[k] = "descending"
+				next = k
+			}
+		}
+		q.Set("sort", next)
+		sl.Href[k] = template.URL("?" + q.Encode()) // encoded by url.Values: safe in an href
+	}
+	return sl
 }
 
 // groupsOf lists the groups a user may pick.
@@ -270,23 +359,32 @@ func groupsOf(s *session, seen ...string) []string {
 
 func (u *UI) workflowsPage(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData) error {
 	q := r.URL.Query()
-	f, err := workflow.FilterFromQuery(onlyKeys(q, "state", "issuer", "group", "domain"))
+	fq := onlyKeys(q, "state", "issuer", "group", "domain")
+	f, err := workflow.FilterFromQuery(fq)
 	var inv *workflow.InvalidError
 	if errors.As(err, &inv) {
 		return BadRequest(inv.Field, "%s", inv.Message)
 	} else if err != nil {
 		return err
 	}
+	switch s := q.Get("sort"); s {
+	case "", "-created", "created":
+		f.Sort = s
+	default:
+		return BadRequest("sort", "sort must be created (oldest first) or -created (newest first)")
+	}
 	names, issuerViews, err := issuerNames(r, app)
 	if err != nil {
 		return err
 	}
-	ws, next, err := app.Workflows().List(r.Context(), f, storage.Page{Limit: pageSize, Cursor: q.Get("cursor")})
-	if err != nil {
+	p := pageOf(q)
+	ws, cursor, err := app.Workflows().List(r.Context(), f, p)
+	if errors.Is(err, storage.ErrInvalidCursor) {
+		return BadRequest("cursor", "this page link is out of date: go back to the first page")
+	} else if err != nil {
 		return err
 	}
-	data := workflowsData{Filter: q, States: states(), Issuers: issuerViews, NextCursor: next,
-		Filtered: len(onlyKeys(q, "state", "issuer", "group", "domain")) > 0}
+	data := workflowsData{Filter: q, States: states(), Issuers: issuerViews, Filtered: len(fq) > 0}
 	seen := []string{}
 	for _, wf := range ws {
 		data.Rows = append(data.Rows, rowOf(wf, names))
@@ -296,8 +394,12 @@ func (u *UI) workflowsPage(w http.ResponseWriter, r *http.Request, app *certlock
 		seen = append(seen, iss.Group)
 	}
 	data.Groups = groupsOf(d.Session, seen...)
-	fq := onlyKeys(q, "state", "issuer", "group", "domain")
 	data.Query = fq.Encode()
+	data.Sort = sortLinksOf(fq, []string{"created"}, f.Sort, "-created", map[string]bool{"created": true})
+	if f.Sort != "" {
+		fq.Set("sort", f.Sort)
+	}
+	data.Pager = pagerOf(fq, p, cursor)
 	d.Title, d.Nav, d.Data = "ACME Workflows", "workflows", data
 	u.pages.render(w, http.StatusOK, "workflows", d)
 	return nil
@@ -462,9 +564,9 @@ type inventoryData struct {
 	Drawer    *inventory.View
 	Filter    url.Values
 	Query     string
-	Next      string
+	Pager     pager
+	Sort      sortLinks
 	Chart     template.HTML
-	Sorts     []string
 	Statuses  []string
 	Filtered  bool
 	CanExport bool
@@ -478,9 +580,12 @@ func (u *UI) inventoryPage(w http.ResponseWriter, r *http.Request, app *certlock
 	if err != nil {
 		return inventoryError(err)
 	}
-	certs, next, err := inv.List(r.Context(), f, storage.Page{Limit: pageSize, Cursor: q.Get("cursor")})
-	if err != nil {
-		return err
+	p := pageOf(q)
+	certs, cursor, err := inv.List(r.Context(), f, p)
+	if errors.Is(err, storage.ErrInvalidCursor) {
+		return BadRequest("cursor", "this page link is out of date: go back to the first page")
+	} else if err != nil {
+		return inventoryError(err)
 	}
 	// the widgets count the active certificates of the other filters
 	ef, _ := inv.FilterFromQuery(onlyKeys(q, "domain", "issuer", "group", "rating"))
@@ -491,9 +596,11 @@ func (u *UI) inventoryPage(w http.ResponseWriter, r *http.Request, app *certlock
 	if err != nil {
 		return inventoryError(err)
 	}
-	data := inventoryData{Report: rep, Filter: q, Next: next, Sorts: storage.CertificateSorts,
+	filters := onlyKeys(q, "domain", "issuer", "group", "status", "rating", "expiry", "expiring_within")
+	data := inventoryData{Report: rep, Filter: q, Pager: pagerOf(fq, p, cursor),
+		Sort: sortLinksOf(filters, storage.CertificateSorts, q.Get("sort"), "expires", map[string]bool{"issued": true, "added": true}),
 		Statuses: []string{storage.CertStatusActive, storage.CertStatusRenewed, storage.CertStatusRevoked, "any"}, Query: fq.Encode(),
-		Filtered: len(fq) > 0}
+		Filtered: len(filters) > 0}
 	for _, p := range rep.Timeline {
 		data.Within90 += p.Count
 	}
@@ -573,7 +680,7 @@ type auditData struct {
 	Items  []*storage.AuditEntry
 	Filter url.Values
 	Query  string
-	Next   string
+	Pager  pager
 }
 
 // auditPage shows the audit log to admins (entries are not grouped: they
@@ -591,12 +698,15 @@ func (u *UI) auditPage(w http.ResponseWriter, r *http.Request, app *certlocker.A
 		}
 		f.Since = t
 	}
-	entries, next, err := app.AuditLog(r.Context(), f, storage.Page{Limit: pageSize, Cursor: q.Get("cursor")})
-	if err != nil {
+	p := pageOf(q)
+	entries, cursor, err := app.AuditLog(r.Context(), f, p)
+	if errors.Is(err, storage.ErrInvalidCursor) {
+		return BadRequest("cursor", "this page link is out of date: go back to the first page")
+	} else if err != nil {
 		return err
 	}
 	fq := onlyKeys(q, "action", "target", "actor", "since")
-	d.Title, d.Nav, d.Data = "Audit log", "audit", auditData{Items: entries, Filter: q, Query: fq.Encode(), Next: next}
+	d.Title, d.Nav, d.Data = "Audit log", "audit", auditData{Items: entries, Filter: q, Query: fq.Encode(), Pager: pagerOf(fq, p, cursor)}
 	u.pages.render(w, http.StatusOK, "audit", d)
 	return nil
 }

@@ -201,6 +201,9 @@ type WorkflowFilter struct {
 	Groups []string
 	// Domain matches workflows with an identifier equal to it.
 	Domain string
+	// Sort orders List: "" or "-created" is newest first, "created"
+	// oldest first. A cursor is valid only for the sort it was made with.
+	Sort string
 }
 
 // CertificateStore keeps the inventory.

@@ -119,6 +119,9 @@ func testPaging(t *testing.T, b Backend) {
 	t.Run("workflows", func(t *testing.T) {
 		for _, limit := range []int{1, 4, 7, 21, 50} {
 			checkPaging(t, wfList(storage.WorkflowFilter{Groups: []string{"A", "C"}}), limit, wfAC)
+			oldest := slices.Clone(wfAC)
+			slices.Reverse(oldest)
+			checkPaging(t, wfList(storage.WorkflowFilter{Groups: []string{"A", "C"}, Sort: "created"}), limit, oldest)
 		}
 		ws, _, err := st.Workflows().List(ctx, storage.WorkflowFilter{Groups: []string{}}, storage.Page{})
 		must(t, err)
