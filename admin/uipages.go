@@ -713,48 +713,47 @@ func (u *UI) auditPage(w http.ResponseWriter, r *http.Request, app *certlocker.A
 
 // liveWorkflows streams the workflows list's changes as Server-Sent
 // Events ("workflow" events with the row's id, state, status), so the
-// list page updates without reloading. It looks at the store every
-// second and sends what changed.
+// list page updates without reloading. The streams of one list share one
+// look at the store per second (liveHub); each sends what changed since
+// it last sent.
 func (u *UI) liveWorkflows(w http.ResponseWriter, r *http.Request, app *certlocker.App) error {
 	q := r.URL.Query()
 	f, err := workflow.FilterFromQuery(onlyKeys(q, "state", "issuer", "group", "domain"))
 	if err != nil {
 		return BadRequest("", "%v", err)
 	}
+	if _, ok := storage.NarrowGroup(r.Context(), f.Group); !ok {
+		return &Error{Status: http.StatusNotFound, Message: "that group is not one of yours"}
+	}
+	snaps, stop := u.live.subscribe(r.Context(), f)
+	defer stop()
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
+	_ = rc.Flush()
 	last := map[string]string{}
 	first := true
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
 	for {
-		ws, _, err := app.Workflows().List(r.Context(), f, storage.Page{Limit: pageSize})
-		if err != nil {
-			return nil
-		}
-		names, _, _ := issuerNames(r, app)
-		for _, wf := range ws {
-			key := wf.State + "\x00" + wf.Status
-			if last[wf.ID] == key {
-				continue
-			}
-			last[wf.ID] = key
-			row := rowOf(wf, names)
-			b, _ := json.Marshal(map[string]any{"id": wf.ID, "state": wf.State, "status": wf.Status,
-				"domains": row.Domains, "issuer": row.IssuerName, "challenges": row.Challenges, "last_message": row.LastMessage})
-			fmt.Fprintf(w, "event: workflow\ndata: %s\n\n", b)
-		}
-		if first {
-			fmt.Fprint(w, ": ready\n\n")
-		}
-		first = false
-		_ = rc.Flush()
 		select {
 		case <-r.Context().Done():
 			return nil
-		case <-t.C:
+		case snap := <-snaps:
+			for _, row := range snap.rows {
+				if last[row.id] == row.key {
+					continue
+				}
+				last[row.id] = row.key
+				fmt.Fprintf(w, "event: workflow\ndata: %s\n\n", row.data)
+			}
+			if first {
+				fmt.Fprint(w, ": ready\n\n")
+				first = false
+			}
+			if rc.Flush() != nil {
+				return nil
+			}
 		}
 	}
 }
