@@ -598,7 +598,7 @@ func (u *UI) inventoryPage(w http.ResponseWriter, r *http.Request, app *certlock
 	}
 	filters := onlyKeys(q, "domain", "issuer", "group", "status", "rating", "expiry", "expiring_within")
 	data := inventoryData{Report: rep, Filter: q, Pager: pagerOf(fq, p, cursor),
-		Sort: sortLinksOf(filters, storage.CertificateSorts, q.Get("sort"), "expires", map[string]bool{"issued": true, "added": true}),
+		Sort:     sortLinksOf(filters, storage.CertificateSorts, q.Get("sort"), "expires", map[string]bool{"issued": true, "added": true}),
 		Statuses: []string{storage.CertStatusActive, storage.CertStatusRenewed, storage.CertStatusRevoked, "any"}, Query: fq.Encode(),
 		Filtered: len(filters) > 0}
 	for _, p := range rep.Timeline {
