@@ -150,6 +150,7 @@ func TestUIScreens(t *testing.T) {
 		t.Fatal("no empty state on the workflows list")
 	}
 	shot(t, ctx, "workflows-empty")
+	checkScreen(t, ctx, "workflows-empty")
 
 	// an ACME client and a Cloudflare DNS provider through the UI's JSON
 	// API, as a script signed in through basic_auth does
@@ -172,6 +173,7 @@ func TestUIScreens(t *testing.T) {
 		t.Fatal("the ACME client is not listed")
 	}
 	shot(t, ctx, "issuers")
+	checkScreen(t, ctx, "issuers")
 
 	// Verify, from the DNS providers screen
 	run(chromedp.Navigate(base+"/dns-providers"), chromedp.WaitVisible(chromedp.CSS("#dns-providers")))
@@ -184,11 +186,13 @@ func TestUIScreens(t *testing.T) {
 		t.Fatal("the provider is not shown verified")
 	}
 	shot(t, ctx, "dns-providers")
+	checkScreen(t, ctx, "dns-providers")
 
 	// a mixed order through the form; its timeline runs live to issued
 	run(chromedp.Navigate(base+"/workflows/new"), chromedp.WaitVisible(chromedp.CSS("#new-order")),
 		chromedp.SendKeys(chromedp.CSS("#identifiers"), "*.example.test dns-01\nwww.example.test http-01"))
 	shot(t, ctx, "new-order")
+	checkScreen(t, ctx, "new-order")
 	run(chromedp.Click(chromedp.CSS(`#new-order button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS("#timeline")))
 	loc, err := chromedp.Run(ctx, chromedp.Location())
 	if err != nil || !strings.Contains(loc, "/workflows/wf_") {
@@ -199,6 +203,7 @@ func TestUIScreens(t *testing.T) {
 		t.Fatal("the timeline does not show the issuance")
 	}
 	shot(t, ctx, "workflow-detail")
+	checkScreen(t, ctx, "workflow-detail")
 
 	// the list is live: an order placed elsewhere appears and issues
 	// without a reload
@@ -212,17 +217,20 @@ func TestUIScreens(t *testing.T) {
 	second := v["id"].(string)
 	waitFor(t, ctx, app, "#wf-"+second+" span.badge-issued")
 	shot(t, ctx, "workflows")
-	run(chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
-	run(chromedp.Navigate(base+"/workflows"), chromedp.WaitVisible(chromedp.CSS("#workflows")))
-	shot(t, ctx, "workflows-phone")
-	run(chromedp.EmulateViewport(1280, 900))
+	checkScreen(t, ctx, "workflows")
 
 	// the inventory and its drawer
 	run(chromedp.Navigate(base+"/inventory"), chromedp.WaitVisible(chromedp.CSS("#certificates")))
 	if got := text("#n-90"); got != "2" {
 		t.Fatalf("certificates expiring within 90 days: %q", got)
 	}
+	shot(t, ctx, "inventory")
+	checkScreen(t, ctx, "inventory")
 	run(chromedp.Click(chromedp.CSS("a.open-drawer")), chromedp.WaitVisible(chromedp.CSS("#drawer")))
+	drawerURL, err := chromedp.Run(ctx, chromedp.Location())
+	if err != nil {
+		t.Fatal(err)
+	}
 	drawer := text("#drawer")
 	for _, want := range []string{"Serial", "Rating breakdown", "Chain", "Workflow"} {
 		if !strings.Contains(drawer, want) {
@@ -230,6 +238,7 @@ func TestUIScreens(t *testing.T) {
 		}
 	}
 	shot(t, ctx, "inventory-drawer")
+	checkScreen(t, ctx, "inventory-drawer")
 
 	// the audit log has the UI user's changes, with where they came from
 	run(chromedp.Navigate(base+"/audit?actor=ui:"+user+"@127.0.0.1"), chromedp.WaitVisible(chromedp.CSS("#audit")))
@@ -240,11 +249,26 @@ func TestUIScreens(t *testing.T) {
 		}
 	}
 	shot(t, ctx, "audit")
+	checkScreen(t, ctx, "audit")
 
 	// no secret reached the browser
 	html, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.documentElement.outerHTML`))
 	if err != nil || strings.Contains(html, cfToken) {
 		t.Fatalf("the audit page shows the DNS token (%v)", err)
+	}
+
+	// every screen at phone width
+	for _, s := range []struct{ path, sel, name string }{
+		{"/workflows", "#workflows", "workflows"},
+		{strings.TrimPrefix(loc, base), "#timeline", "workflow-detail"},
+		{"/workflows/new", "#new-order", "new-order"},
+		{"/issuers", "#issuers", "issuers"},
+		{"/dns-providers", "#dns-providers", "dns-providers"},
+		{"/inventory", "#certificates", "inventory"},
+		{strings.TrimPrefix(drawerURL, base), "#drawer", "inventory-drawer"},
+		{"/audit", "#audit", "audit"},
+	} {
+		checkPhone(t, ctx, base+s.path, s.sel, s.name)
 	}
 }
 
