@@ -231,7 +231,7 @@ func TestA11yChecksFindProblems(t *testing.T) {
 
 // checkPhone opens a screen at phone width (375 px), checks that nothing
 // makes the page scroll sideways, runs checkScreen, and saves the
-// screenshot <name>-phone.
+// screenshot <name>-phone (before tabbing, so without a focus ring).
 func checkPhone(t *testing.T, ctx context.Context, url, waitSel, name string) {
 	t.Helper()
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -243,8 +243,8 @@ func checkPhone(t *testing.T, ctx context.Context, url, waitSel, name string) {
 	if over := overflowProblems(t, sctx); len(over) > 0 {
 		t.Errorf("%s at 375 px scrolls sideways:\n  %s", name, strings.Join(over, "\n  "))
 	}
-	checkScreen(t, ctx, name+" (phone)")
 	shot(t, ctx, name+"-phone")
+	checkScreen(t, ctx, name+" (phone)")
 	if err := chromedp.Do(sctx, chromedp.EmulateViewport(1280, 900)); err != nil {
 		t.Fatal(err)
 	}
