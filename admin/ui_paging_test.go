@@ -190,7 +190,7 @@ func TestUIListsPageFullForSeveralGroups(t *testing.T) {
 		})
 	}
 	t.Run("audit", func(t *testing.T) {
-		got := f.walk(t, "root", "/audit?actor=test", regexp.MustCompile(`<tr><td><time datetime="[^"]*">[^<]*</time></td><td>test</td><td>([^<]*)</td>`))
+		got := f.walk(t, "root", "/audit?actor=test", regexp.MustCompile(`<td data-label="Who">test</td><td data-label="Action">[^<]*</td><td data-label="Target">([^<]*)</td>`))
 		if len(got) < 240 {
 			t.Fatalf("%d audit entries by the seeding, want at least 240", len(got))
 		}
@@ -211,6 +211,10 @@ func TestUISortableHeaders(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Fatalf("the inventory lacks %s", want)
 		}
+	}
+	// the drawer's link keeps the filters and the sort
+	if !strings.Contains(body, `href="/inventory?domain=cert.team-a.test&amp;sort=-name&amp;cert=`+f.ids["A"]["certificate"]+`"`) {
+		t.Fatal("the drawer link loses the filters or the sort")
 	}
 	body = f.do(t, as("root"), http.MethodGet, "/workflows", "").Body.String()
 	if !strings.Contains(body, `aria-sort="descending"><a class="sort" href="?sort=created">Created`) {

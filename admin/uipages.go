@@ -254,7 +254,7 @@ type workflowsData struct {
 	Issuers  []issuers.View
 	Groups   []string
 	Pager    pager
-	Query    string
+	Query    template.URL // the filters, encoded
 	Sort     sortLinks
 	Filtered bool
 }
@@ -394,7 +394,7 @@ func (u *UI) workflowsPage(w http.ResponseWriter, r *http.Request, app *certlock
 		seen = append(seen, iss.Group)
 	}
 	data.Groups = groupsOf(d.Session, seen...)
-	data.Query = fq.Encode()
+	data.Query = template.URL(fq.Encode()) // encoded by url.Values: safe in an href
 	data.Sort = sortLinksOf(fq, []string{"created"}, f.Sort, "-created", map[string]bool{"created": true})
 	if f.Sort != "" {
 		fq.Set("sort", f.Sort)
@@ -563,7 +563,7 @@ type inventoryData struct {
 	Rows      []inventory.View
 	Drawer    *inventory.View
 	Filter    url.Values
-	Query     string
+	Query     template.URL // the filters and sort, encoded
 	Pager     pager
 	Sort      sortLinks
 	Chart     template.HTML
@@ -599,7 +599,7 @@ func (u *UI) inventoryPage(w http.ResponseWriter, r *http.Request, app *certlock
 	filters := onlyKeys(q, "domain", "issuer", "group", "status", "rating", "expiry", "expiring_within")
 	data := inventoryData{Report: rep, Filter: q, Pager: pagerOf(fq, p, cursor),
 		Sort:     sortLinksOf(filters, storage.CertificateSorts, q.Get("sort"), "expires", map[string]bool{"issued": true, "added": true}),
-		Statuses: []string{storage.CertStatusActive, storage.CertStatusRenewed, storage.CertStatusRevoked, "any"}, Query: fq.Encode(),
+		Statuses: []string{storage.CertStatusActive, storage.CertStatusRenewed, storage.CertStatusRevoked, "any"}, Query: template.URL(fq.Encode()),
 		Filtered: len(filters) > 0}
 	for _, p := range rep.Timeline {
 		data.Within90 += p.Count
@@ -679,7 +679,7 @@ func (u *UI) dnsPage(w http.ResponseWriter, r *http.Request, app *certlocker.App
 type auditData struct {
 	Items  []*storage.AuditEntry
 	Filter url.Values
-	Query  string
+	Query  template.URL // the filters, encoded
 	Pager  pager
 }
 
@@ -706,7 +706,7 @@ func (u *UI) auditPage(w http.ResponseWriter, r *http.Request, app *certlocker.A
 		return err
 	}
 	fq := onlyKeys(q, "action", "target", "actor", "since")
-	d.Title, d.Nav, d.Data = "Audit log", "audit", auditData{Items: entries, Filter: q, Query: fq.Encode(), Pager: pagerOf(fq, p, cursor)}
+	d.Title, d.Nav, d.Data = "Audit log", "audit", auditData{Items: entries, Filter: q, Query: template.URL(fq.Encode()), Pager: pagerOf(fq, p, cursor)}
 	u.pages.render(w, http.StatusOK, "audit", d)
 	return nil
 }

@@ -20,7 +20,13 @@
         row.id = "wf-" + w.id;
         row.dataset.id = w.id;
         var cells = ["domain", "state", "status", "issuer", "challenges", "last_message", "group", "age"];
-        cells.forEach(function (c) { var td = document.createElement("td"); td.dataset.field = c; row.appendChild(td); });
+        var heads = list.tHead ? list.tHead.rows[0].cells : [];
+        cells.forEach(function (c, i) {
+          var td = document.createElement("td");
+          td.dataset.field = c;
+          if (heads[i]) { td.dataset.label = heads[i].textContent.split(",")[0].trim(); }
+          row.appendChild(td);
+        });
         var a = document.createElement("a");
         a.href = "/workflows/" + encodeURIComponent(w.id);
         a.textContent = w.domains;
