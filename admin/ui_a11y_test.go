@@ -13,13 +13,42 @@ import (
 	"github.com/chromedp/chromedp/kb"
 )
 
+// colourJS are the colour helpers of the checks: CSS colour parsing,
+// compositing, WCAG 2 relative luminance, the background an element is
+// drawn on (composited from the root down) and contrast ratios.
+const colourJS = `
+  const parse = c => {
+    const m = /rgba?\(([^)]+)\)/.exec(c || "");
+    if (!m) return null;
+    const p = m[1].split(/[\s,\/]+/).filter(Boolean).map(Number);
+    return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 };
+  };
+  const over = (top, bottom) => ({ r: top.r * top.a + bottom.r * (1 - top.a), g: top.g * top.a + bottom.g * (1 - top.a),
+    b: top.b * top.a + bottom.b * (1 - top.a), a: 1 });
+  const lum = c => {
+    const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b);
+  };
+  const background = el => {
+    const chain = [];
+    for (let e = el; e; e = e.parentElement) chain.push(e);
+    let bg = { r: 255, g: 255, b: 255, a: 1 };
+    for (const e of chain.reverse()) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c && c.a > 0) bg = over(c, bg);
+    }
+    return bg;
+  };
+  const contrast = (a, b) => { const l1 = lum(a), l2 = lum(b); return (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05); };
+`
+
 // a11yScript checks the page it runs in and returns its problems (JSON
 // list): every input, select and textarea has an accessible name; every
 // image and SVG chart has a text alternative; every visible piece of text
 // has a contrast of at least 4.5:1 with the background it is drawn on
 // (colours from getComputedStyle, backgrounds composited from the root
 // down, WCAG 2 relative luminance).
-const a11yScript = `(() => {
+const a11yScript = `(() => {` + colourJS + `
   const problems = [];
   const describe = el => {
     let s = el.tagName.toLowerCase();
@@ -48,28 +77,6 @@ const a11yScript = `(() => {
       ((el.getAttribute("aria-label") || "").trim() || el.getAttribute("aria-labelledby") || el.querySelector(":scope > title"));
     if (!ok) problems.push("image or chart without a text alternative: " + describe(el));
   }
-  const parse = c => {
-    const m = /rgba?\(([^)]+)\)/.exec(c || "");
-    if (!m) return null;
-    const p = m[1].split(/[\s,\/]+/).filter(Boolean).map(Number);
-    return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 };
-  };
-  const over = (top, bottom) => ({ r: top.r * top.a + bottom.r * (1 - top.a), g: top.g * top.a + bottom.g * (1 - top.a),
-    b: top.b * top.a + bottom.b * (1 - top.a), a: 1 });
-  const lum = c => {
-    const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
-    return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b);
-  };
-  const background = el => {
-    const chain = [];
-    for (let e = el; e; e = e.parentElement) chain.push(e);
-    let bg = { r: 255, g: 255, b: 255, a: 1 };
-    for (const e of chain.reverse()) {
-      const c = parse(getComputedStyle(e).backgroundColor);
-      if (c && c.a > 0) bg = over(c, bg);
-    }
-    return bg;
-  };
   const seen = new Set();
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let n = walker.nextNode(); n; n = walker.nextNode()) {
@@ -114,14 +121,18 @@ const overflowScript = `(() => {
 })()`
 
 // focusScript describes the focused element and whether its focus ring
-// shows (an outline at least 2px wide, or a box shadow).
-const focusScript = `(() => {
+// shows: an outline at least 2px wide with a contrast of 3:1 (WCAG's
+// non-text contrast) against the background around it, or a box shadow.
+const focusScript = `(() => {` + colourJS + `
   const el = document.activeElement;
   if (!el || el === document.body) return JSON.stringify({ none: true });
   const cs = getComputedStyle(el);
-  const outline = cs.outlineStyle !== "none" && parseFloat(cs.outlineWidth) >= 2;
+  // the ring is drawn around the element, on its parent's background
+  const ring = parse(cs.outlineColor);
+  const outline = cs.outlineStyle !== "none" && parseFloat(cs.outlineWidth) >= 2 && ring &&
+    contrast(over(ring, background(el.parentElement)), background(el.parentElement)) >= 3;
   return JSON.stringify({ what: el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") + " " + (el.textContent || el.getAttribute("name") || "").trim().slice(0, 30),
-    visible: outline || (cs.boxShadow && cs.boxShadow !== "none") });
+    visible: outline || (cs.boxShadow && cs.boxShadow !== "none"), style: cs.outlineStyle + " " + cs.outlineWidth + " " + cs.outlineColor });
 })()`
 
 // checkScreen runs the accessibility checks on the page the browser
@@ -134,8 +145,8 @@ func checkScreen(t *testing.T, ctx context.Context, name string) {
 }
 
 // screenProblems runs a11yScript on the page the browser shows, then
-// tabs through the first stops of the keyboard order from the top and
-// checks that each shows its focus.
+// tabs through the keyboard order from the top (up to 60 stops) and checks
+// that each stop shows its focus.
 func screenProblems(t *testing.T, ctx context.Context) []string {
 	t.Helper()
 	eval := func(js string, v any) {
@@ -155,8 +166,9 @@ func screenProblems(t *testing.T, ctx context.Context) []string {
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(document.activeElement && document.activeElement.blur(), window.scrollTo(0, 0), true)`)); err != nil {
 		t.Fatal(err)
 	}
-	tabbed := 0
-	for range 8 {
+	// every stop, until the focus comes round to the first again
+	tabbed, first := 0, ""
+	for range 60 {
 		if err := chromedp.Do(ctx, chromedp.KeyEvent(kb.Tab)); err != nil {
 			t.Fatalf("pressing Tab: %v", err)
 		}
@@ -164,14 +176,18 @@ func screenProblems(t *testing.T, ctx context.Context) []string {
 			None    bool   `json:"none"`
 			What    string `json:"what"`
 			Visible bool   `json:"visible"`
+			Style   string `json:"style"`
 		}
 		eval(focusScript, &f)
-		if f.None {
+		if f.None || f.What == first {
 			break
+		}
+		if first == "" {
+			first = f.What
 		}
 		tabbed++
 		if !f.Visible {
-			problems = append(problems, fmt.Sprintf("the keyboard focus on %q does not show", f.What))
+			problems = append(problems, fmt.Sprintf("the keyboard focus on %q does not show (outline %s)", f.What, f.Style))
 		}
 	}
 	if tabbed == 0 {
@@ -204,7 +220,7 @@ func TestA11yChecksFindProblems(t *testing.T) {
 		`<p style="color:#999">grey on white</p><p style="color:#fff;background:#fff8">white on white</p>` +
 		`<input name="unnamed"><label>Named <input name="named"></label><select aria-label="picked"><option>x</option></select>` +
 		`<svg width="10" height="10"><rect width="5" height="5"/></svg><svg role="img" aria-label="chart"><rect/></svg>` +
-		`<a href="#x" style="outline:none">no ring</a><div style="width:900px">wide</div></body></html>`
+		`<a href="#x" style="outline:none">no ring</a><a href="#y" id="pale" style="outline:3px solid #ddd">pale ring</a><div style="width:900px">wide</div></body></html>`
 	if err := chromedp.Do(ctx, chromedp.EmulateViewport(375, 812, chromedp.EmulateMobile),
 		chromedp.Navigate("data:text/html;base64,"+base64.StdEncoding.EncodeToString([]byte(page)))); err != nil {
 		t.Fatal(err)
@@ -216,6 +232,7 @@ func TestA11yChecksFindProblems(t *testing.T) {
 		"no accessible label: input[name=unnamed]",
 		"image or chart without a text alternative: svg\n",
 		`the keyboard focus on "a no ring" does not show`,
+		`the keyboard focus on "a#pale pale ring" does not show`,
 		"px wide in a 375px viewport\ndiv ends at ",
 	} {
 		if !strings.Contains(got+"\n", want) {
