@@ -5,6 +5,7 @@ import (
 	"html"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -220,10 +221,29 @@ func TestUISortableHeaders(t *testing.T) {
 	if !strings.Contains(body, `aria-sort="descending"><a class="sort" href="?sort=created">Created`) {
 		t.Fatal("the workflows list does not say it is newest first")
 	}
+	if !strings.Contains(body, `data-live="/live/workflows?"`) {
+		t.Fatal("the first page is not live")
+	}
+	// other pages and orders do not follow the first page's stream
+	for _, target := range []string{"/workflows?sort=created", "/workflows?cursor=" + url.QueryEscape(nextCursor(t, f))} {
+		if body := f.do(t, as("root"), http.MethodGet, target, "").Body.String(); strings.Contains(body, "data-live") {
+			t.Fatalf("%s follows the first page's live stream", target)
+		}
+	}
 	if rec := f.do(t, as("root"), http.MethodGet, "/workflows?sort=domain", ""); rec.Code != http.StatusBadRequest {
 		t.Fatalf("an unknown sort: %d", rec.Code)
 	}
 	if rec := f.do(t, as("root"), http.MethodGet, "/inventory?cursor=garbage", ""); rec.Code != http.StatusBadRequest {
 		t.Fatalf("a bad cursor: %d", rec.Code)
 	}
+}
+
+// nextCursor is a cursor of the workflows list, from a one-row page.
+func nextCursor(t *testing.T, f *uiFixture) string {
+	t.Helper()
+	_, next, err := f.app.Workflows().List(t.Context(), storage.WorkflowFilter{}, storage.Page{Limit: 1})
+	if err != nil || next == "" {
+		t.Fatalf("no cursor: %v", err)
+	}
+	return next
 }

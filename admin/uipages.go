@@ -257,6 +257,9 @@ type workflowsData struct {
 	Query    template.URL // the filters, encoded
 	Sort     sortLinks
 	Filtered bool
+	// Live is true on the first page newest first, the one the live
+	// stream follows (other pages would get rows that are not theirs).
+	Live bool
 }
 
 // pager is a list page's links to the pages before and after it (query
@@ -400,6 +403,7 @@ func (u *UI) workflowsPage(w http.ResponseWriter, r *http.Request, app *certlock
 		fq.Set("sort", f.Sort)
 	}
 	data.Pager = pagerOf(fq, p, cursor)
+	data.Live = data.Pager.Prev == "" && f.Sort != "created"
 	d.Title, d.Nav, d.Data = "ACME Workflows", "workflows", data
 	u.pages.render(w, http.StatusOK, "workflows", d)
 	return nil

@@ -7,7 +7,7 @@
 
   // The workflows list: each "workflow" event updates (or adds) its row.
   var list = document.getElementById("workflows");
-  if (list && window.EventSource) {
+  if (list && list.dataset.live && window.EventSource) {
     var status = document.getElementById("live-status");
     var es = new EventSource(list.dataset.live);
     es.addEventListener("open", function () { text(status, "Live: states update as the workflows run."); });
