@@ -221,6 +221,11 @@ func TestUISortableHeaders(t *testing.T) {
 	if !strings.Contains(body, `aria-sort="descending"><a class="sort" href="?sort=created">Created`) {
 		t.Fatal("the workflows list does not say it is newest first")
 	}
+	// a previous page that would be short at the start is the first page
+	short := f.do(t, as("root"), http.MethodGet, "/workflows?before="+url.QueryEscape(nextCursor(t, f)), "").Body.String()
+	if strings.Count(short, `<tr id="wf-`) != 2 || strings.Contains(short, `rel="prev"`) {
+		t.Fatalf("the short previous page is not the full first page:\n%s", short)
+	}
 	if !strings.Contains(body, `data-live="/live/workflows?"`) {
 		t.Fatal("the first page is not live")
 	}

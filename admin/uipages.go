@@ -275,6 +275,13 @@ func pageOf(q url.Values) storage.Page {
 	return storage.Page{Limit: pageSize, Cursor: q.Get("cursor")}
 }
 
+// startShort reports whether a backward page reached the start of the
+// list with fewer rows than a page (rows before it went away since the
+// link was made): the first page is then shown instead, full.
+func startShort(p storage.Page, cursor string, rows int) bool {
+	return p.Backward && cursor == "" && rows < p.Limit
+}
+
 // pagerOf makes the links of page p, which the list answered with
 // cursor; base is the query string of the list's filters and sort.
 func pagerOf(base url.Values, p storage.Page, cursor string) pager {
@@ -382,6 +389,10 @@ func (u *UI) workflowsPage(w http.ResponseWriter, r *http.Request, app *certlock
 	}
 	p := pageOf(q)
 	ws, cursor, err := app.Workflows().List(r.Context(), f, p)
+	if err == nil && startShort(p, cursor, len(ws)) {
+		p = storage.Page{Limit: pageSize}
+		ws, cursor, err = app.Workflows().List(r.Context(), f, p)
+	}
 	if errors.Is(err, storage.ErrInvalidCursor) {
 		return BadRequest("cursor", "this page link is out of date: go back to the first page")
 	} else if err != nil {
@@ -586,6 +597,10 @@ func (u *UI) inventoryPage(w http.ResponseWriter, r *http.Request, app *certlock
 	}
 	p := pageOf(q)
 	certs, cursor, err := inv.List(r.Context(), f, p)
+	if err == nil && startShort(p, cursor, len(certs)) {
+		p = storage.Page{Limit: pageSize}
+		certs, cursor, err = inv.List(r.Context(), f, p)
+	}
 	if errors.Is(err, storage.ErrInvalidCursor) {
 		return BadRequest("cursor", "this page link is out of date: go back to the first page")
 	} else if err != nil {
@@ -704,6 +719,10 @@ func (u *UI) auditPage(w http.ResponseWriter, r *http.Request, app *certlocker.A
 	}
 	p := pageOf(q)
 	entries, cursor, err := app.AuditLog(r.Context(), f, p)
+	if err == nil && startShort(p, cursor, len(entries)) {
+		p = storage.Page{Limit: pageSize}
+		entries, cursor, err = app.AuditLog(r.Context(), f, p)
+	}
 	if errors.Is(err, storage.ErrInvalidCursor) {
 		return BadRequest("cursor", "this page link is out of date: go back to the first page")
 	} else if err != nil {
