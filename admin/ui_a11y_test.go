@@ -136,9 +136,13 @@ const focusScript = `(() => {` + colourJS + `
 })()`
 
 // checkScreen runs the accessibility checks on the page the browser
-// shows (see screenProblems).
+// shows (see screenProblems) and checks that it does not scroll sideways
+// at the browser's width.
 func checkScreen(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
+	if over := overflowProblems(t, ctx); len(over) > 0 {
+		t.Errorf("%s scrolls sideways:\n  %s", name, strings.Join(over, "\n  "))
+	}
 	if problems := screenProblems(t, ctx); len(problems) > 0 {
 		t.Errorf("%s: accessibility problems:\n  %s", name, strings.Join(problems, "\n  "))
 	}
@@ -257,11 +261,8 @@ func checkPhone(t *testing.T, ctx context.Context, url, waitSel, name string) {
 		chromedp.Navigate(url), chromedp.WaitVisible(chromedp.CSS(waitSel))); err != nil {
 		t.Fatalf("%s at phone width: %v", name, err)
 	}
-	if over := overflowProblems(t, sctx); len(over) > 0 {
-		t.Errorf("%s at 375 px scrolls sideways:\n  %s", name, strings.Join(over, "\n  "))
-	}
 	shot(t, ctx, name+"-phone")
-	checkScreen(t, ctx, name+" (phone)")
+	checkScreen(t, ctx, name+" at 375 px")
 	if err := chromedp.Do(sctx, chromedp.EmulateViewport(1280, 900)); err != nil {
 		t.Fatal(err)
 	}
