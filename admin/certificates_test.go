@@ -48,7 +48,7 @@ type certFixture struct {
 	leaf       *x509.Certificate
 }
 
-func newCertFixture(t *testing.T, names []string, notAfter time.Time) certFixture {
+func newCertFixture(t testing.TB, names []string, notAfter time.Time) certFixture {
 	t.Helper()
 	rootKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	root := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Admin Test Root"},

@@ -16,7 +16,7 @@ import (
 // testAPI provisions the certlocker app from JSON the way Caddy does,
 // starts it (the admin API serves the running app) and the admin API
 // beside it.
-func testAPI(t *testing.T, appJSON string) (*API, *certlocker.App) {
+func testAPI(t testing.TB, appJSON string) (*API, *certlocker.App) {
 	t.Helper()
 	ctx, err := caddy.ProvisionContext(&caddy.Config{AppsRaw: caddy.ModuleMap{"certlocker": json.RawMessage(appJSON)}})
 	if err != nil {

@@ -64,6 +64,7 @@ type UI struct {
 	api     *API
 	assets  http.Handler
 	pages   *pageSet
+	live    *liveHub
 	logger  *zap.Logger
 }
 
@@ -104,6 +105,7 @@ func (u *UI) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading the UI's assets: %w", err)
 	}
 	u.assets = http.StripPrefix("/assets/", http.FileServerFS(sub))
+	u.live = new(liveHub)
 	u.pages, err = parsePages()
 	if err != nil {
 		return fmt.Errorf("parsing the UI's templates: %w", err)

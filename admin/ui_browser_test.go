@@ -192,6 +192,7 @@ func TestUIScreens(t *testing.T) {
 		t.Fatal("no empty state on the workflows list")
 	}
 	shot(t, ctx, "workflows-empty")
+	checkScreen(t, ctx, "workflows-empty")
 
 	// the ACME client, through its form: the catalog picker (a custom
 	// directory here: Pebble), the EAB fields, the contact
@@ -204,6 +205,7 @@ func TestUIScreens(t *testing.T) {
 	run(chromedp.Click(chromedp.CSS("#catalog-google"), chromedp.NodeVisible),
 		chromedp.WaitVisible(chromedp.CSS(`.card[data-catalog="google"] details[open] li`)))
 	shot(t, ctx, "issuer-new")
+	checkScreen(t, ctx, "issuer-new")
 	run(chromedp.Click(chromedp.CSS("#catalog-custom"), chromedp.NodeVisible),
 		chromedp.SendKeys(chromedp.CSS("#name"), "pebble"),
 		chromedp.SendKeys(chromedp.CSS("#directory_url"), p.DirectoryURL()),
@@ -227,6 +229,7 @@ func TestUIScreens(t *testing.T) {
 		t.Fatal("the CA's profiles are not shown")
 	}
 	shot(t, ctx, "issuer")
+	checkScreen(t, ctx, "issuer")
 	loc, err := chromedp.Run(ctx, chromedp.Location())
 	if err != nil || !strings.Contains(loc, "/issuers/iss_") {
 		t.Fatalf("after the ACME client form: %s %v", loc, err)
@@ -237,6 +240,7 @@ func TestUIScreens(t *testing.T) {
 		t.Fatal("the ACME client is not listed")
 	}
 	shot(t, ctx, "issuers")
+	checkScreen(t, ctx, "issuers")
 
 	// the Cloudflare DNS provider, through its form; then Verify on its page
 	run(chromedp.Navigate(base+"/dns-providers"), chromedp.WaitVisible(chromedp.CSS(".empty")),
@@ -245,6 +249,7 @@ func TestUIScreens(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS("#zones"), "example.test"),
 		chromedp.SendKeys(chromedp.CSS("#api_token"), cfToken))
 	shot(t, ctx, "dns-provider-new")
+	checkScreen(t, ctx, "dns-provider-new")
 	run(chromedp.Click(chromedp.CSS(`#dns-form button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS("#dns-status")))
 	if got := text("#dns-status"); got != "unverified" {
 		t.Fatalf("the new DNS provider is %q", got)
@@ -261,11 +266,13 @@ func TestUIScreens(t *testing.T) {
 		t.Fatalf("the verification result:\n%s", v)
 	}
 	shot(t, ctx, "dns-provider")
+	checkScreen(t, ctx, "dns-provider")
 	run(chromedp.Navigate(base+"/dns-providers"), chromedp.WaitVisible(chromedp.CSS("#dns-providers")))
 	if !strings.Contains(text("#dns-providers"), "verified") {
 		t.Fatal("the provider is not listed verified")
 	}
 	shot(t, ctx, "dns-providers")
+	checkScreen(t, ctx, "dns-providers")
 
 	// a mixed order through the form: preview it, then place it; its
 	// timeline runs live to issued
@@ -286,6 +293,7 @@ func TestUIScreens(t *testing.T) {
 	}
 	run(chromedp.ScrollIntoView(chromedp.CSS("#issuer_id")))
 	shot(t, ctx, "new-order")
+	checkScreen(t, ctx, "new-order")
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById("preview").scrollIntoView({block: "start"}); true`)); err != nil {
 		t.Fatal(err)
 	}
@@ -300,6 +308,7 @@ func TestUIScreens(t *testing.T) {
 		t.Fatal("the timeline does not show the issuance")
 	}
 	shot(t, ctx, "workflow-detail")
+	checkScreen(t, ctx, "workflow-detail")
 
 	// the list is live: an order placed elsewhere (a script on the UI's
 	// JSON API) appears and issues without a reload
@@ -315,17 +324,20 @@ func TestUIScreens(t *testing.T) {
 	second := v["id"].(string)
 	waitFor(t, ctx, app, "#wf-"+second+" span.badge-issued")
 	shot(t, ctx, "workflows")
-	run(chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
-	run(chromedp.Navigate(base+"/workflows"), chromedp.WaitVisible(chromedp.CSS("#workflows")))
-	shot(t, ctx, "workflows-phone")
-	run(chromedp.EmulateViewport(1280, 900))
+	checkScreen(t, ctx, "workflows")
 
 	// the inventory and its drawer
 	run(chromedp.Navigate(base+"/inventory"), chromedp.WaitVisible(chromedp.CSS("#certificates")))
 	if got := text("#n-90"); got != "2" {
 		t.Fatalf("certificates expiring within 90 days: %q", got)
 	}
+	shot(t, ctx, "inventory")
+	checkScreen(t, ctx, "inventory")
 	run(chromedp.Click(chromedp.CSS("a.open-drawer")), chromedp.WaitVisible(chromedp.CSS("#drawer")))
+	drawerURL, err := chromedp.Run(ctx, chromedp.Location())
+	if err != nil {
+		t.Fatal(err)
+	}
 	drawer := text("#drawer")
 	for _, want := range []string{"Serial", "Rating breakdown", "Chain", "Workflow"} {
 		if !strings.Contains(drawer, want) {
@@ -333,6 +345,7 @@ func TestUIScreens(t *testing.T) {
 		}
 	}
 	shot(t, ctx, "inventory-drawer")
+	checkScreen(t, ctx, "inventory-drawer")
 
 	// import a certificate made elsewhere, with its key, through the form
 	fx := newCertFixture(t, []string{"legacy.example.test"}, time.Now().Add(60*24*time.Hour))
@@ -348,6 +361,7 @@ func TestUIScreens(t *testing.T) {
 		t.Fatalf("the key field after an error: %q %v", got, err)
 	}
 	shot(t, ctx, "import")
+	checkScreen(t, ctx, "import")
 	run(chromedp.SetValue(chromedp.CSS("#key_pem"), fx.key))
 	run(chromedp.Click(chromedp.CSS(`#import-form button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS("#drawer")))
 	if got := text(".flash"); got != "certificate imported" || !strings.Contains(text("#drawer"), "legacy.example.test") {
@@ -374,6 +388,7 @@ func TestUIScreens(t *testing.T) {
 		}
 	}
 	shot(t, ctx, "audit")
+	checkScreen(t, ctx, "audit")
 
 	// no secret reached the browser, on any screen, or the logs
 	keyLine := strings.TrimSpace(strings.Split(fx.key, "\n")[1])
@@ -462,6 +477,7 @@ func TestUIScreens(t *testing.T) {
 		t.Fatalf("the token page's ID: %q", got)
 	}
 	shot(t, ctx, "token-detail")
+	checkScreen(t, ctx, "token-detail")
 	run(chromedp.ScrollIntoView(chromedp.CSS("#accounts")))
 	shot(t, ctx, "token-pulls")
 	pages := []string{html}
@@ -472,6 +488,7 @@ func TestUIScreens(t *testing.T) {
 		t.Fatalf("the tokens list: %s", text("#tokens"))
 	}
 	shot(t, ctx, "tokens")
+	checkScreen(t, ctx, "tokens")
 	html, _ = chromedp.Run(ctx, chromedp.Evaluate[string](`document.documentElement.outerHTML`))
 	pages = append(pages, html)
 
@@ -525,6 +542,23 @@ func TestUIScreens(t *testing.T) {
 	}
 	if !strings.Contains(string(logs), kid) {
 		t.Fatal("Caddy's log does not mention the token at all: is the log file the right one?")
+	}
+
+	// every screen at phone width
+	for _, s := range []struct{ path, sel, name string }{
+		{"/workflows", "#workflows", "workflows"},
+		{strings.TrimPrefix(loc, base), "#timeline", "workflow-detail"},
+		{"/workflows/new", "#new-order", "new-order"},
+		{"/issuers", "#issuers", "issuers"},
+		{"/dns-providers", "#dns-providers", "dns-providers"},
+		{"/inventory", "#certificates", "inventory"},
+		{strings.TrimPrefix(drawerURL, base), "#drawer", "inventory-drawer"},
+		{"/audit", "#audit", "audit"},
+		{"/tokens", "#tokens", "tokens"},
+		{"/tokens/" + kid, "#pulls", "token-detail"},
+		{"/issuers/" + issuerID, "#issuer-status", "issuer"},
+	} {
+		checkPhone(t, ctx, base+s.path, s.sel, s.name)
 	}
 }
 

@@ -55,6 +55,11 @@ var templateFuncs = template.FuncMap{
 		return buf.String()
 	},
 	"badge": func(state string) string { return "badge badge-" + strings.ReplaceAll(state, "_", "-") },
+	"day":   func(t time.Time) string { return t.UTC().Format("2006-01-02") },
+	// sortcol is one sortable column header: its label, link and aria-sort
+	"sortcol": func(sl sortLinks, key, label string) map[string]any {
+		return map[string]any{"Label": label, "Href": sl.Href[key], "Aria": sl.Aria[key]}
+	},
 }
 
 func parsePages() (*pageSet, error) {
@@ -248,14 +253,108 @@ func issuerNames(r *http.Request, app *certlocker.App) (map[string]string, []iss
 }
 
 type workflowsData struct {
-	Rows       []workflowRow
-	Filter     url.Values
-	States     []string
-	Issuers    []issuers.View
-	Groups     []string
-	NextCursor string
-	Query      string
-	Filtered   bool
+	Rows     []workflowRow
+	Filter   url.Values
+	States   []string
+	Issuers  []issuers.View
+	Groups   []string
+	Pager    pager
+	Query    template.URL // the filters, encoded
+	Sort     sortLinks
+	Filtered bool
+	// Live is true on the first page newest first, the one the live
+	// stream follows (other pages would get rows that are not theirs).
+	Live bool
+}
+
+// pager is a list page's links to the pages before and after it (query
+// strings; "" when there is none). Pages are keyset pages of the
+// service's list: "cursor" pages forward from a row, "before" back.
+type pager struct{ Prev, Next template.URL }
+
+// pageOf reads the page a list request asks for.
+func pageOf(q url.Values) storage.Page {
+	if b := q.Get("before"); b != "" {
+		return storage.Page{Limit: pageSize, Cursor: b, Backward: true}
+	}
+	return storage.Page{Limit: pageSize, Cursor: q.Get("cursor")}
+}
+
+// startShort reports whether a backward page reached the start of the
+// list with fewer rows than a page (rows before it went away since the
+// link was made): the first page is then shown instead, full.
+func startShort(p storage.Page, cursor string, rows int) bool {
+	return p.Backward && cursor == "" && rows < p.Limit
+}
+
+// pagerOf makes the links of page p, which the list answered with
+// cursor; base is the query string of the list's filters and sort.
+func pagerOf(base url.Values, p storage.Page, cursor string) pager {
+	link := func(k, v string) template.URL {
+		q := url.Values{}
+		for key, vals := range base {
+			q[key] = vals
+		}
+		q.Set(k, v)
+		return template.URL("?" + q.Encode()) // encoded by url.Values: safe in an href
+	}
+	var pg pager
+	switch {
+	case p.Backward:
+		if cursor != "" {
+			pg.Prev = link("before", cursor)
+		}
+		pg.Next = link("cursor", p.Cursor)
+	default:
+		if p.Cursor != "" {
+			pg.Prev = link("before", p.Cursor)
+		}
+		if cursor != "" {
+			pg.Next = link("cursor", cursor)
+		}
+	}
+	return pg
+}
+
+// sortLinks is what a table's sortable column headers need: the query
+// string that sorts by each key, and the aria-sort value of each
+// ("ascending", "descending", or "none").
+type sortLinks struct {
+	Href map[string]template.URL
+	Aria map[string]string
+}
+
+// sortLinksOf makes the headers' links for keys, the current sort being
+// cur ("-key" is descending); a header's link sorts by its key, flipping
+// the direction when it is the current one. def is the sort of "".
+func sortLinksOf(base url.Values, keys []string, cur, def string, descFirst map[string]bool) sortLinks {
+	if cur == "" {
+		cur = def
+	}
+	name, desc := strings.CutPrefix(cur, "-")
+	sl := sortLinks{Href: map[string]template.URL{}, Aria: map[string]string{}}
+	for _, k := range keys {
+		q := url.Values{}
+		for key, vals := range base {
+			q[key] = vals
+		}
+		next := k
+		if descFirst[k] {
+			next = "-" + k
+		}
+		sl.Aria[k] = "none"
+		if k == name {
+			sl.Aria[k] = "ascending"
+			next = "-" + k
+			if desc {
+				sl.Aria[k] = "descending"
+				next = k
+			}
+		}
+		q.Set("sort", next)
+		sl.Href[k] = template.URL("?" + q.Encode()) // encoded by url.Values: safe in an href
+	}
+	return sl
 }
 
 // groupsOf lists the groups a user may pick.
@@ -275,23 +374,36 @@ func groupsOf(s *session, seen ...string) []string {
 
 func (u *UI) workflowsPage(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData) error {
 	q := r.URL.Query()
-	f, err := workflow.FilterFromQuery(onlyKeys(q, "state", "issuer", "group", "domain"))
+	fq := onlyKeys(q, "state", "issuer", "group", "domain")
+	f, err := workflow.FilterFromQuery(fq)
 	var inv *workflow.InvalidError
 	if errors.As(err, &inv) {
 		return BadRequest(inv.Field, "%s", inv.Message)
 	} else if err != nil {
 		return err
 	}
+	switch s := q.Get("sort"); s {
+	case "", "-created", "created":
+		f.Sort = s
+	default:
+		return BadRequest("sort", "sort must be created (oldest first) or -created (newest first)")
+	}
 	names, issuerViews, err := issuerNames(r, app)
 	if err != nil {
 		return err
 	}
-	ws, next, err := app.Workflows().List(r.Context(), f, storage.Page{Limit: pageSize, Cursor: q.Get("cursor")})
-	if err != nil {
+	p := pageOf(q)
+	ws, cursor, err := app.Workflows().List(r.Context(), f, p)
+	if err == nil && startShort(p, cursor, len(ws)) {
+		p = storage.Page{Limit: pageSize}
+		ws, cursor, err = app.Workflows().List(r.Context(), f, p)
+	}
+	if errors.Is(err, storage.ErrInvalidCursor) {
+		return BadRequest("cursor", "this page link is out of date: go back to the first page")
+	} else if err != nil {
 		return err
 	}
-	data := workflowsData{Filter: q, States: states(), Issuers: issuerViews, NextCursor: next,
-		Filtered: f != (storage.WorkflowFilter{})}
+	data := workflowsData{Filter: q, States: states(), Issuers: issuerViews, Filtered: len(fq) > 0}
 	seen := []string{}
 	for _, wf := range ws {
 		data.Rows = append(data.Rows, rowOf(wf, names))
@@ -301,8 +413,13 @@ func (u *UI) workflowsPage(w http.ResponseWriter, r *http.Request, app *certlock
 		seen = append(seen, iss.Group)
 	}
 	data.Groups = groupsOf(d.Session, seen...)
-	fq := onlyKeys(q, "state", "issuer", "group", "domain")
-	data.Query = fq.Encode()
+	data.Query = template.URL(fq.Encode()) // encoded by url.Values: safe in an href
+	data.Sort = sortLinksOf(fq, []string{"created"}, f.Sort, "-created", map[string]bool{"created": true})
+	if f.Sort != "" {
+		fq.Set("sort", f.Sort)
+	}
+	data.Pager = pagerOf(fq, p, cursor)
+	data.Live = data.Pager.Prev == "" && f.Sort != "created"
 	d.Title, d.Nav, d.Data = "ACME Workflows", "workflows", data
 	u.pages.render(w, http.StatusOK, "workflows", d)
 	return nil
@@ -454,10 +571,10 @@ type inventoryData struct {
 	Rows      []inventory.View
 	Drawer    *inventory.View
 	Filter    url.Values
-	Query     string
-	Next      string
+	Query     template.URL // the filters and sort, encoded
+	Pager     pager
+	Sort      sortLinks
 	Chart     template.HTML
-	Sorts     []string
 	Statuses  []string
 	Filtered  bool
 	CanExport bool
@@ -472,9 +589,16 @@ func (u *UI) inventoryPage(w http.ResponseWriter, r *http.Request, app *certlock
 	if err != nil {
 		return inventoryError(err)
 	}
-	certs, next, err := inv.List(r.Context(), f, storage.Page{Limit: pageSize, Cursor: q.Get("cursor")})
-	if err != nil {
-		return err
+	p := pageOf(q)
+	certs, cursor, err := inv.List(r.Context(), f, p)
+	if err == nil && startShort(p, cursor, len(certs)) {
+		p = storage.Page{Limit: pageSize}
+		certs, cursor, err = inv.List(r.Context(), f, p)
+	}
+	if errors.Is(err, storage.ErrInvalidCursor) {
+		return BadRequest("cursor", "this page link is out of date: go back to the first page")
+	} else if err != nil {
+		return inventoryError(err)
 	}
 	// the widgets count the active certificates of the other filters
 	ef, _ := inv.FilterFromQuery(onlyKeys(q, "domain", "issuer", "group", "rating"))
@@ -485,9 +609,11 @@ func (u *UI) inventoryPage(w http.ResponseWriter, r *http.Request, app *certlock
 	if err != nil {
 		return inventoryError(err)
 	}
-	data := inventoryData{Report: rep, Filter: q, Next: next, Sorts: storage.CertificateSorts,
-		Statuses: []string{storage.CertStatusActive, storage.CertStatusRenewed, storage.CertStatusRevoked, "any"}, Query: fq.Encode(),
-		Filtered: len(fq) > 0}
+	filters := onlyKeys(q, "domain", "issuer", "group", "status", "rating", "expiry", "expiring_within")
+	data := inventoryData{Report: rep, Filter: q, Pager: pagerOf(fq, p, cursor),
+		Sort:     sortLinksOf(filters, storage.CertificateSorts, q.Get("sort"), "expires", map[string]bool{"issued": true, "added": true}),
+		Statuses: []string{storage.CertStatusActive, storage.CertStatusRenewed, storage.CertStatusRevoked, "any"}, Query: template.URL(fq.Encode()),
+		Filtered: len(filters) > 0}
 	for _, p := range rep.Timeline {
 		data.Within90 += p.Count
 	}
@@ -568,11 +694,10 @@ func (u *UI) dnsPage(w http.ResponseWriter, r *http.Request, app *certlocker.App
 type auditData struct {
 	Items  []*storage.AuditEntry
 	Filter url.Values
-	// NewestURL is the first page with these filters; NextURL the page
-	// of older entries ("" on the last page).
-	NewestURL, NextURL template.URL
-	Results            []string
-	Groups             []string
+	// Pager links the pages before and after this one, with the filters.
+	Pager   pager
+	Results []string
+	Groups  []string
 	// Scoped is true for a group-restricted reader.
 	Scoped   bool
 	Filtered bool
@@ -607,8 +732,15 @@ func (u *UI) auditPage(w http.ResponseWriter, r *http.Request, app *certlocker.A
 	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since) {
 		return BadRequest("until", "until must not be before since")
 	}
-	entries, next, err := app.AuditLog(r.Context(), f, storage.Page{Limit: pageSize, Cursor: q.Get("cursor")})
-	if err != nil {
+	p := pageOf(q)
+	entries, cursor, err := app.AuditLog(r.Context(), f, p)
+	if err == nil && startShort(p, cursor, len(entries)) {
+		p = storage.Page{Limit: pageSize}
+		entries, cursor, err = app.AuditLog(r.Context(), f, p)
+	}
+	if errors.Is(err, storage.ErrInvalidCursor) {
+		return BadRequest("cursor", "this page link is out of date: go back to the first page")
+	} else if err != nil {
 		return err
 	}
 	seen := make([]string, 0, len(entries))
@@ -616,17 +748,7 @@ func (u *UI) auditPage(w http.ResponseWriter, r *http.Request, app *certlocker.A
 		seen = append(seen, e.Group)
 	}
 	d.Title, d.Nav = "Audit log", "audit"
-	newest, older := "/audit", ""
-	if len(fq) > 0 {
-		newest += "?" + fq.Encode()
-	}
-	if next != "" {
-		nq := onlyKeys(fq, "action", "target", "actor", "group", "result", "since", "until")
-		nq.Set("cursor", next)
-		older = "/audit?" + nq.Encode()
-	}
-	// both are built from url.Values.Encode: safe in an href as they are
-	d.Data = auditData{Items: entries, Filter: fq, NewestURL: template.URL(newest), NextURL: template.URL(older),
+	d.Data = auditData{Items: entries, Filter: fq, Pager: pagerOf(fq, p, cursor),
 		Results: []string{storage.AuditOK, storage.AuditRefused, storage.AuditFailed}, Groups: groupsOf(d.Session, append(seen, f.Group)...),
 		Scoped: !d.Session.User.Unrestricted(), Filtered: len(fq) > 0}
 	u.pages.render(w, http.StatusOK, "audit", d)
@@ -635,48 +757,47 @@ func (u *UI) auditPage(w http.ResponseWriter, r *http.Request, app *certlocker.A
 
 // liveWorkflows streams the workflows list's changes as Server-Sent
 // Events ("workflow" events with the row's id, state, status), so the
-// list page updates without reloading. It looks at the store every
-// second and sends what changed.
+// list page updates without reloading. The streams of one list share one
+// look at the store per second (liveHub); each sends what changed since
+// it last sent.
 func (u *UI) liveWorkflows(w http.ResponseWriter, r *http.Request, app *certlocker.App) error {
 	q := r.URL.Query()
 	f, err := workflow.FilterFromQuery(onlyKeys(q, "state", "issuer", "group", "domain"))
 	if err != nil {
 		return BadRequest("", "%v", err)
 	}
+	if _, ok := storage.NarrowGroup(r.Context(), f.Group); !ok {
+		return &Error{Status: http.StatusNotFound, Message: "that group is not one of yours"}
+	}
+	snaps, stop := u.live.subscribe(r.Context(), f)
+	defer stop()
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
+	_ = rc.Flush()
 	last := map[string]string{}
 	first := true
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
 	for {
-		ws, _, err := app.Workflows().List(r.Context(), f, storage.Page{Limit: pageSize})
-		if err != nil {
-			return nil
-		}
-		names, _, _ := issuerNames(r, app)
-		for _, wf := range ws {
-			key := wf.State + "\x00" + wf.Status
-			if last[wf.ID] == key {
-				continue
-			}
-			last[wf.ID] = key
-			row := rowOf(wf, names)
-			b, _ := json.Marshal(map[string]any{"id": wf.ID, "state": wf.State, "status": wf.Status,
-				"domains": row.Domains, "issuer": row.IssuerName, "challenges": row.Challenges, "last_message": row.LastMessage})
-			fmt.Fprintf(w, "event: workflow\ndata: %s\n\n", b)
-		}
-		if first {
-			fmt.Fprint(w, ": ready\n\n")
-		}
-		first = false
-		_ = rc.Flush()
 		select {
 		case <-r.Context().Done():
 			return nil
-		case <-t.C:
+		case snap := <-snaps:
+			for _, row := range snap.rows {
+				if last[row.id] == row.key {
+					continue
+				}
+				last[row.id] = row.key
+				fmt.Fprintf(w, "event: workflow\ndata: %s\n\n", row.data)
+			}
+			if first {
+				fmt.Fprint(w, ": ready\n\n")
+				first = false
+			}
+			if rc.Flush() != nil {
+				return nil
+			}
 		}
 	}
 }

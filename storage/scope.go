@@ -72,6 +72,19 @@ func NarrowGroup(ctx context.Context, filter string) (group string, ok bool) {
 	return "", len(groups) > 0
 }
 
+// ScopeFilter is NarrowGroup for list queries that filter on a set of
+// groups: when a multi-group scope leaves the group open, groups is the
+// scope's groups, for the query itself to keep only those rows (a page
+// is then full, whatever rows of other groups lie between). Otherwise
+// groups is nil.
+func ScopeFilter(ctx context.Context, filter string) (group string, groups []string, ok bool) {
+	group, ok = NarrowGroup(ctx, filter)
+	if scoped, restricted := ScopeGroups(ctx); ok && restricted && group == "" {
+		groups = slices.Clone(scoped)
+	}
+	return group, groups, ok
+}
+
 // FilterScope keeps the items of list that ctx may see.
 func FilterScope[T any](ctx context.Context, list []T, group func(T) string) []T {
 	if _, restricted := ScopeGroups(ctx); !restricted {

@@ -78,9 +78,18 @@ type Health struct {
 // Page asks for one page of a list. Cursor is the opaque NextCursor of the
 // previous page ("" for the first page); Limit is clamped to [1, MaxLimit]
 // and defaults to DefaultLimit.
+//
+// Backward pages towards the start of the list instead: the answer is the
+// Limit rows up to and including the row Cursor was made from (a next
+// cursor is made from the last row of its page, so Backward with the
+// cursor a page was asked with gives the page before it), still in list
+// order, and the cursor returned is the one to pass with Backward for the
+// page before those ("" when they are the first). Forward from the cursor
+// passed with Backward is the page after them.
 type Page struct {
-	Cursor string
-	Limit  int
+	Cursor   string
+	Limit    int
+	Backward bool
 }
 
 // Page size bounds for every list.
@@ -186,8 +195,15 @@ type WorkflowFilter struct {
 	State    string
 	IssuerID string
 	Group    string
+	// Groups, when not nil, keeps only workflows of these groups (the
+	// services set it from the caller's scope, so that a page is full
+	// whatever other groups' rows lie between).
+	Groups []string
 	// Domain matches workflows with an identifier equal to it.
 	Domain string
+	// Sort orders List: "" or "-created" is newest first, "created"
+	// oldest first. A cursor is valid only for the sort it was made with.
+	Sort string
 }
 
 // CertificateStore keeps the inventory.
@@ -218,9 +234,12 @@ type CertificateFilter struct {
 	IssuerID  string
 	CatalogID string
 	Group     string
-	Status    string
-	Rating    string
-	Source    string
+	// Groups, when not nil, keeps only certificates of these groups (the
+	// services set it from the caller's scope).
+	Groups []string
+	Status string
+	Rating string
+	Source string
 	// NotAfterBefore selects certificates expiring before it.
 	NotAfterBefore time.Time
 	// NotAfterFrom selects certificates expiring at or after it.

@@ -192,14 +192,14 @@ func (s *Service) Get(ctx context.Context, id string) (*storage.Certificate, err
 }
 
 // List returns a page of certificates.
-// Under a group scope only the scope's certificates are listed (a page may
-// then hold fewer than p.Limit).
+// Under a group scope only the scope's certificates are listed, filtered
+// in the query (a page is full however the groups' rows interleave).
 func (s *Service) List(ctx context.Context, f storage.CertificateFilter, p storage.Page) ([]*storage.Certificate, string, error) {
-	g, ok := storage.NarrowGroup(ctx, f.Group)
+	g, groups, ok := storage.ScopeFilter(ctx, f.Group)
 	if !ok {
 		return nil, "", nil
 	}
-	f.Group = g
+	f.Group, f.Groups = g, groups
 	list, next, err := s.store.Certificates().List(ctx, f, p)
 	if err != nil {
 		return nil, "", err

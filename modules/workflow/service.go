@@ -217,14 +217,14 @@ func (e *Engine) Get(ctx context.Context, id string) (*storage.Workflow, error) 
 
 // List returns the workflows matching f, a page at a time, and the cursor
 // of the next page ("" after the last).
-// Under a group scope only the scope's workflows are listed (a page may
-// then hold fewer than p.Limit).
+// Under a group scope only the scope's workflows are listed, filtered in
+// the query (a page is full however the groups' rows interleave).
 func (e *Engine) List(ctx context.Context, f storage.WorkflowFilter, p storage.Page) ([]*storage.Workflow, string, error) {
-	g, ok := storage.NarrowGroup(ctx, f.Group)
+	g, groups, ok := storage.ScopeFilter(ctx, f.Group)
 	if !ok {
 		return nil, "", nil
 	}
-	f.Group = g
+	f.Group, f.Groups = g, groups
 	ws, next, err := e.opts.Store.Workflows().List(ctx, f, p)
 	if err != nil {
 		return nil, "", err

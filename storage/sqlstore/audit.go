@@ -75,16 +75,22 @@ func (x audit) List(ctx context.Context, f storage.AuditFilter, p storage.Page) 
 		}
 		w.conds = append(w.conds, "("+strings.Join(or, " OR ")+")")
 	}
+	order := " ORDER BY id DESC"
 	if p.Cursor != "" {
 		c, err := decodeCursor(p.Cursor, 1)
 		if err != nil {
 			return nil, "", fmt.Errorf("listing audit entries: %w", err)
 		}
-		w.add("id < ?", c[0])
+		if p.Backward {
+			w.add("id >= ?", c[0])
+			order = " ORDER BY id"
+		} else {
+			w.add("id < ?", c[0])
+		}
 	}
 	limit := p.Clamp()
 	rows, err := x.s.query(ctx, "SELECT "+auditColumns+" FROM audit"+w.String()+
-		" ORDER BY id DESC LIMIT ?", append(w.args, limit+1)...)
+		order+" LIMIT ?", append(w.args, limit+1)...)
 	if err != nil {
 		return nil, "", x.s.classify(err, "listing audit entries")
 	}
@@ -103,10 +109,6 @@ func (x audit) List(ctx context.Context, f storage.AuditFilter, p storage.Page) 
 	if err := rows.Err(); err != nil {
 		return nil, "", x.s.classify(err, "listing audit entries")
 	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		next = encodeCursor(out[limit-1].ID)
-	}
+	out, next := keysetPage(out, limit, p.Backward && p.Cursor != "", func(e *storage.AuditEntry) string { return encodeCursor(e.ID) })
 	return out, next, nil
 }

@@ -120,6 +120,7 @@ func certificateWhere(f storage.CertificateFilter) *where {
 	w.addIf(f.IssuerID != "", "issuer_id = ?", f.IssuerID)
 	w.addIf(f.CatalogID != "", "catalog_id = ?", f.CatalogID)
 	w.addIf(f.Group != "", "grp = ?", f.Group)
+	w.addIn("grp", f.Groups)
 	w.addIf(f.Status != "", "status = ?", f.Status)
 	w.addIf(f.Rating != "", "rating = ?", f.Rating)
 	w.addIf(f.Source != "", "source = ?", f.Source)
@@ -142,9 +143,14 @@ func (x certificates) List(ctx context.Context, f storage.CertificateFilter, p s
 			f.Sort, strings.Join(storage.CertificateSorts, ", "))
 	}
 	w := certificateWhere(f)
-	op, dir := ">", ""
-	if desc {
-		op, dir = "<", " DESC"
+	backward := p.Backward && p.Cursor != ""
+	// backward pages read the other way, from the cursor's row itself
+	op, idOp, dir := ">", ">", ""
+	if desc != backward {
+		op, idOp, dir = "<", "<", " DESC"
+	}
+	if backward {
+		idOp += "="
 	}
 	if p.Cursor != "" {
 		c, err := decodeCursor(p.Cursor, 3)
@@ -159,7 +165,7 @@ func (x certificates) List(ctx context.Context, f storage.CertificateFilter, p s
 			}
 			k = n
 		}
-		w.add("("+sort.column+" "+op+" ? OR ("+sort.column+" = ? AND id "+op+" ?))", k, k, c[2])
+		w.add("("+sort.column+" "+op+" ? OR ("+sort.column+" = ? AND id "+idOp+" ?))", k, k, c[2])
 	}
 	limit := p.Clamp()
 	rows, err := x.s.query(ctx, "SELECT "+certificateCols+" FROM certificates"+w.String()+
@@ -179,12 +185,9 @@ func (x certificates) List(ctx context.Context, f storage.CertificateFilter, p s
 	if err := rows.Err(); err != nil {
 		return nil, "", x.s.classify(err, "listing certificates")
 	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		last := out[limit-1]
-		next = encodeCursor(spec, sort.key(last), last.ID)
-	}
+	out, next := keysetPage(out, limit, backward, func(c *storage.Certificate) string {
+		return encodeCursor(spec, sort.key(c), c.ID)
+	})
 	return out, next, nil
 }
 
@@ -500,5 +503,6 @@ func summaryWhere(f storage.CertificateFilter) (*where, bool) {
 	w.addIf(f.Status != "", "status = ?", f.Status)
 	w.addIf(f.IssuerID != "", "issuer_id = ?", f.IssuerID)
 	w.addIf(f.Group != "", "grp = ?", f.Group)
+	w.addIn("grp", f.Groups)
 	return w, true
 }

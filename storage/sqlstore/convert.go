@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -106,4 +107,38 @@ func (w *where) String() string {
 		return ""
 	}
 	return " WHERE " + strings.Join(w.conds, " AND ")
+}
+
+// addIn keeps rows whose column is one of vals, when vals is not nil (an
+// empty, non-nil vals keeps nothing).
+func (w *where) addIn(column string, vals []string) {
+	switch {
+	case vals == nil:
+	case len(vals) == 0:
+		w.add("1 = 0")
+	default:
+		args := make([]any, len(vals))
+		for i, v := range vals {
+			args[i] = v
+		}
+		w.add(column+" IN (?"+strings.Repeat(", ?", len(vals)-1)+")", args...)
+	}
+}
+
+// keysetPage turns the rows a keyset query fetched for p (at most limit+1,
+// in query order: reversed when paging backward) into the page in list
+// order and the cursor to return (see storage.Page).
+func keysetPage[T any](rows []T, limit int, backward bool, cursor func(T) string) ([]T, string) {
+	next := ""
+	if len(rows) > limit {
+		next = cursor(rows[limit])
+		if !backward {
+			next = cursor(rows[limit-1])
+		}
+		rows = rows[:limit]
+	}
+	if backward {
+		slices.Reverse(rows)
+	}
+	return rows, next
 }

@@ -94,22 +94,39 @@ func (x workflows) Get(ctx context.Context, id string) (*storage.Workflow, error
 	return w, x.s.classify(err, "getting workflow "+id)
 }
 
-// List returns workflows newest first.
+// List returns workflows newest first (oldest first with Sort "created").
 func (x workflows) List(ctx context.Context, f storage.WorkflowFilter, p storage.Page) ([]*storage.Workflow, string, error) {
 	var w where
 	w.addIf(f.State != "", "state = ?", f.State)
 	w.addIf(f.IssuerID != "", "issuer_id = ?", f.IssuerID)
 	w.addIf(f.Group != "", "grp = ?", f.Group)
+	w.addIn("grp", f.Groups)
 	w.addIf(f.Domain != "", "id IN (SELECT workflow_id FROM workflow_names WHERE name = ?)", strings.ToLower(f.Domain))
+	var asc bool // IDs grow with creation time
+	switch f.Sort {
+	case "", "-created":
+	case "created":
+		asc = true
+	default:
+		return nil, "", fmt.Errorf("listing workflows: unknown sort %q: use created or -created", f.Sort)
+	}
+	backward := p.Backward && p.Cursor != ""
+	order, op := " ORDER BY id DESC", "<"
+	if asc != backward {
+		order, op = " ORDER BY id", ">"
+	}
+	if backward {
+		op += "="
+	}
 	if p.Cursor != "" {
 		c, err := decodeCursor(p.Cursor, 1)
 		if err != nil {
 			return nil, "", fmt.Errorf("listing workflows: %w", err)
 		}
-		w.add("id < ?", c[0])
+		w.add("id "+op+" ?", c[0])
 	}
 	limit := p.Clamp()
-	rows, err := x.s.query(ctx, "SELECT "+workflowCols+" FROM workflows"+w.String()+" ORDER BY id DESC LIMIT ?",
+	rows, err := x.s.query(ctx, "SELECT "+workflowCols+" FROM workflows"+w.String()+order+" LIMIT ?",
 		append(w.args, limit+1)...)
 	if err != nil {
 		return nil, "", x.s.classify(err, "listing workflows")
@@ -126,11 +143,7 @@ func (x workflows) List(ctx context.Context, f storage.WorkflowFilter, p storage
 	if err := rows.Err(); err != nil {
 		return nil, "", x.s.classify(err, "listing workflows")
 	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		next = encodeCursor(out[limit-1].ID)
-	}
+	out, next := keysetPage(out, limit, backward, func(wf *storage.Workflow) string { return encodeCursor(wf.ID) })
 	return out, next, nil
 }
 

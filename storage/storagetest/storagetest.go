@@ -55,6 +55,7 @@ func Run(t *testing.T, b Backend) {
 		"wrong_key":      testWrongKey,
 		"cancellation":   testCancellation,
 		"zone_records":   testChallengeZone,
+		"paging":         testPaging,
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) { fn(t, b) })

@@ -7,7 +7,7 @@
 
   // The workflows list: each "workflow" event updates (or adds) its row.
   var list = document.getElementById("workflows");
-  if (list && window.EventSource) {
+  if (list && list.dataset.live && window.EventSource) {
     var status = document.getElementById("live-status");
     var es = new EventSource(list.dataset.live);
     es.addEventListener("open", function () { text(status, "Live: states update as the workflows run."); });
@@ -20,7 +20,13 @@
         row.id = "wf-" + w.id;
         row.dataset.id = w.id;
         var cells = ["domain", "state", "status", "issuer", "challenges", "last_message", "group", "age"];
-        cells.forEach(function (c) { var td = document.createElement("td"); td.dataset.field = c; row.appendChild(td); });
+        var heads = list.tHead ? list.tHead.rows[0].cells : [];
+        cells.forEach(function (c, i) {
+          var td = document.createElement("td");
+          td.dataset.field = c;
+          if (heads[i]) { td.dataset.label = heads[i].textContent.split(",")[0].trim(); }
+          row.appendChild(td);
+        });
         var a = document.createElement("a");
         a.href = "/workflows/" + encodeURIComponent(w.id);
         a.textContent = w.domains;
