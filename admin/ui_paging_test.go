@@ -191,7 +191,7 @@ func TestUIListsPageFullForSeveralGroups(t *testing.T) {
 		})
 	}
 	t.Run("audit", func(t *testing.T) {
-		got := f.walk(t, "root", "/audit?actor=test", regexp.MustCompile(`<td data-label="Who">test</td><td data-label="Action">[^<]*</td><td data-label="Target">([^<]*)</td>`))
+		got := f.walk(t, "root", "/audit?actor=test", regexp.MustCompile(`<td data-label="Who">test</td><td data-label="From">[^<]*</td><td data-label="Action">[^<]*</td><td data-label="Result">.*?</td><td data-label="Group">[^<]*</td><td data-label="Resource">([^<]*)</td>`))
 		if len(got) < 240 {
 			t.Fatalf("%d audit entries by the seeding, want at least 240", len(got))
 		}
