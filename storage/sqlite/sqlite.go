@@ -25,6 +25,15 @@ import (
 // Open opens (creating if needed) the SQLite database at path, migrates it
 // and returns the Store. The file and its WAL are readable by the owner only.
 func Open(ctx context.Context, path string, sealer *storage.Sealer) (storage.Store, error) {
+	return openWith(ctx, path, sealer, busyTimeout)
+}
+
+// busyTimeout is how long SQLite waits for another process's write lock
+// (in milliseconds). Writers of one Store wait for each other in the
+// Store, in arrival order (Dialect.SerialWrites).
+const busyTimeout = 15000
+
+func openWith(ctx context.Context, path string, sealer *storage.Sealer, busyMS int) (storage.Store, error) {
 	if path == "" {
 		return nil, errors.New("opening sqlite store: empty path")
 	}
@@ -39,7 +48,7 @@ func Open(ctx context.Context, path string, sealer *storage.Sealer) (storage.Sto
 	_ = f.Close()
 	q := url.Values{}
 	// secure_delete: deleted rows are overwritten, not left in free space
-	for _, p := range []string{"busy_timeout(15000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)", "secure_delete(1)"} {
+	for _, p := range []string{fmt.Sprintf("busy_timeout(%d)", busyMS), "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)", "secure_delete(1)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate") // a transaction takes the write lock at BEGIN: no upgrade deadlocks
@@ -76,8 +85,9 @@ var openRetry = retry.Policy{Attempts: 10, Base: 20 * time.Millisecond, Max: 200
 // Dialect is SQLite's sqlstore dialect. SQLite has one writer at a time
 // (transactions begin IMMEDIATE), which serialises migrations and leases.
 var Dialect = sqlstore.Dialect{
-	Name:     "sqlite",
-	BlobType: "BLOB",
+	Name:         "sqlite",
+	BlobType:     "BLOB",
+	SerialWrites: true,
 	IsUnique: func(err error) bool {
 		return hasCode(err, sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY) ||
 			strings.Contains(err.Error(), "UNIQUE constraint failed")

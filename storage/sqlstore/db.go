@@ -43,6 +43,12 @@ type Dialect struct {
 	IsUnique func(error) bool
 	// IsForeignKey reports a foreign key violation.
 	IsForeignKey func(error) bool
+	// SerialWrites: the engine has one writer at a time (SQLite). Writers
+	// of one Store then wait for each other here, in arrival order and
+	// giving up when their context ends, instead of in the engine's own
+	// busy wait (SQLite's sleeps 1, 2, 5, … up to 100 ms between tries
+	// and lets later writers overtake: long tails under concurrency).
+	SerialWrites bool
 	// Scrub, if set, is run after a transaction that deleted secrets
 	// commits, to remove what the engine keeps of deleted rows outside the
 	// live table (SQLite: its write-ahead log). Best effort: an error
@@ -57,6 +63,22 @@ type DB struct {
 	sealer  *storage.Sealer
 	rebinds sync.Map // query -> rebound query
 	stmts   sync.Map // rebound query -> *sql.Stmt
+	// writing is held by the one writer of a SerialWrites engine
+	writing chan struct{}
+}
+
+// lockWrites waits for the turn to write (SerialWrites engines; others
+// return at once) and returns the function that ends it.
+func (d *DB) lockWrites(ctx context.Context) (func(), error) {
+	if d.writing == nil {
+		return func() {}, nil
+	}
+	select {
+	case d.writing <- struct{}{}:
+		return func() { <-d.writing }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting to write: %w", ctx.Err())
+	}
 }
 
 // Open migrates the database to the latest schema and checks that the
@@ -67,6 +89,9 @@ func Open(ctx context.Context, db *sql.DB, d Dialect, sealer *storage.Sealer) (s
 		return nil, errors.New("opening store: no sealer")
 	}
 	s := &Store{db: &DB{sql: db, dialect: d, sealer: sealer}}
+	if d.SerialWrites {
+		s.db.writing = make(chan struct{}, 1)
+	}
 	s.q = db
 	if err := s.migrate(ctx); err != nil {
 		return nil, err
@@ -124,6 +149,11 @@ func (s *Store) InTx(ctx context.Context, fn func(tx storage.Store) error) (err 
 	if s.tx != nil {
 		return fn(s)
 	}
+	unlock, err := s.db.lockWrites(ctx)
+	if err != nil {
+		return fmt.Errorf("beginning transaction: %w", err)
+	}
+	defer unlock()
 	tx, err := s.db.sql.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("beginning transaction: %w", err)
@@ -178,6 +208,14 @@ func (s *Store) Health(ctx context.Context) (storage.Health, error) {
 }
 
 func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if s.tx == nil {
+		// a statement outside a transaction is one of its own
+		unlock, err := s.db.lockWrites(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+	}
 	if st := s.stmt(ctx, query); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
