@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -190,42 +192,96 @@ func (d *db) CreateAccount(ctx context.Context, acc *acme.Account) error {
 	return nil
 }
 
-// Nonces are keyed by their creation time (11 hex digits of Unix seconds)
-// and 16 random bytes, base64url: a nonce older than nonceTTL is refused,
-// and expired ones are removed by key range without reading them.
+// Nonces are their creation time (11 hex digits of Unix seconds), 16
+// random bytes and an HMAC of both under a key every node of the store
+// shares (nonceKey), base64url: issuing one writes nothing; using one
+// checks the MAC (a nonce the gateway never issued is refused without a
+// write), refuses one older than nonceTTL, then records it as used with
+// an insert that exactly one request, on any node, wins (a replay is
+// refused everywhere). Used nonces are removed once expired, by key
+// range, without reading them.
 const (
 	noncesBucket = "nonces"
 	nonceTTL     = time.Hour
+	// keysBucket holds the gateway's own keys (sealed like all ACME state)
+	keysBucket  = "gateway_keys"
+	nonceKeyKey = "nonce_mac"
 )
 
 func nonceKeyAt(t time.Time) string { return fmt.Sprintf("%011x", t.Unix()) }
 
-// CreateNonce stores and returns a new replay nonce.
+// nonceKey returns the nonces' MAC key, shared by every node of the store:
+// the first node that needs it adds it (one wins), the others read it.
+func (g *Gateway) nonceKey(ctx context.Context) ([]byte, error) {
+	g.nonceMu.Lock()
+	defer g.nonceMu.Unlock()
+	if g.nonceMAC != nil {
+		return g.nonceMAC, nil
+	}
+	ctx = context.WithoutCancel(ctx)
+	k, err := g.store.ACME().Get(ctx, keysBucket, nonceKeyKey)
+	if errors.Is(err, storage.ErrNotFound) {
+		fresh := make([]byte, 32)
+		if _, err := rand.Read(fresh); err != nil {
+			return nil, err
+		}
+		if _, err := g.store.ACME().Add(ctx, keysBucket, nonceKeyKey, fresh); err != nil {
+			return nil, fmt.Errorf("storing the nonce key: %w", err)
+		}
+		k, err = g.store.ACME().Get(ctx, keysBucket, nonceKeyKey)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the nonce key: %w", err)
+	}
+	if len(k) < 32 {
+		return nil, errors.New("reading the nonce key: it is too short")
+	}
+	g.nonceMAC = k
+	return k, nil
+}
+
+func nonceMAC(key []byte, body string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("certlocker acme nonce\x00" + body))
+	return m.Sum(nil)[:16]
+}
+
+// CreateNonce returns a new replay nonce; it stores nothing.
 func (d *db) CreateNonce(ctx context.Context) (acme.Nonce, error) {
+	key, err := d.g.nonceKey(ctx)
+	if err != nil {
+		return "", err
+	}
 	b := make([]byte, 16)
 	if _, err := rand.Read(b); err != nil {
 		return "", err
 	}
 	now := d.g.clock()
-	n := nonceKeyAt(now) + "-" + base64.RawURLEncoding.EncodeToString(b)
-	if err := d.g.store.ACME().Set(ctx, noncesBucket, n, []byte{1}); err != nil {
-		return "", err
-	}
+	body := nonceKeyAt(now) + "-" + base64.RawURLEncoding.EncodeToString(b)
 	d.g.expireNonces(ctx, now)
-	return acme.Nonce(n), nil
+	return acme.Nonce(body + "." + base64.RawURLEncoding.EncodeToString(nonceMAC(key, body))), nil
 }
 
 // DeleteNonce uses a nonce once, also across nodes and concurrent requests.
 func (d *db) DeleteNonce(ctx context.Context, nonce acme.Nonce) error {
-	took, err := d.g.store.ACME().Take(ctx, noncesBucket, string(nonce))
+	key, err := d.g.nonceKey(ctx)
 	if err != nil {
 		return err
 	}
-	if !took {
+	body, sum, ok := strings.Cut(string(nonce), ".")
+	mac, err := base64.RawURLEncoding.DecodeString(sum)
+	if !ok || err != nil || !hmac.Equal(mac, nonceMAC(key, body)) {
 		return acme.NewError(acme.ErrorBadNonceType, "nonce is unknown or used")
 	}
-	if string(nonce) < nonceKeyAt(d.g.clock().Add(-nonceTTL)) {
+	if body < nonceKeyAt(d.g.clock().Add(-nonceTTL)) {
 		return acme.NewError(acme.ErrorBadNonceType, "nonce expired")
+	}
+	fresh, err := d.g.store.ACME().Add(ctx, noncesBucket, body, nil)
+	if err != nil {
+		return err
+	}
+	if !fresh {
+		return acme.NewError(acme.ErrorBadNonceType, "nonce is unknown or used")
 	}
 	return nil
 }
@@ -240,13 +296,20 @@ func (d *db) CreateChallenge(ctx context.Context, ch *acme.Challenge) error {
 			return err
 		}
 	}
-	// the stock store creates every challenge pending
-	if err := d.DB.CreateChallenge(ctx, ch); err != nil {
-		return err
-	}
-	ch.Status = acme.StatusValid
-	ch.ValidatedAt = d.g.clock().UTC().Format(time.RFC3339)
-	return d.DB.UpdateChallenge(ctx, ch)
+	// the stock store creates every challenge pending: validate it in the
+	// same transaction (one commit, and never a pending one left behind)
+	return d.g.store.InTx(ctx, func(tx storage.Store) error {
+		inner, err := acmenosql.New(stateDB{st: tx})
+		if err != nil {
+			return err
+		}
+		if err := inner.CreateChallenge(ctx, ch); err != nil {
+			return err
+		}
+		ch.Status = acme.StatusValid
+		ch.ValidatedAt = d.g.clock().UTC().Format(time.RFC3339)
+		return inner.UpdateChallenge(ctx, ch)
+	})
 }
 
 // CreateAuthorization creates the authorization valid, for names in scope.
