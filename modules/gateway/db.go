@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -192,14 +193,15 @@ func (d *db) CreateAccount(ctx context.Context, acc *acme.Account) error {
 	return nil
 }
 
-// Nonces are their creation time (11 hex digits of Unix seconds), 16
-// random bytes and an HMAC of both under a key every node of the store
-// shares (nonceKey), base64url: issuing one writes nothing; using one
+// A nonce is, base64url, its creation time (8 bytes of Unix seconds), 16
+// random bytes and an HMAC of both (16 bytes) under a key every node of
+// the store shares (nonceKey): issuing one writes nothing; using one
 // checks the MAC (a nonce the gateway never issued is refused without a
 // write), refuses one older than nonceTTL, then records it as used with
 // an insert that exactly one request, on any node, wins (a replay is
-// refused everywhere). Used nonces are removed once expired, by key
-// range, without reading them.
+// refused everywhere). A used nonce is recorded under its time (11 hex
+// digits) and random part, so that expired ones are removed by key range
+// without reading them.
 const (
 	noncesBucket = "nonces"
 	nonceTTL     = time.Hour
@@ -240,9 +242,10 @@ func (g *Gateway) nonceKey(ctx context.Context) ([]byte, error) {
 	return k, nil
 }
 
-func nonceMAC(key []byte, body string) []byte {
+func nonceMAC(key, stamp []byte) []byte {
 	m := hmac.New(sha256.New, key)
-	m.Write([]byte("certlocker acme nonce\x00" + body))
+	m.Write([]byte("certlocker acme nonce\x00"))
+	m.Write(stamp)
 	return m.Sum(nil)[:16]
 }
 
@@ -252,14 +255,15 @@ func (d *db) CreateNonce(ctx context.Context) (acme.Nonce, error) {
 	if err != nil {
 		return "", err
 	}
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
+	now := d.g.clock()
+	raw := binary.BigEndian.AppendUint64(make([]byte, 0, 40), uint64(now.Unix()))
+	raw = append(raw, make([]byte, 16)...)
+	if _, err := rand.Read(raw[8:24]); err != nil {
 		return "", err
 	}
-	now := d.g.clock()
-	body := nonceKeyAt(now) + "-" + base64.RawURLEncoding.EncodeToString(b)
+	raw = append(raw, nonceMAC(key, raw[:24])...)
 	d.g.expireNonces(ctx, now)
-	return acme.Nonce(body + "." + base64.RawURLEncoding.EncodeToString(nonceMAC(key, body))), nil
+	return acme.Nonce(base64.RawURLEncoding.EncodeToString(raw)), nil
 }
 
 // DeleteNonce uses a nonce once, also across nodes and concurrent requests.
@@ -268,15 +272,16 @@ func (d *db) DeleteNonce(ctx context.Context, nonce acme.Nonce) error {
 	if err != nil {
 		return err
 	}
-	body, sum, ok := strings.Cut(string(nonce), ".")
-	mac, err := base64.RawURLEncoding.DecodeString(sum)
-	if !ok || err != nil || !hmac.Equal(mac, nonceMAC(key, body)) {
+	raw, err := base64.RawURLEncoding.DecodeString(string(nonce))
+	if err != nil || len(raw) != 40 || !hmac.Equal(raw[24:], nonceMAC(key, raw[:24])) {
 		return acme.NewError(acme.ErrorBadNonceType, "nonce is unknown or used")
 	}
-	if body < nonceKeyAt(d.g.clock().Add(-nonceTTL)) {
+	at := time.Unix(int64(binary.BigEndian.Uint64(raw[:8])), 0)
+	if at.Before(d.g.clock().Add(-nonceTTL)) {
 		return acme.NewError(acme.ErrorBadNonceType, "nonce expired")
 	}
-	fresh, err := d.g.store.ACME().Add(ctx, noncesBucket, body, nil)
+	used := nonceKeyAt(at) + "-" + base64.RawURLEncoding.EncodeToString(raw[8:24])
+	fresh, err := d.g.store.ACME().Add(ctx, noncesBucket, used, nil)
 	if err != nil {
 		return err
 	}

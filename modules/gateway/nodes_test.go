@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bytes"
 	"crypto/elliptic"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -64,8 +65,8 @@ func TestNonceAcrossNodes(t *testing.T) {
 	}
 	resp, _ := send("a", http.MethodHead, dir.NewNonce, nil)
 	nonce := resp.Header.Get("Replay-Nonce")
-	if nonce == "" {
-		t.Fatal("node A gave no nonce")
+	if _, err := base64.RawURLEncoding.DecodeString(nonce); nonce == "" || err != nil {
+		t.Fatalf("node A's nonce %q is not base64url (RFC 8555 6.5.1; certbot refuses it): %v", nonce, err)
 	}
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: newKey(t, elliptic.P256())}, &jose.SignerOptions{EmbedJWK: true,
 		ExtraHeaders: map[jose.HeaderKey]any{"nonce": nonce, "url": dir.NewAccount}})
