@@ -243,10 +243,13 @@ func (s *Store) queryRow(ctx context.Context, query string, args ...any) *sql.Ro
 func (s *Store) stmt(ctx context.Context, query string) *sql.Stmt {
 	q := s.rebind(query)
 	v, ok := s.db.stmts.Load(q)
-	if !ok && s.tx != nil {
+	if !ok && s.tx != nil && s.db.writing == nil {
 		// never take a second connection from the pool while holding one
 		// for the transaction: with every connection in a transaction
-		// that waits for another, the pool would deadlock
+		// that waits for another, the pool would deadlock. With
+		// SerialWrites one transaction at a time holds a connection, so
+		// preparing on another is safe (and statements only ever run in
+		// transactions are not parsed again every time)
 		return nil
 	}
 	if !ok {
