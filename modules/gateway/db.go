@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/smallstep/certificates/acme"
@@ -31,6 +32,11 @@ type reqState struct {
 	// verified (with the current or, during a grace, the previous key)
 	eabToken string
 	macKey   []byte
+
+	mu sync.Mutex
+	// accountTokens are the tokens of the accounts this request used,
+	// read once per request (accountToken)
+	accountTokens map[string]*storage.Token
 }
 
 type stateKey struct{}
@@ -61,8 +67,33 @@ func newDB(g *Gateway) (*db, error) {
 	return &db{DB: inner, g: g}, nil
 }
 
-// token returns the active token an account is bound to.
+// accountToken returns the active token an account is bound to. It is
+// read once per request: a new order asks for every challenge,
+// authorization and the order itself.
 func (d *db) accountToken(ctx context.Context, accountID string) (*storage.Token, error) {
+	s := stateFrom(ctx)
+	s.mu.Lock()
+	t := s.accountTokens[accountID]
+	s.mu.Unlock()
+	if t == nil {
+		var err error
+		if t, err = d.readAccountToken(ctx, accountID); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		if s.accountTokens == nil {
+			s.accountTokens = map[string]*storage.Token{}
+		}
+		s.accountTokens[accountID] = t
+		s.mu.Unlock()
+	}
+	if st := State(t, d.g.clock()); st != StateActive {
+		return nil, acme.NewDetailedError(acme.ErrorUnauthorizedType, "token %s is %s", t.ID, st)
+	}
+	return t, nil
+}
+
+func (d *db) readAccountToken(ctx context.Context, accountID string) (*storage.Token, error) {
 	id, err := d.g.store.Tokens().AccountToken(ctx, accountID)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, acme.NewError(acme.ErrorUnauthorizedType, "account %s is bound to no token", accountID)
@@ -76,9 +107,6 @@ func (d *db) accountToken(ctx context.Context, accountID string) (*storage.Token
 	}
 	if err != nil {
 		return nil, err
-	}
-	if st := State(t, d.g.clock()); st != StateActive {
-		return nil, acme.NewDetailedError(acme.ErrorUnauthorizedType, "token %s is %s", t.ID, st)
 	}
 	return t, nil
 }
