@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -99,6 +100,75 @@ func TestNonceAcrossNodes(t *testing.T) {
 	if resp, m := send("b", http.MethodPost, dir.NewAccount, []byte(jws.FullSerialize())); resp.StatusCode != http.StatusBadRequest ||
 		m["type"] != "urn:ietf:params:acme:error:badNonce" {
 		t.Fatalf("an invented nonce: %d %v", resp.StatusCode, m)
+	}
+}
+
+// Two nodes that issue their first nonces at the same moment agree on the
+// nonce key (the first to store it wins; the other reads it): each node's
+// nonce is accepted by the other.
+func TestNonceKeyAgreedAtFirstUse(t *testing.T) {
+	e := newGWEnv(t, gateway.Options{})
+	if kvs, _ := e.app.Store().ACME().List(t.Context(), "gateway_keys"); len(kvs) != 0 {
+		t.Fatalf("a nonce key exists before any nonce: %d", len(kvs))
+	}
+	gwB, err := gateway.New(gateway.Options{Store: e.app.Store(), Engine: e.app.Workflows(), Node: "node-b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	twoNodes(t, e, gwB)
+	_, creds := e.token("nonce-key.example.test")
+	dir, err := e.client(creds.DirectoryPath).GetDirectory(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := func(node string) string {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodHead, dir.NewNonce, nil)
+		req.Header.Set("X-Node", node)
+		resp, err := e.srv.Client().Do(req)
+		if err != nil {
+			t.Error(err)
+			return ""
+		}
+		resp.Body.Close()
+		return resp.Header.Get("Replay-Nonce")
+	}
+	nonces := map[string]string{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, node := range []string{"a", "b"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := head(node)
+			mu.Lock()
+			nonces[node] = n
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	for from, to := range map[string]string{"a": "b", "b": "a"} {
+		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: newKey(t, elliptic.P256())}, &jose.SignerOptions{EmbedJWK: true,
+			ExtraHeaders: map[jose.HeaderKey]any{"nonce": nonces[from], "url": dir.NewAccount}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		jws, _ := signer.Sign([]byte(`{"termsOfServiceAgreed":true,"onlyReturnExisting":true}`))
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, dir.NewAccount, strings.NewReader(jws.FullSerialize()))
+		req.Header.Set("Content-Type", "application/jose+json")
+		req.Header.Set("X-Node", to)
+		resp, err := e.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		resp.Body.Close()
+		if m["type"] != "urn:ietf:params:acme:error:accountDoesNotExist" {
+			t.Fatalf("node %s's first nonce on node %s: %v", from, to, m)
+		}
+	}
+	if kvs, _ := e.app.Store().ACME().List(t.Context(), "gateway_keys"); len(kvs) != 1 {
+		t.Fatalf("%d nonce keys stored, want 1", len(kvs))
 	}
 }
 
