@@ -27,7 +27,7 @@ import (
 // Open opens (creating if needed) the SQLite database at path, migrates it
 // and returns the Store. The file and its WAL are readable by the owner only.
 func Open(ctx context.Context, path string, sealer *storage.Sealer) (storage.Store, error) {
-	return openWith(ctx, path, sealer, busyTimeout)
+	return openWith(ctx, path, sealer, busyTimeout, busyTimeout*time.Millisecond)
 }
 
 // busyTimeout is how long SQLite waits for another process's write lock
@@ -35,7 +35,9 @@ func Open(ctx context.Context, path string, sealer *storage.Sealer) (storage.Sto
 // Store, in arrival order (Dialect.SerialWrites).
 const busyTimeout = 15000
 
-func openWith(ctx context.Context, path string, sealer *storage.Sealer, busyMS int) (storage.Store, error) {
+// openWith is Open with SQLite's busy timeout (ms, for other processes)
+// and the wait of one Store's writers for their turn.
+func openWith(ctx context.Context, path string, sealer *storage.Sealer, busyMS int, writeWait time.Duration) (storage.Store, error) {
 	if path == "" {
 		return nil, errors.New("opening sqlite store: empty path")
 	}
@@ -64,7 +66,9 @@ func openWith(ctx context.Context, path string, sealer *storage.Sealer, busyMS i
 	// one of them switches it to WAL: a few short retries get past that
 	var st storage.Store
 	err = retry.Do(ctx, openRetry, func(int) error {
-		st, err = sqlstore.Open(ctx, db, Dialect, sealer)
+		d := Dialect
+		d.WriteWait = writeWait
+		st, err = sqlstore.Open(ctx, db, d, sealer)
 		if err != nil && !isBusy(err) {
 			return retry.Permanent(err)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,7 +17,7 @@ import (
 // handler: with SQLite's own wait turned off (busy timeout 0), concurrent
 // writers, in transactions and single statements, all succeed.
 func TestWritersTakeTurns(t *testing.T) {
-	st, err := openWith(t.Context(), filepath.Join(t.TempDir(), "c.db"), newSealer(t), 0)
+	st, err := openWith(t.Context(), filepath.Join(t.TempDir(), "c.db"), newSealer(t), 0, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +62,7 @@ func TestWritersTakeTurns(t *testing.T) {
 // A writer waiting for its turn gives up when its context ends, and the
 // writer holding the turn is not disturbed.
 func TestWriterWaitCancelled(t *testing.T) {
-	st, err := openWith(t.Context(), filepath.Join(t.TempDir(), "c.db"), newSealer(t), 0)
+	st, err := openWith(t.Context(), filepath.Join(t.TempDir(), "c.db"), newSealer(t), 0, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,4 +108,21 @@ func newSealer(t *testing.T) *storage.Sealer {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// A write that cannot get its turn (here: one made outside a transaction
+// while that transaction holds the turn) fails after the store's wait, as
+// it did in SQLite's busy handler, instead of hanging.
+func TestWriterWaitBounded(t *testing.T) {
+	st, err := openWith(t.Context(), filepath.Join(t.TempDir(), "c.db"), newSealer(t), 0, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	err = st.InTx(t.Context(), func(tx storage.Store) error {
+		return st.ACME().Set(t.Context(), "w", "outside", []byte("x"))
+	})
+	if err == nil || !strings.Contains(err.Error(), "another writer held the database") {
+		t.Fatalf("a write that cannot get its turn: %v", err)
+	}
 }

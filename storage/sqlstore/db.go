@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/certlocker/caddy-certlocker/storage"
 )
@@ -49,6 +50,10 @@ type Dialect struct {
 	// busy wait (SQLite's sleeps 1, 2, 5, … up to 100 ms between tries
 	// and lets later writers overtake: long tails under concurrency).
 	SerialWrites bool
+	// WriteWait bounds a SerialWrites writer's wait for its turn (as the
+	// engine's busy timeout would), so that a write that can never get
+	// its turn fails instead of hanging. Default: 15s.
+	WriteWait time.Duration
 	// Scrub, if set, is run after a transaction that deleted secrets
 	// commits, to remove what the engine keeps of deleted rows outside the
 	// live table (SQLite: its write-ahead log). Best effort: an error
@@ -76,8 +81,21 @@ func (d *DB) lockWrites(ctx context.Context) (func(), error) {
 	select {
 	case d.writing <- struct{}{}:
 		return func() { <-d.writing }, nil
+	default:
+	}
+	wait := d.dialect.WriteWait
+	if wait <= 0 {
+		wait = 15 * time.Second
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case d.writing <- struct{}{}:
+		return func() { <-d.writing }, nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("waiting to write: %w", ctx.Err())
+	case <-t.C:
+		return nil, fmt.Errorf("waiting to write: another writer held the database for %s", wait)
 	}
 }
 
