@@ -54,6 +54,12 @@ type Dialect struct {
 	// engine's busy timeout would), so that a write that can never get
 	// its turn fails instead of hanging. Default: 15s.
 	WriteWait time.Duration
+	// Committed, if set, is called after each commit of a SerialWrites
+	// writer while it still holds its turn; the function it returns is
+	// called once the turn is given up and returns when that commit is
+	// durable (SQLite: one fsync of the write-ahead log shared by the
+	// writers that committed meanwhile). The write returns only then.
+	Committed func() func() error
 	// Scrub, if set, is run after a transaction that deleted secrets
 	// commits, to remove what the engine keeps of deleted rows outside the
 	// live table (SQLite: its write-ahead log). Best effort: an error
@@ -171,7 +177,16 @@ func (s *Store) InTx(ctx context.Context, fn func(tx storage.Store) error) (err 
 	if err != nil {
 		return fmt.Errorf("beginning transaction: %w", err)
 	}
-	defer unlock()
+	// runs last: give the turn up, then wait until the commit is durable
+	var durable func() error
+	defer func() {
+		unlock()
+		if durable != nil && err == nil {
+			if derr := durable(); derr != nil {
+				err = fmt.Errorf("committing transaction: making it durable: %w", derr)
+			}
+		}
+	}()
 	tx, err := s.db.sql.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("beginning transaction: %w", err)
@@ -189,6 +204,9 @@ func (s *Store) InTx(ctx context.Context, fn func(tx storage.Store) error) (err 
 		if cerr := tx.Commit(); cerr != nil {
 			err = fmt.Errorf("committing transaction: %w", cerr)
 			return
+		}
+		if s.db.writing != nil && s.db.dialect.Committed != nil {
+			durable = s.db.dialect.Committed()
 		}
 		if scrub && s.db.dialect.Scrub != nil {
 			_ = s.db.dialect.Scrub(context.WithoutCancel(ctx), s.db.sql)
@@ -232,8 +250,23 @@ func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result
 		if err != nil {
 			return nil, err
 		}
-		defer unlock()
+		res, err := s.execNow(ctx, query, args...)
+		var durable func() error
+		if err == nil && s.db.writing != nil && s.db.dialect.Committed != nil {
+			durable = s.db.dialect.Committed()
+		}
+		unlock()
+		if durable != nil {
+			if derr := durable(); derr != nil {
+				return nil, fmt.Errorf("making the write durable: %w", derr)
+			}
+		}
+		return res, err
 	}
+	return s.execNow(ctx, query, args...)
+}
+
+func (s *Store) execNow(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	if st := s.stmt(ctx, query); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
