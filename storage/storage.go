@@ -332,8 +332,12 @@ type ACMEStateStore interface {
 	// the value found and whether it swapped.
 	CompareAndSwap(ctx context.Context, bucket, key string, oldValue, newValue []byte) ([]byte, bool, error)
 	// Take deletes key and reports whether it existed: of concurrent
-	// Takes of one key, exactly one returns true (a nonce is used once).
+	// Takes of one key, exactly one returns true.
 	Take(ctx context.Context, bucket, key string) (bool, error)
+	// Add stores key with value only if the bucket has no such key and
+	// reports whether it did: of concurrent Adds of one key, on any node,
+	// exactly one returns true (a nonce is used once). One statement.
+	Add(ctx context.Context, bucket, key string, value []byte) (bool, error)
 	// DeleteBelow removes the bucket's entries whose key sorts before
 	// below (bytewise) and returns how many (time-prefixed keys expire
 	// without reading their values).

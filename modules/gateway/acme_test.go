@@ -56,15 +56,25 @@ func newGWEnv(t testing.TB, opts gateway.Options) *gwEnv {
 // newGWEnvPebble is newGWEnv with the upstream Pebble configured by popts.
 func newGWEnvPebble(t testing.TB, popts acmetest.PebbleOptions, opts gateway.Options) *gwEnv {
 	t.Helper()
+	return newGWEnvStorage(t, popts, opts, nil)
+}
+
+// newGWEnvStorage is newGWEnvPebble on the given storage config (nil: a
+// SQLite file in a temporary directory).
+func newGWEnvStorage(t testing.TB, popts acmetest.PebbleOptions, opts gateway.Options, stor map[string]any) *gwEnv {
+	t.Helper()
 	p := acmetest.NewPebble(t, popts)
 	dir := t.TempDir()
+	if stor == nil {
+		stor = map[string]any{"path": filepath.Join(dir, "c.db")}
+	}
 	rootsFile := filepath.Join(dir, "pebble-root.pem")
 	if err := os.WriteFile(rootsFile, p.WFECertPEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv(certlocker.EnvEncryptionKey, "")
 	cfg, _ := json.Marshal(map[string]any{
-		"storage": map[string]any{"path": filepath.Join(dir, "c.db")}, "node_id": "gw-node",
+		"storage": stor, "node_id": "gw-node",
 		"issuers": []any{map[string]any{"name": "pebble", "directory_url": p.DirectoryURL(), "contacts": []string{"ops@example.com"},
 			"agree_terms": true, "trusted_roots_pem_files": []string{rootsFile}}},
 	})

@@ -11,6 +11,7 @@ import (
 	"github.com/mholt/acmez/v3/acme"
 
 	"github.com/certlocker/caddy-certlocker/internal/acmetest"
+	"github.com/certlocker/caddy-certlocker/internal/pgtest"
 	"github.com/certlocker/caddy-certlocker/modules/gateway"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
@@ -23,7 +24,8 @@ import (
 // certificates per second, sequentially and with 8 clients at once.
 // gateway-warm is the gateway with the token's names pre-authorized
 // upstream (Gateway.Warm; Pebble reusing valid authorizations): the
-// upstream order comes back ready and a finalize waits only for issuance.
+// upstream order comes back ready and a finalize waits only for issuance;
+// gateway-warm-pg is the same on PostgreSQL (the multi-node backend).
 //
 //	go test -run '^$' -bench BenchmarkEdgePull -benchtime 40x ./modules/gateway/
 func BenchmarkEdgePull(b *testing.B) {
@@ -57,41 +59,11 @@ func BenchmarkEdgePull(b *testing.B) {
 				}
 			})
 		})
-		b.Run(fmt.Sprintf("gateway-warm/c%d", conc), func(b *testing.B) {
-			benchPulls(b, conc, func(tb *testing.B) func(i int) error {
-				e := newGWEnvPebble(tb, acmetest.PebbleOptions{VAAlwaysValid: true, AuthzReusePercent: 100}, gateway.Options{})
-				var names []string
-				for i := range conc {
-					names = append(names, fmt.Sprintf("n%d.bench.example.test", i))
-				}
-				tok, creds, err := e.app.Tokens().Create(tb.Context(), "bench", gateway.CreateRequest{Names: names,
-					IssuerID: e.issuer, MaxAccounts: conc})
-				if err != nil || tok == nil {
-					tb.Fatal(err)
-				}
-				if err := e.gw.Warm(tb.Context()); err != nil {
-					tb.Fatal(err)
-				}
-				if w := e.waitTerminal(e.gw.WarmWorkflow(tb.Context(), tok.ID)); w.State != storage.StateAuthorized {
-					tb.Fatalf("pre-authorization %s: %s", w.State, w.Status)
-				}
-				cl := e.client(gateway.DirectoryPath)
-				accts := make([]acme.Account, conc)
-				for i := range accts {
-					a, err := e.account(cl, creds)
-					if err != nil {
-						tb.Fatal(err)
-					}
-					accts[i] = a
-				}
-				return func(i int) error {
-					name := fmt.Sprintf("n%d.bench.example.test", i%conc)
-					key := newKey(tb, elliptic.P256())
-					_, err := pullWith(tb, cl, accts[i%conc], csrFor(tb, key, name), name)
-					return err
-				}
+		for _, backend := range []string{"", "-pg"} {
+			b.Run(fmt.Sprintf("gateway-warm%s/c%d", backend, conc), func(b *testing.B) {
+				benchPulls(b, conc, warmPulls(conc, backend))
 			})
-		})
+		}
 		b.Run(fmt.Sprintf("pebble/c%d", conc), func(b *testing.B) {
 			benchPulls(b, conc, func(tb *testing.B) func(i int) error {
 				p := acmetest.NewPebble(tb, acmetest.PebbleOptions{VAAlwaysValid: true})
@@ -110,6 +82,49 @@ func BenchmarkEdgePull(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// warmPulls sets up the gateway-warm case: the token's names
+// pre-authorized upstream, on SQLite ("") or PostgreSQL ("-pg", a fresh
+// schema on the local server; skipped when it is not there, failed on CI).
+func warmPulls(conc int, backend string) func(*testing.B) func(i int) error {
+	return func(tb *testing.B) func(i int) error {
+		var stor map[string]any
+		if backend == "-pg" {
+			stor = map[string]any{"backend": "postgres", "dsn": pgtest.DSN(tb)}
+		}
+		e := newGWEnvStorage(tb, acmetest.PebbleOptions{VAAlwaysValid: true, AuthzReusePercent: 100}, gateway.Options{}, stor)
+		var names []string
+		for i := range conc {
+			names = append(names, fmt.Sprintf("n%d.bench.example.test", i))
+		}
+		tok, creds, err := e.app.Tokens().Create(tb.Context(), "bench", gateway.CreateRequest{Names: names,
+			IssuerID: e.issuer, MaxAccounts: conc})
+		if err != nil || tok == nil {
+			tb.Fatal(err)
+		}
+		if err := e.gw.Warm(tb.Context()); err != nil {
+			tb.Fatal(err)
+		}
+		if w := e.waitTerminal(e.gw.WarmWorkflow(tb.Context(), tok.ID)); w.State != storage.StateAuthorized {
+			tb.Fatalf("pre-authorization %s: %s", w.State, w.Status)
+		}
+		cl := e.client(gateway.DirectoryPath)
+		accts := make([]acme.Account, conc)
+		for i := range accts {
+			a, err := e.account(cl, creds)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			accts[i] = a
+		}
+		return func(i int) error {
+			name := fmt.Sprintf("n%d.bench.example.test", i%conc)
+			key := newKey(tb, elliptic.P256())
+			_, err := pullWith(tb, cl, accts[i%conc], csrFor(tb, key, name), name)
+			return err
+		}
 	}
 }
 

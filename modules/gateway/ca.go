@@ -158,6 +158,10 @@ func (g *Gateway) issue(ctx context.Context, p *pull, csr *x509.CertificateReque
 		return nil, err
 	}
 	p.workflowID = rec.WorkflowID
+	// watch before the first read: a workflow that ends between the read
+	// and the watch would otherwise wake nobody
+	ch, stop := g.engine.Watch(rec.WorkflowID)
+	defer stop()
 	w, err := g.engine.Get(ctx, rec.WorkflowID)
 	if errors.Is(err, storage.ErrNotFound) {
 		w, err = g.engine.Create(ctx, workflow.Request{ID: rec.WorkflowID, IssuerID: t.Spec.IssuerID, Identifiers: ids,
@@ -173,8 +177,12 @@ func (g *Gateway) issue(ctx context.Context, p *pull, csr *x509.CertificateReque
 	if err != nil {
 		return nil, fmt.Errorf("issuing through the gateway: %w", err)
 	}
-	ch, stop := g.engine.Watch(w.ID)
-	defer stop()
+	// this node's engine wakes the wait at each step it persists; a
+	// workflow another node runs is seen by looking at the store, first
+	// after 50 ms, doubling up to 1 s
+	look := time.NewTimer(50 * time.Millisecond)
+	defer look.Stop()
+	next := 50 * time.Millisecond
 	for {
 		switch w.State {
 		case storage.StateIssued:
@@ -187,6 +195,9 @@ func (g *Gateway) issue(ctx context.Context, p *pull, csr *x509.CertificateReque
 			p.pending = true
 			return nil, errPending
 		case <-ch:
+		case <-look.C:
+			next = min(2*next, time.Second)
+			look.Reset(next)
 		}
 		if w, err = g.engine.Get(context.WithoutCancel(ctx), w.ID); err != nil {
 			return nil, fmt.Errorf("issuing through the gateway: %w", err)

@@ -2,11 +2,15 @@ package gateway
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/smallstep/certificates/acme"
@@ -28,6 +32,11 @@ type reqState struct {
 	// verified (with the current or, during a grace, the previous key)
 	eabToken string
 	macKey   []byte
+
+	mu sync.Mutex
+	// accountTokens are the tokens of the accounts this request used,
+	// read once per request (accountToken)
+	accountTokens map[string]*storage.Token
 }
 
 type stateKey struct{}
@@ -58,8 +67,33 @@ func newDB(g *Gateway) (*db, error) {
 	return &db{DB: inner, g: g}, nil
 }
 
-// token returns the active token an account is bound to.
+// accountToken returns the active token an account is bound to. It is
+// read once per request: a new order asks for every challenge,
+// authorization and the order itself.
 func (d *db) accountToken(ctx context.Context, accountID string) (*storage.Token, error) {
+	s := stateFrom(ctx)
+	s.mu.Lock()
+	t := s.accountTokens[accountID]
+	s.mu.Unlock()
+	if t == nil {
+		var err error
+		if t, err = d.readAccountToken(ctx, accountID); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		if s.accountTokens == nil {
+			s.accountTokens = map[string]*storage.Token{}
+		}
+		s.accountTokens[accountID] = t
+		s.mu.Unlock()
+	}
+	if st := State(t, d.g.clock()); st != StateActive {
+		return nil, acme.NewDetailedError(acme.ErrorUnauthorizedType, "token %s is %s", t.ID, st)
+	}
+	return t, nil
+}
+
+func (d *db) readAccountToken(ctx context.Context, accountID string) (*storage.Token, error) {
 	id, err := d.g.store.Tokens().AccountToken(ctx, accountID)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, acme.NewError(acme.ErrorUnauthorizedType, "account %s is bound to no token", accountID)
@@ -73,9 +107,6 @@ func (d *db) accountToken(ctx context.Context, accountID string) (*storage.Token
 	}
 	if err != nil {
 		return nil, err
-	}
-	if st := State(t, d.g.clock()); st != StateActive {
-		return nil, acme.NewDetailedError(acme.ErrorUnauthorizedType, "token %s is %s", t.ID, st)
 	}
 	return t, nil
 }
@@ -190,42 +221,100 @@ func (d *db) CreateAccount(ctx context.Context, acc *acme.Account) error {
 	return nil
 }
 
-// Nonces are keyed by their creation time (11 hex digits of Unix seconds)
-// and 16 random bytes, base64url: a nonce older than nonceTTL is refused,
-// and expired ones are removed by key range without reading them.
+// A nonce is, base64url, its creation time (8 bytes of Unix seconds), 16
+// random bytes and an HMAC of both (16 bytes) under a key every node of
+// the store shares (nonceKey): issuing one writes nothing; using one
+// checks the MAC (a nonce the gateway never issued is refused without a
+// write), refuses one older than nonceTTL, then records it as used with
+// an insert that exactly one request, on any node, wins (a replay is
+// refused everywhere). A used nonce is recorded under its time (11 hex
+// digits) and random part, so that expired ones are removed by key range
+// without reading them.
 const (
 	noncesBucket = "nonces"
 	nonceTTL     = time.Hour
+	// keysBucket holds the gateway's own keys (sealed like all ACME state)
+	keysBucket  = "gateway_keys"
+	nonceKeyKey = "nonce_mac"
 )
 
 func nonceKeyAt(t time.Time) string { return fmt.Sprintf("%011x", t.Unix()) }
 
-// CreateNonce stores and returns a new replay nonce.
+// nonceKey returns the nonces' MAC key, shared by every node of the store:
+// the first node that needs it adds it (one wins), the others read it.
+func (g *Gateway) nonceKey(ctx context.Context) ([]byte, error) {
+	g.nonceMu.Lock()
+	defer g.nonceMu.Unlock()
+	if g.nonceMAC != nil {
+		return g.nonceMAC, nil
+	}
+	ctx = context.WithoutCancel(ctx)
+	k, err := g.store.ACME().Get(ctx, keysBucket, nonceKeyKey)
+	if errors.Is(err, storage.ErrNotFound) {
+		fresh := make([]byte, 32)
+		if _, err := rand.Read(fresh); err != nil {
+			return nil, err
+		}
+		if _, err := g.store.ACME().Add(ctx, keysBucket, nonceKeyKey, fresh); err != nil {
+			return nil, fmt.Errorf("storing the nonce key: %w", err)
+		}
+		k, err = g.store.ACME().Get(ctx, keysBucket, nonceKeyKey)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the nonce key: %w", err)
+	}
+	if len(k) < 32 {
+		return nil, errors.New("reading the nonce key: it is too short")
+	}
+	g.nonceMAC = k
+	return k, nil
+}
+
+func nonceMAC(key, stamp []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("certlocker acme nonce\x00"))
+	m.Write(stamp)
+	return m.Sum(nil)[:16]
+}
+
+// CreateNonce returns a new replay nonce; it stores nothing.
 func (d *db) CreateNonce(ctx context.Context) (acme.Nonce, error) {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
+	key, err := d.g.nonceKey(ctx)
+	if err != nil {
 		return "", err
 	}
 	now := d.g.clock()
-	n := nonceKeyAt(now) + "-" + base64.RawURLEncoding.EncodeToString(b)
-	if err := d.g.store.ACME().Set(ctx, noncesBucket, n, []byte{1}); err != nil {
+	raw := binary.BigEndian.AppendUint64(make([]byte, 0, 40), uint64(now.Unix()))
+	raw = append(raw, make([]byte, 16)...)
+	if _, err := rand.Read(raw[8:24]); err != nil {
 		return "", err
 	}
+	raw = append(raw, nonceMAC(key, raw[:24])...)
 	d.g.expireNonces(ctx, now)
-	return acme.Nonce(n), nil
+	return acme.Nonce(base64.RawURLEncoding.EncodeToString(raw)), nil
 }
 
 // DeleteNonce uses a nonce once, also across nodes and concurrent requests.
 func (d *db) DeleteNonce(ctx context.Context, nonce acme.Nonce) error {
-	took, err := d.g.store.ACME().Take(ctx, noncesBucket, string(nonce))
+	key, err := d.g.nonceKey(ctx)
 	if err != nil {
 		return err
 	}
-	if !took {
+	raw, err := base64.RawURLEncoding.DecodeString(string(nonce))
+	if err != nil || len(raw) != 40 || !hmac.Equal(raw[24:], nonceMAC(key, raw[:24])) {
 		return acme.NewError(acme.ErrorBadNonceType, "nonce is unknown or used")
 	}
-	if string(nonce) < nonceKeyAt(d.g.clock().Add(-nonceTTL)) {
+	at := time.Unix(int64(binary.BigEndian.Uint64(raw[:8])), 0)
+	if at.Before(d.g.clock().Add(-nonceTTL)) {
 		return acme.NewError(acme.ErrorBadNonceType, "nonce expired")
+	}
+	used := nonceKeyAt(at) + "-" + base64.RawURLEncoding.EncodeToString(raw[8:24])
+	fresh, err := d.g.store.ACME().Add(ctx, noncesBucket, used, nil)
+	if err != nil {
+		return err
+	}
+	if !fresh {
+		return acme.NewError(acme.ErrorBadNonceType, "nonce is unknown or used")
 	}
 	return nil
 }
@@ -240,13 +329,20 @@ func (d *db) CreateChallenge(ctx context.Context, ch *acme.Challenge) error {
 			return err
 		}
 	}
-	// the stock store creates every challenge pending
-	if err := d.DB.CreateChallenge(ctx, ch); err != nil {
-		return err
-	}
-	ch.Status = acme.StatusValid
-	ch.ValidatedAt = d.g.clock().UTC().Format(time.RFC3339)
-	return d.DB.UpdateChallenge(ctx, ch)
+	// the stock store creates every challenge pending: validate it in the
+	// same transaction (one commit, and never a pending one left behind)
+	return d.g.store.InTx(ctx, func(tx storage.Store) error {
+		inner, err := acmenosql.New(stateDB{st: tx})
+		if err != nil {
+			return err
+		}
+		if err := inner.CreateChallenge(ctx, ch); err != nil {
+			return err
+		}
+		ch.Status = acme.StatusValid
+		ch.ValidatedAt = d.g.clock().UTC().Format(time.RFC3339)
+		return inner.UpdateChallenge(ctx, ch)
+	})
 }
 
 // CreateAuthorization creates the authorization valid, for names in scope.

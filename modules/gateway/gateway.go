@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -98,10 +99,13 @@ type Gateway struct {
 
 	// lastExpiry is when this node last removed expired nonces (Unix s)
 	lastExpiry atomic.Int64
+	// nonceMAC is the nonces' MAC key, read (or made) once (nonceKey)
+	nonceMu  sync.Mutex
+	nonceMAC []byte
 }
 
-// expireNonces removes nonces past their TTL, at most once a minute per
-// node, in the background of the request that triggers it.
+// expireNonces removes used nonces past their TTL, at most once a minute
+// per node, during the request that triggers it.
 func (g *Gateway) expireNonces(ctx context.Context, now time.Time) {
 	last := g.lastExpiry.Load()
 	if now.Unix()-last < 60 || !g.lastExpiry.CompareAndSwap(last, now.Unix()) {

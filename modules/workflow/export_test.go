@@ -44,3 +44,10 @@ func newTestStore(t *testing.T) storage.Store {
 	t.Cleanup(func() { st.Close() })
 	return st
 }
+
+// FinalizeRequested reports whether the workflow's data records that the
+// CA accepted its CSR.
+func FinalizeRequested(w *storage.Workflow) bool {
+	d, _ := decodeData(w.Data)
+	return d.FinalizeRequested
+}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/mholt/acmez/v3/acme"
 	"go.uber.org/zap"
@@ -45,14 +46,29 @@ func (s *session) finalize(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if order, err = s.cl.FinalizeOrder(ctx, s.acct, order, csr); err != nil {
+		// the session's client never polls (see withSinkClient): an order
+		// the CA is still issuing comes back processing, with the error
+		// of a poll that did not run, and the engine polls it below
+		fin := &retryAfterSink{}
+		order, err = s.cl.FinalizeOrder(withSink(ctx, fin), s.acct, order, csr)
+		if err != nil && order.Status != "processing" {
 			return s.failOrRetry(ctx, "finalizing", "", err)
+		}
+		if order.Status == "processing" {
+			d.FinalizeRequested = true
+			if err := s.save(ctx, storage.WorkflowEvent{Step: "finalizing",
+				Message: "the CA accepted the CSR and is issuing the certificate; polling the order"}); err != nil {
+				return err
+			}
+			if order, err = s.awaitIssuance(ctx, order, fin.get()); err != nil {
+				return s.failOrRetry(ctx, "finalizing", "", err)
+			}
 		}
 	case "processing":
 		if err := s.save(ctx, storage.WorkflowEvent{Step: "finalizing", Message: "the CA is issuing the certificate; polling the order"}); err != nil {
 			return err
 		}
-		if order, err = s.awaitIssuance(ctx, order); err != nil {
+		if order, err = s.awaitIssuance(ctx, order, 0); err != nil {
 			return s.failOrRetry(ctx, "finalizing", "", err)
 		}
 	case "valid":
@@ -72,11 +88,15 @@ func (s *session) finalize(ctx context.Context) error {
 }
 
 // awaitIssuance polls a processing order until the CA decides: first
-// after 20 ms, doubling up to 2 s, or after the CA's Retry-After.
-func (s *session) awaitIssuance(ctx context.Context, order acme.Order) (acme.Order, error) {
+// after 20 ms, doubling up to 2 s, or after the CA's Retry-After (first:
+// the one its finalize answer carried, if any).
+func (s *session) awaitIssuance(ctx context.Context, order acme.Order, first time.Duration) (acme.Order, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.e.settings().ValidationTimeout)
 	defer cancel()
 	ra := &retryAfterSink{}
+	if first > 0 {
+		ra.set(first)
+	}
 	ctx = withSink(ctx, ra)
 	var pace pollPacer
 	for order.Status == "processing" {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -110,5 +111,47 @@ func TestResumeAfterFinalizeSmallstep(t *testing.T) {
 	var p acme.Problem
 	if _, err := cl.FinalizeOrder(t.Context(), acct, order, nil); !errors.As(err, &p) || !strings.HasSuffix(p.Type, ":malformed") {
 		t.Fatalf("smallstep answered an empty CSR with %v, expected malformed", err)
+	}
+}
+
+// A CA that answers the finalize with processing (Pebble issues
+// asynchronously; held here until the engine says so) is polled by the
+// engine itself, on its own pace (first poll after 20 ms, doubling, or the
+// CA's Retry-After), not by the ACME library's fixed interval: the engine
+// persists that the CA accepted the CSR before it polls, so a node that
+// dies while the CA issues is taken over without a second CSR.
+func TestFinalizeProcessingPolledByEngine(t *testing.T) {
+	e := newEnv(t, acmetest.PebbleOptions{})
+	release := e.pebble.HoldIssuance()
+	_, opts := e.engine("node-a", nil)
+	var accepted atomic.Bool
+	opts.SetAfterPersist(func(w *storage.Workflow, ev *storage.WorkflowEvent) error {
+		if ev.Step == "finalizing" && strings.Contains(ev.Message, "the CA accepted the CSR") {
+			if !workflow.FinalizeRequested(w) {
+				t.Errorf("the event says the CA accepted the CSR, the data does not")
+			}
+			accepted.Store(true)
+			release()
+		}
+		return nil
+	})
+	eng := e.newEngine(opts)
+	w, err := eng.Create(t.Context(), workflow.Request{IssuerID: e.issuer.ID, Identifiers: []storage.Identifier{{Value: e.name("proc")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// with the library polling, the held order never ends before its
+	// five-minute poll timeout: bound the run well below it
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := eng.RunDue(ctx); err != nil {
+		t.Fatalf("running: %v (the accepted CSR was never persisted)", err)
+	}
+	w = get(t, e.store, w.ID)
+	if w.State != storage.StateIssued || !accepted.Load() {
+		t.Fatalf("%s: %s (accepted event seen: %v)", w.State, w.Status, accepted.Load())
+	}
+	if n := e.clients.finalizes.Load(); n != 1 {
+		t.Fatalf("%d finalize requests, want 1", n)
 	}
 }

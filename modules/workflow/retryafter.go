@@ -98,14 +98,14 @@ func (s *session) withSinkClient(cl *acme.Client) *acme.Client {
 	}
 	wrapped := *hc
 	wrapped.Transport = sinkTransport{next: next, sink: s.ra}
-	poll := cl.PollInterval
-	if poll == 0 {
-		// acmez's default is 250ms; CAs that want slower polling say so
-		// with Retry-After, which acmez honours
-		poll = 100 * time.Millisecond
-	}
+	// PollTimeout: the engine polls a processing order itself (awaitIssuance,
+	// at its own pace, after persisting that the CA accepted the CSR), so
+	// FinalizeOrder must return right after the CA's answer: with a timeout
+	// this short its poll loop never runs. FinalizeOrder is the only call
+	// of the library that polls which the engine uses (authorizations are
+	// polled by pollAuthzDone).
 	return &acme.Client{Directory: cl.Directory, HTTPClient: &wrapped, UserAgent: cl.UserAgent,
-		PollInterval: poll, PollTimeout: cl.PollTimeout, Logger: cl.Logger}
+		PollTimeout: time.Nanosecond, Logger: cl.Logger}
 }
 
 // pollPacer paces polling of the CA: first after 20 ms, doubling up to 2 s,

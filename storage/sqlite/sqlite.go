@@ -1,6 +1,11 @@
 // Package sqlite is CertLocker's embedded storage backend: one SQLite file
-// (pure Go driver, no cgo) in WAL mode, with full fsync on commit. It suits
-// one node; use storage/postgres to run several nodes on one database.
+// (pure Go driver, no cgo) in WAL mode. Every write returns only once its
+// commit is on disk (it survives a power loss), by group commit: SQLite
+// runs with synchronous=NORMAL and the store fsyncs the write-ahead log
+// after each commit, one fsync for all the commits made meanwhile (see
+// walSync). Writers of one Store take turns in the Store, in arrival
+// order. It suits one node; use storage/postgres to run several nodes on
+// one database.
 package sqlite
 
 import (
@@ -25,6 +30,17 @@ import (
 // Open opens (creating if needed) the SQLite database at path, migrates it
 // and returns the Store. The file and its WAL are readable by the owner only.
 func Open(ctx context.Context, path string, sealer *storage.Sealer) (storage.Store, error) {
+	return openWith(ctx, path, sealer, busyTimeout, busyTimeout*time.Millisecond, newWALSync(path))
+}
+
+// busyTimeout is how long SQLite waits for another process's write lock
+// (in milliseconds). Writers of one Store wait for each other in the
+// Store, in arrival order (Dialect.SerialWrites).
+const busyTimeout = 15000
+
+// openWith is Open with SQLite's busy timeout (ms, for other processes),
+// the wait of one Store's writers for their turn, and the log's syncer.
+func openWith(ctx context.Context, path string, sealer *storage.Sealer, busyMS int, writeWait time.Duration, ws *walSync) (storage.Store, error) {
 	if path == "" {
 		return nil, errors.New("opening sqlite store: empty path")
 	}
@@ -39,10 +55,12 @@ func Open(ctx context.Context, path string, sealer *storage.Sealer) (storage.Sto
 	_ = f.Close()
 	q := url.Values{}
 	// secure_delete: deleted rows are overwritten, not left in free space
-	for _, p := range []string{"busy_timeout(15000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)", "secure_delete(1)"} {
+	for _, p := range []string{fmt.Sprintf("busy_timeout(%d)", busyMS), "journal_mode(WAL)", "synchronous(NORMAL)", "foreign_keys(1)", "secure_delete(1)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate") // a transaction takes the write lock at BEGIN: no upgrade deadlocks
+	// NORMAL: commits do not wait for the disk inside SQLite; ws syncs
+	// the log before each write returns (group commit)
 	db, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("opening sqlite store: %w", err)
@@ -53,7 +71,10 @@ func Open(ctx context.Context, path string, sealer *storage.Sealer) (storage.Sto
 	// one of them switches it to WAL: a few short retries get past that
 	var st storage.Store
 	err = retry.Do(ctx, openRetry, func(int) error {
-		st, err = sqlstore.Open(ctx, db, Dialect, sealer)
+		d := Dialect
+		d.WriteWait = writeWait
+		d.Committed = ws.committed
+		st, err = sqlstore.Open(ctx, db, d, sealer)
 		if err != nil && !isBusy(err) {
 			return retry.Permanent(err)
 		}
@@ -76,8 +97,9 @@ var openRetry = retry.Policy{Attempts: 10, Base: 20 * time.Millisecond, Max: 200
 // Dialect is SQLite's sqlstore dialect. SQLite has one writer at a time
 // (transactions begin IMMEDIATE), which serialises migrations and leases.
 var Dialect = sqlstore.Dialect{
-	Name:     "sqlite",
-	BlobType: "BLOB",
+	Name:         "sqlite",
+	BlobType:     "BLOB",
+	SerialWrites: true,
 	IsUnique: func(err error) bool {
 		return hasCode(err, sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY) ||
 			strings.Contains(err.Error(), "UNIQUE constraint failed")

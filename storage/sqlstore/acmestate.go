@@ -75,6 +75,23 @@ func (x acmeState) Take(ctx context.Context, bucket, key string) (bool, error) {
 	return n == 1, nil
 }
 
+func (x acmeState) Add(ctx context.Context, bucket, key string, value []byte) (bool, error) {
+	b, err := x.sealValue(bucket, key, value)
+	if err != nil {
+		return false, err
+	}
+	res, err := x.s.exec(ctx, "INSERT INTO acme_state (bucket, k, value) VALUES (?, ?, ?) ON CONFLICT (bucket, k) DO NOTHING",
+		bucket, key, b)
+	if err != nil {
+		return false, x.s.classify(err, "adding "+bucket+"/"+key)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("adding %s/%s: %w", bucket, key, err)
+	}
+	return n == 1, nil
+}
+
 func (x acmeState) DeleteBelow(ctx context.Context, bucket, below string) (int, error) {
 	res, err := x.s.exec(ctx, "DELETE FROM acme_state WHERE bucket = ? AND k < ?", bucket, below)
 	if err != nil {
@@ -114,6 +131,16 @@ func (x acmeState) CompareAndSwap(ctx context.Context, bucket, key string, oldVa
 	var found []byte
 	var swapped bool
 	err := x.s.inTx(ctx, func(tx *Store) error {
+		if oldValue == nil {
+			// creating: an insert that does nothing on a conflict is
+			// exclusive where locking a row that is not there yet is not
+			// (PostgreSQL's FOR UPDATE locks no absent row)
+			added, err := (acmeState{tx}).Add(ctx, bucket, key, newValue)
+			if err != nil || added {
+				found, swapped = newValue, added
+				return err
+			}
+		}
 		var b []byte
 		err := tx.queryRow(ctx, "SELECT value FROM acme_state WHERE bucket = ? AND k = ? "+tx.db.dialect.RowLock, bucket, key).Scan(&b)
 		exists := true

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/certlocker/caddy-certlocker/storage"
 )
@@ -43,6 +44,22 @@ type Dialect struct {
 	IsUnique func(error) bool
 	// IsForeignKey reports a foreign key violation.
 	IsForeignKey func(error) bool
+	// SerialWrites: the engine has one writer at a time (SQLite). Writers
+	// of one Store then wait for each other here, in arrival order and
+	// giving up when their context ends, instead of in the engine's own
+	// busy wait (SQLite's sleeps 1, 2, 5, … up to 100 ms between tries
+	// and lets later writers overtake: long tails under concurrency).
+	SerialWrites bool
+	// WriteWait bounds a SerialWrites writer's wait for its turn (as the
+	// engine's busy timeout would), so that a write that can never get
+	// its turn fails instead of hanging. Default: 15s.
+	WriteWait time.Duration
+	// Committed, if set, is called after each commit of a SerialWrites
+	// writer while it still holds its turn; the function it returns is
+	// called once the turn is given up and returns when that commit is
+	// durable (SQLite: one fsync of the write-ahead log shared by the
+	// writers that committed meanwhile). The write returns only then.
+	Committed func() func() error
 	// Scrub, if set, is run after a transaction that deleted secrets
 	// commits, to remove what the engine keeps of deleted rows outside the
 	// live table (SQLite: its write-ahead log). Best effort: an error
@@ -57,6 +74,35 @@ type DB struct {
 	sealer  *storage.Sealer
 	rebinds sync.Map // query -> rebound query
 	stmts   sync.Map // rebound query -> *sql.Stmt
+	// writing is held by the one writer of a SerialWrites engine
+	writing chan struct{}
+}
+
+// lockWrites waits for the turn to write (SerialWrites engines; others
+// return at once) and returns the function that ends it.
+func (d *DB) lockWrites(ctx context.Context) (func(), error) {
+	if d.writing == nil {
+		return func() {}, nil
+	}
+	select {
+	case d.writing <- struct{}{}:
+		return func() { <-d.writing }, nil
+	default:
+	}
+	wait := d.dialect.WriteWait
+	if wait <= 0 {
+		wait = 15 * time.Second
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case d.writing <- struct{}{}:
+		return func() { <-d.writing }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting to write: %w", ctx.Err())
+	case <-t.C:
+		return nil, fmt.Errorf("waiting to write: another writer held the database for %s", wait)
+	}
 }
 
 // Open migrates the database to the latest schema and checks that the
@@ -67,6 +113,9 @@ func Open(ctx context.Context, db *sql.DB, d Dialect, sealer *storage.Sealer) (s
 		return nil, errors.New("opening store: no sealer")
 	}
 	s := &Store{db: &DB{sql: db, dialect: d, sealer: sealer}}
+	if d.SerialWrites {
+		s.db.writing = make(chan struct{}, 1)
+	}
 	s.q = db
 	if err := s.migrate(ctx); err != nil {
 		return nil, err
@@ -124,6 +173,20 @@ func (s *Store) InTx(ctx context.Context, fn func(tx storage.Store) error) (err 
 	if s.tx != nil {
 		return fn(s)
 	}
+	unlock, err := s.db.lockWrites(ctx)
+	if err != nil {
+		return fmt.Errorf("beginning transaction: %w", err)
+	}
+	// runs last: give the turn up, then wait until the commit is durable
+	var durable func() error
+	defer func() {
+		unlock()
+		if durable != nil && err == nil {
+			if derr := durable(); derr != nil {
+				err = fmt.Errorf("committing transaction: making it durable: %w", derr)
+			}
+		}
+	}()
 	tx, err := s.db.sql.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("beginning transaction: %w", err)
@@ -141,6 +204,9 @@ func (s *Store) InTx(ctx context.Context, fn func(tx storage.Store) error) (err 
 		if cerr := tx.Commit(); cerr != nil {
 			err = fmt.Errorf("committing transaction: %w", cerr)
 			return
+		}
+		if s.db.writing != nil && s.db.dialect.Committed != nil {
+			durable = s.db.dialect.Committed()
 		}
 		if scrub && s.db.dialect.Scrub != nil {
 			_ = s.db.dialect.Scrub(context.WithoutCancel(ctx), s.db.sql)
@@ -178,6 +244,29 @@ func (s *Store) Health(ctx context.Context) (storage.Health, error) {
 }
 
 func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if s.tx == nil {
+		// a statement outside a transaction is one of its own
+		unlock, err := s.db.lockWrites(ctx)
+		if err != nil {
+			return nil, err
+		}
+		res, err := s.execNow(ctx, query, args...)
+		var durable func() error
+		if err == nil && s.db.writing != nil && s.db.dialect.Committed != nil {
+			durable = s.db.dialect.Committed()
+		}
+		unlock()
+		if durable != nil {
+			if derr := durable(); derr != nil {
+				return nil, fmt.Errorf("making the write durable: %w", derr)
+			}
+		}
+		return res, err
+	}
+	return s.execNow(ctx, query, args...)
+}
+
+func (s *Store) execNow(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	if st := s.stmt(ctx, query); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
@@ -205,10 +294,13 @@ func (s *Store) queryRow(ctx context.Context, query string, args ...any) *sql.Ro
 func (s *Store) stmt(ctx context.Context, query string) *sql.Stmt {
 	q := s.rebind(query)
 	v, ok := s.db.stmts.Load(q)
-	if !ok && s.tx != nil {
+	if !ok && s.tx != nil && s.db.writing == nil {
 		// never take a second connection from the pool while holding one
 		// for the transaction: with every connection in a transaction
-		// that waits for another, the pool would deadlock
+		// that waits for another, the pool would deadlock. With
+		// SerialWrites one transaction at a time holds a connection, so
+		// preparing on another is safe (and statements only ever run in
+		// transactions are not parsed again every time)
 		return nil
 	}
 	if !ok {

@@ -2,6 +2,7 @@ package storagetest
 
 import (
 	"encoding/binary"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -137,5 +138,45 @@ func testACMEState(t *testing.T, b Backend) {
 	twg.Wait()
 	if wins.Load() != 1 {
 		t.Fatalf("%d Takes of one nonce won, want 1", wins.Load())
+	}
+
+	// a key is added once: of concurrent Adds, exactly one stores it,
+	// and a later Add leaves the first value
+	for round := range 3 {
+		key := fmt.Sprintf("used-%d", round)
+		var adds, creates atomic.Int32
+		var awg sync.WaitGroup
+		for i := range 8 {
+			awg.Add(1)
+			go func() {
+				defer awg.Done()
+				ok, err := a.Add(ctx, "nonces", key, []byte{byte(i)})
+				if err != nil {
+					t.Error(err)
+				}
+				if ok {
+					adds.Add(1)
+				}
+				// creating an absent key by compare-and-swap is as exclusive
+				_, swapped, err := a.CompareAndSwap(ctx, "created", key, nil, []byte{byte(i)})
+				if err != nil {
+					t.Error(err)
+				}
+				if swapped {
+					creates.Add(1)
+				}
+			}()
+		}
+		awg.Wait()
+		if adds.Load() != 1 || creates.Load() != 1 {
+			t.Fatalf("%d concurrent Adds and %d creating swaps of one key won, want 1 each", adds.Load(), creates.Load())
+		}
+	}
+	must(t, a.Set(ctx, "nonces", "set", []byte("first")))
+	if ok, err := a.Add(ctx, "nonces", "set", []byte("second")); err != nil || ok {
+		t.Fatalf("Add of an existing key = %v, %v", ok, err)
+	}
+	if v, _ := a.Get(ctx, "nonces", "set"); string(v) != "first" {
+		t.Fatalf("Add changed an existing value to %q", v)
 	}
 }
