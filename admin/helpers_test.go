@@ -18,7 +18,15 @@ import (
 // beside it.
 func testAPI(t testing.TB, appJSON string) (*API, *certlocker.App) {
 	t.Helper()
-	ctx, err := caddy.ProvisionContext(&caddy.Config{AppsRaw: caddy.ModuleMap{"certlocker": json.RawMessage(appJSON)}})
+	return provisionAPI(t, &caddy.Config{}, appJSON)
+}
+
+// provisionAPI is testAPI with the rest of the Caddy config (logging) from
+// cfg.
+func provisionAPI(t testing.TB, cfg *caddy.Config, appJSON string) (*API, *certlocker.App) {
+	t.Helper()
+	cfg.AppsRaw = caddy.ModuleMap{"certlocker": json.RawMessage(appJSON)}
+	ctx, err := caddy.ProvisionContext(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

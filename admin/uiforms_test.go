@@ -34,25 +34,7 @@ func testAPILogged(t *testing.T, appJSON, logPath string) (*API, *certlocker.App
 	logging := &caddy.Logging{Logs: map[string]*caddy.CustomLog{"default": {BaseLog: caddy.BaseLog{
 		WriterRaw: json.RawMessage(mustJSON(map[string]any{"output": "file", "filename": logPath, "roll": false})),
 		Level:     "DEBUG"}}}}
-	ctx, err := caddy.ProvisionContext(&caddy.Config{Logging: logging, AppsRaw: caddy.ModuleMap{"certlocker": json.RawMessage(appJSON)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := ctx.App("certlocker")
-	if err != nil {
-		t.Fatal(err)
-	}
-	app := v.(*certlocker.App)
-	t.Cleanup(func() { _ = app.Cleanup() })
-	if err := app.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = app.Stop() })
-	api := new(API)
-	if err := api.Provision(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return api, app
+	return provisionAPI(t, &caddy.Config{Logging: logging}, appJSON)
 }
 
 // logUI sends the UI handler's own logs (the admin API's error paths) to
