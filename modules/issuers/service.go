@@ -109,7 +109,7 @@ func New(store storage.Store, opts ...Option) *Service {
 		s.logger = zap.NewNop()
 	}
 	if s.base == nil {
-		s.base = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone(), Timeout: 60 * time.Second}
+		s.base = &http.Client{Transport: defaultCATransport(), Timeout: 60 * time.Second}
 	}
 	if s.userAgent == "" {
 		s.userAgent = "CertLocker"
@@ -141,4 +141,18 @@ func (s *Service) audit(ctx context.Context, tx storage.Store, actor, action str
 	}
 	return tx.Audit().Append(ctx, &storage.AuditEntry{Node: s.node, Actor: actor, Action: action, Target: iss.ID,
 		Group: iss.Group, Details: b})
+}
+
+// idleConnsPerCA is how many idle connections to one CA are kept for
+// reuse: as many as the workflow engine runs orders on one ACME client at
+// once (its default per-issuer concurrency), instead of net/http's 2, so
+// concurrent orders do not each open a new TLS connection.
+const idleConnsPerCA = 16
+
+// defaultCATransport is net/http's default transport keeping idleConnsPerCA idle
+// connections per CA.
+func defaultCATransport() *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = idleConnsPerCA
+	return tr
 }

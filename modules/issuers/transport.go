@@ -42,7 +42,7 @@ func (s *Service) httpClient(rootsPEM string) (*http.Client, error) {
 	var tr *http.Transport
 	switch t := s.base.Transport.(type) {
 	case nil:
-		tr = http.DefaultTransport.(*http.Transport).Clone()
+		tr = defaultCATransport()
 	case *http.Transport:
 		tr = t.Clone()
 	default:
