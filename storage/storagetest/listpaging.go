@@ -139,4 +139,3 @@ func testListPaging(t *testing.T, b Backend) {
 		wantErr(t, err, storage.ErrInvalidCursor)
 	})
 }
-
