@@ -37,15 +37,21 @@ func dnsError(err error) error {
 	return err
 }
 
-// listDNSProviders answers GET /certlocker/dns-providers?group=
+// listDNSProviders answers GET /certlocker/dns-providers?group=&cursor=&limit=
+// with a page of provider clients by name and the next page's cursor.
 func (a *API) listDNSProviders(w http.ResponseWriter, r *http.Request, app *certlocker.App) error {
-	list, err := app.DNS().List(r.Context(), r.URL.Query().Get("group"))
+	p, err := page(r)
+	if err != nil {
+		return err
+	}
+	list, next, err := app.DNS().ListPage(r.Context(), r.URL.Query().Get("group"), p)
 	if err != nil {
 		return err
 	}
 	out := struct {
-		Items []dnsproviders.View `json:"items"`
-	}{Items: []dnsproviders.View{}}
+		Items      []dnsproviders.View `json:"items"`
+		NextCursor string              `json:"next_cursor,omitempty"`
+	}{Items: []dnsproviders.View{}, NextCursor: next}
 	for _, p := range list {
 		out.Items = append(out.Items, dnsproviders.NewView(p))
 	}

@@ -79,14 +79,19 @@ func (a *API) createIssuer(w http.ResponseWriter, r *http.Request, app *certlock
 	return nil
 }
 
-// listIssuers answers GET /certlocker/issuers?group=&managed_by=
+// listIssuers answers GET /certlocker/issuers?group=&managed_by=&cursor=&limit=
+// with a page of issuers by name and the next page's cursor.
 func (a *API) listIssuers(w http.ResponseWriter, r *http.Request, app *certlocker.App) error {
 	q := r.URL.Query()
 	f := storage.IssuerFilter{Group: q.Get("group"), ManagedBy: q.Get("managed_by")}
 	if f.ManagedBy != "" && f.ManagedBy != storage.ManagedByAPI && f.ManagedBy != storage.ManagedByConfig {
 		return BadRequest("managed_by", "managed_by must be %q or %q", storage.ManagedByAPI, storage.ManagedByConfig)
 	}
-	list, err := app.IssuerRegistry().List(r.Context(), f)
+	p, err := page(r)
+	if err != nil {
+		return err
+	}
+	list, next, err := app.IssuerRegistry().ListPage(r.Context(), f, p)
 	if err != nil {
 		return err
 	}
@@ -94,7 +99,10 @@ func (a *API) listIssuers(w http.ResponseWriter, r *http.Request, app *certlocke
 	for _, iss := range list {
 		items = append(items, issuers.NewView(iss))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": items})
+	writeJSON(w, http.StatusOK, struct {
+		Items      []issuers.View `json:"items"`
+		NextCursor string         `json:"next_cursor,omitempty"`
+	}{items, next})
 	return nil
 }
 

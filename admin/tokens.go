@@ -41,22 +41,29 @@ func gatewayBase(r *http.Request) string {
 	return "https://certlocker.example.com"
 }
 
-// listTokens answers GET /certlocker/tokens?certificate_id=&group=&state=
+// listTokens answers GET /certlocker/tokens?certificate_id=&group=&state=&sort=&cursor=&limit=
+// with a page of tokens, oldest first (sort=-created: newest first), and
+// the next page's cursor.
 func (a *API) listTokens(w http.ResponseWriter, r *http.Request, app *certlocker.App) error {
 	q := r.URL.Query()
 	for k := range q {
-		if !slices.Contains([]string{"certificate_id", "group", "state", "base_url"}, k) {
-			return BadRequest(k, "unknown query parameter %q: use certificate_id, group, state", k)
+		if !slices.Contains([]string{"certificate_id", "group", "state", "sort", "cursor", "limit", "base_url"}, k) {
+			return BadRequest(k, "unknown query parameter %q: use certificate_id, group, state, sort, cursor, limit", k)
 		}
 	}
-	list, err := app.Tokens().List(r.Context(), gateway.ListFilter{CertificateID: q.Get("certificate_id"), Group: q.Get("group"),
-		State: q.Get("state")})
+	p, err := page(r)
+	if err != nil {
+		return err
+	}
+	list, next, err := app.Tokens().ListPage(r.Context(), gateway.ListFilter{CertificateID: q.Get("certificate_id"), Group: q.Get("group"),
+		State: q.Get("state")}, q.Get("sort"), p)
 	if err != nil {
 		return tokenError(err)
 	}
 	out := struct {
-		Items []gateway.View `json:"items"`
-	}{Items: []gateway.View{}}
+		Items      []gateway.View `json:"items"`
+		NextCursor string         `json:"next_cursor,omitempty"`
+	}{Items: []gateway.View{}, NextCursor: next}
 	now := time.Now()
 	for _, t := range list {
 		out.Items = append(out.Items, gateway.NewView(t, nil, gatewayBase(r), now))

@@ -256,17 +256,63 @@ func (u *UI) claimedUser(r *http.Request) string {
 }
 
 // auditRefused records a mutating request the UI refused before it
-// reached a service (no identity, a viewer, a bad CSRF token).
+// reached a service (no identity, a viewer, a bad CSRF token). Like the
+// API's own refusals, the action is the method and the route's pattern
+// ("POST /workflows/{id}/actions/{action}"), the target the record's ID,
+// and the raw path goes in the details.
 func (u *UI) auditRefused(r *http.Request, app *certlocker.App, actor, reason string) {
 	if !mutating(r.Method) {
 		return
 	}
+	pattern, target := u.routeOf(r)
 	d, _ := json.Marshal(map[string]any{"status": http.StatusForbidden, "error": reason, "path": r.URL.Path})
-	err := app.AuditEntry(context.WithoutCancel(r.Context()), &storage.AuditEntry{Actor: actor, Action: r.Method + " " + r.URL.Path,
-		Source: clientAddr(r.RemoteAddr).String(), Result: storage.AuditRefused, Details: d})
-	if err != nil {
+	e := &storage.AuditEntry{Actor: actor, Action: r.Method + " " + pattern, Target: target, Source: clientAddr(r.RemoteAddr).String(),
+		Result: storage.AuditRefused, Details: d}
+	if target != "" {
+		e.Group = app.GroupOf(target)
+	}
+	if err := app.AuditEntry(context.WithoutCancel(r.Context()), e); err != nil {
 		u.logger.Warn("auditing a refused request", zap.String("method", r.Method), zap.String("uri", r.URL.Path), zap.Error(err))
 	}
+}
+
+// uiRoutes are the patterns of the UI's own form posts, for naming a
+// refused one in the audit log; anything else is "/{path...}".
+var uiRoutes = func() *http.ServeMux {
+	m := http.NewServeMux()
+	for _, p := range []string{"/workflows", "/workflows/{id}/{action}", "/issuers", "/issuers/{id}/{action}",
+		"/dns-providers", "/dns-providers/{id}/{action}", "/tokens", "/tokens/{id}/{action}",
+		"/inventory/import", "/inventory/{id}/export", "/{path...}"} {
+		m.HandleFunc(p, http.NotFound)
+	}
+	return m
+}()
+
+// routeOf returns the pattern of the route r is for, as the admin API
+// names its routes in the audit log ("/issuers/{id}" for the UI's
+// /api/issuers/{id}), and the {id} in r's path.
+func (u *UI) routeOf(r *http.Request) (pattern, id string) {
+	path := r.URL.Path
+	probe := &http.Request{Method: r.Method, Host: r.Host, URL: &url.URL{Path: path}}
+	mux := uiRoutes
+	if rest, ok := strings.CutPrefix(path, "/api/"); ok && u.api != nil && u.api.mux != nil {
+		path = "/certlocker/" + rest
+		probe.URL.Path, mux = path, u.api.mux
+	}
+	_, pattern = mux.Handler(probe)
+	if pattern == "" || pattern == "/certlocker/" || pattern == "/{path...}" {
+		return "/{path...}", ""
+	}
+	ps, vs := strings.Split(pattern, "/"), strings.Split(path, "/")
+	for i, p := range ps {
+		if p == "{id}" && i < len(vs) {
+			id = vs[i]
+		}
+	}
+	if mux != uiRoutes {
+		pattern = apiPath(pattern)
+	}
+	return pattern, id
 }
 
 func (u *UI) trustedProxy(a netip.Addr) bool {

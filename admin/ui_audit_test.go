@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -18,31 +17,47 @@ import (
 func TestUIRefusalsAudited(t *testing.T) {
 	f := newUIFixture(t)
 	wf := f.ids["A"]["workflow"]
+	iss := f.ids["A"]["issuer"]
+	// the action is the route's pattern, as the API records its own
+	// refusals; the target is the record's ID, the raw path in the details
 	cases := map[string]struct {
-		q            uiRequest
-		method, path string
-		actor        string
+		q              uiRequest
+		method, path   string
+		action, target string
+		actor          string
 	}{
-		"viewer":            {as("vic"), "POST", "/api/workflows/" + wf + "/actions/cancel", "ui:vic@203.0.113.7"},
-		"viewer form":       {as("vic"), "POST", "/workflows/" + wf + "/cancel", "ui:vic@203.0.113.7"},
-		"no CSRF token":     {uiRequest{user: "alice", cookie: true}, "POST", "/api/workflows/" + wf + "/actions/retry", "ui:alice@203.0.113.7"},
-		"admin-only area":   {as("alice"), "POST", "/api/actions/rekey", "ui:alice@203.0.113.7"},
-		"unknown user":      {as("mallory"), "DELETE", "/api/issuers/" + f.ids["A"]["issuer"], "ui:mallory@203.0.113.7"},
-		"no authentication": {uiRequest{remote: "198.51.100.4:5555", local: "127.0.0.1:2080"}, "POST", "/api/workflows", "ui:anonymous@198.51.100.4"},
+		"viewer":            {as("vic"), "POST", "/api/workflows/" + wf + "/actions/cancel", "POST /workflows/{id}/actions/{action}", wf, "ui:vic@203.0.113.7"},
+		"viewer form":       {as("vic"), "POST", "/workflows/" + wf + "/cancel", "POST /workflows/{id}/{action}", wf, "ui:vic@203.0.113.7"},
+		"viewer edit form":  {as("vic"), "POST", "/issuers/" + iss + "/edit", "POST /issuers/{id}/{action}", iss, "ui:vic@203.0.113.7"},
+		"no CSRF token":     {uiRequest{user: "alice", cookie: true}, "POST", "/api/workflows/" + wf + "/actions/retry", "POST /workflows/{id}/actions/{action}", wf, "ui:alice@203.0.113.7"},
+		"no CSRF, form":     {uiRequest{user: "alice", cookie: true}, "POST", "/tokens", "POST /tokens", "", "ui:alice@203.0.113.7"},
+		"admin-only area":   {as("alice"), "POST", "/api/actions/rekey", "POST /actions/rekey", "", "ui:alice@203.0.113.7"},
+		"unknown user":      {as("mallory"), "DELETE", "/api/issuers/" + iss, "DELETE /issuers/{id}", iss, "ui:mallory@203.0.113.7"},
+		"no authentication": {uiRequest{remote: "198.51.100.4:5555", local: "127.0.0.1:2080"}, "POST", "/api/workflows", "POST /workflows", "", "ui:anonymous@198.51.100.4"},
+		"unknown path":      {as("vic"), "POST", "/no/such/page/" + wf, "POST /{path...}", "", "ui:vic@203.0.113.7"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
 			if rec := f.do(t, c.q, c.method, c.path, "{}"); rec.Code != http.StatusForbidden {
 				t.Fatalf("%d %s", rec.Code, rec.Body)
 			}
-			es, _, err := f.app.AuditLog(t.Context(), storage.AuditFilter{Action: c.method + " " + c.path}, storage.Page{})
+			es, _, err := f.app.AuditLog(t.Context(), storage.AuditFilter{Action: c.action, Actor: strings.Split(c.actor, "@")[0]}, storage.Page{})
 			if err != nil || len(es) != 1 {
 				t.Fatalf("audit entries of the refusal: %v %v", es, err)
 			}
 			e := es[0]
 			if e.Actor != c.actor || e.Result != storage.AuditRefused || e.Source != strings.Split(strings.TrimPrefix(c.actor, "ui:"), "@")[1] ||
-				!strings.Contains(string(e.Details), `"status":403`) {
+				!strings.Contains(string(e.Details), `"status":403`) || !strings.Contains(string(e.Details), `"path":"`+c.path+`"`) ||
+				e.Target != c.target {
 				t.Fatalf("entry %+v %s", e, e.Details)
+			}
+			if c.target != "" && e.Group != "A" {
+				t.Fatalf("entry of a group A record in group %q", e.Group)
+			}
+			// no entry names the raw path as its action
+			if raw, _, _ := f.app.AuditLog(t.Context(), storage.AuditFilter{Action: c.method + " " + c.path}, storage.Page{}); len(raw) != 0 &&
+				c.action != c.method+" "+c.path {
+				t.Fatalf("the raw path recorded as the action: %+v", raw[0])
 			}
 		})
 	}
@@ -121,7 +136,7 @@ func TestUIAuditLog(t *testing.T) {
 		if rows := strings.Count(body, `<tr><td data-label="When"><time`); rec.Code != 200 || rows != pageSize {
 			t.Fatalf("audit page: %d, %d rows", rec.Code, rows)
 		}
-		next := regexp.MustCompile(`rel="next" href="(\?[^"]*cursor=[^"]+)"`).FindStringSubmatch(body)
+		next := reNext.FindStringSubmatch(body)
 		if next == nil || !strings.Contains(next[1], "group=A") {
 			t.Fatal("no link to the older entries, with the filters")
 		}

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"encoding/json"
 	"fmt"
 	"html"
 	"net"
@@ -16,14 +17,17 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/certlocker/caddy-certlocker/modules/certlocker"
+	"github.com/certlocker/caddy-certlocker/modules/dnsproviders"
+	"github.com/certlocker/caddy-certlocker/modules/gateway"
 	"github.com/certlocker/caddy-certlocker/modules/inventory"
 	"github.com/certlocker/caddy-certlocker/modules/workflow"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
 
-// pagingFixture has 120 workflows and 120 certificates whose groups
-// cycle A, B, C (so B's rows lie between every two rows of A and C), and
-// a viewer of groups A and C.
+// pagingFixture has 120 workflows, certificates and tokens, and 90 more
+// ACME clients and DNS providers, whose groups cycle A, B, C (so B's rows
+// lie between every two rows of A and C), and a viewer of groups A and C.
+// The groups of every row are in the map returned, by ID.
 func pagingFixture(t *testing.T) (*uiFixture, []string, map[string]string) {
 	t.Helper()
 	dir := t.TempDir()
@@ -35,6 +39,11 @@ func pagingFixture(t *testing.T) (*uiFixture, []string, map[string]string) {
 	var issuerCfg []any
 	for _, g := range groups {
 		issuerCfg = append(issuerCfg, map[string]any{"name": "ca-" + g, "directory_url": deadURL, "agree_terms": true, "group": g})
+	}
+	for i := range 90 {
+		// names out of creation order, so that name order is not ID order
+		issuerCfg = append(issuerCfg, map[string]any{"name": fmt.Sprintf("x%02d", (i*37)%90), "directory_url": deadURL,
+			"agree_terms": true, "group": groups[i%3]})
 	}
 	_, app := testAPI(t, mustJSON(map[string]any{
 		"storage": map[string]any{"path": filepath.Join(dir, "c.db")}, "node_id": "n1",
@@ -50,11 +59,23 @@ func pagingFixture(t *testing.T) (*uiFixture, []string, map[string]string) {
 		t.Fatal(err)
 	}
 	issuerOf := map[string]string{}
+	certGroup := map[string]string{} // row ID → group
 	for _, iss := range list {
-		issuerOf[iss.Group] = iss.ID
+		if strings.HasPrefix(iss.Name, "ca-") {
+			issuerOf[iss.Group] = iss.ID
+		}
+		certGroup[iss.ID] = iss.Group
 	}
-	var wfAC []string                // newest first
-	certGroup := map[string]string{} // certificate ID → group
+	for i := range 90 {
+		g := groups[i%3]
+		p, err := app.DNS().Create(ctx, "test", dnsproviders.Config{Name: fmt.Sprintf("d%02d", (i*37)%90), Type: dnsproviders.TypeCloudflare,
+			Credentials: []byte(`{"api_token":"cf-paging-secret"}`), Zones: []string{"team-" + strings.ToLower(g) + ".test"}, Group: g})
+		if err != nil {
+			t.Fatal(err)
+		}
+		certGroup[p.ID] = g
+	}
+	var wfAC []string // newest first
 	for i := range 120 {
 		g := groups[i%3]
 		wf, err := app.Workflows().Create(ctx, workflow.Request{IssuerID: issuerOf[g], Group: g, Trigger: workflow.TriggerManual,
@@ -72,6 +93,11 @@ func pagingFixture(t *testing.T) (*uiFixture, []string, map[string]string) {
 			t.Fatal(err)
 		}
 		certGroup[c.ID] = g
+		tok, _, err := app.Tokens().Create(ctx, "test", gateway.CreateRequest{CertificateID: c.ID, IssuerID: issuerOf[g], Group: g})
+		if err != nil {
+			t.Fatal(err)
+		}
+		certGroup[tok.ID] = g
 	}
 	cctx, err := caddy.ProvisionContext(&caddy.Config{})
 	if err != nil {
@@ -87,6 +113,9 @@ func pagingFixture(t *testing.T) (*uiFixture, []string, map[string]string) {
 var (
 	reWorkflowRow = regexp.MustCompile(`<tr id="wf-([^"]+)"`)
 	reCertRow     = regexp.MustCompile(`cert=(crt_[A-Za-z0-9_-]+)" class="open-drawer"`)
+	reIssuerRow   = regexp.MustCompile(`<tr id="iss-([^"]+)"`)
+	reDNSRow      = regexp.MustCompile(`<tr id="dns-([^"]+)"`)
+	reTokenRow    = regexp.MustCompile(`<tr id="tok-([^"]+)"`)
 	rePrev        = regexp.MustCompile(`rel="prev" href="([^"]*)"`)
 	reNext        = regexp.MustCompile(`rel="next" href="([^"]*)"`)
 )
@@ -190,8 +219,80 @@ func TestUIListsPageFullForSeveralGroups(t *testing.T) {
 			}
 		})
 	}
+	// the ACME clients and DNS providers by name, the tokens newest first
+	only := func(t *testing.T, what string, got []string, want int) {
+		t.Helper()
+		if len(got) != want {
+			t.Fatalf("%d %s listed, want the %d of A and C", len(got), what, want)
+		}
+		seen := map[string]bool{}
+		for _, id := range got {
+			if g := certGroup[id]; g != "A" && g != "C" || seen[id] {
+				t.Fatalf("%s %s (group %q) listed for groups A, C, or twice", what, id, g)
+			}
+			seen[id] = true
+		}
+	}
+	t.Run("ACME clients", func(t *testing.T) {
+		only(t, "ACME clients", f.walk(t, "ac", "/issuers", reIssuerRow), 62)
+	})
+	t.Run("DNS providers", func(t *testing.T) {
+		only(t, "DNS providers", f.walk(t, "ac", "/dns-providers", reDNSRow), 60)
+	})
+	t.Run("tokens", func(t *testing.T) {
+		got := f.walk(t, "ac", "/tokens", reTokenRow)
+		only(t, "tokens", got, 80)
+		if !slices.IsSortedFunc(got, func(a, b string) int { return strings.Compare(b, a) }) {
+			t.Fatalf("tokens not newest first: %v", got)
+		}
+		if got := f.walk(t, "ac", "/tokens?group=C&state=active", reTokenRow); len(got) != 40 {
+			t.Fatalf("%d active tokens of group C, want 40", len(got))
+		}
+	})
+	// the JSON API pages the same lists with cursor, limit and next_cursor
+	for _, c := range []struct {
+		path string
+		want int
+	}{{"/api/issuers", 62}, {"/api/dns-providers", 60}, {"/api/tokens", 80}} {
+		t.Run("API "+c.path, func(t *testing.T) {
+			var all []string
+			cursor := ""
+			for range 20 {
+				rec := f.do(t, as("ac"), http.MethodGet, c.path+"?limit=7&cursor="+url.QueryEscape(cursor), "")
+				if rec.Code != http.StatusOK {
+					t.Fatalf("%d %s", rec.Code, rec.Body)
+				}
+				var out struct {
+					Items []struct {
+						ID string `json:"id"`
+					} `json:"items"`
+					NextCursor string `json:"next_cursor"`
+				}
+				if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+					t.Fatal(err)
+				}
+				if out.NextCursor != "" && len(out.Items) != 7 {
+					t.Fatalf("a page of %d items with a next cursor", len(out.Items))
+				}
+				for _, it := range out.Items {
+					all = append(all, it.ID)
+				}
+				if cursor = out.NextCursor; cursor == "" {
+					break
+				}
+			}
+			only(t, c.path, all, c.want)
+			if rec := f.do(t, as("ac"), http.MethodGet, c.path+"?cursor=garbage", ""); rec.Code != http.StatusBadRequest {
+				t.Fatalf("a bad cursor: %d %s", rec.Code, rec.Body)
+			}
+			if rec := f.do(t, as("ac"), http.MethodGet, c.path+"?limit=0", ""); rec.Code != http.StatusBadRequest {
+				t.Fatalf("limit 0: %d %s", rec.Code, rec.Body)
+			}
+		})
+	}
 	t.Run("audit", func(t *testing.T) {
-		got := f.walk(t, "root", "/audit?actor=test", regexp.MustCompile(`<td data-label="Who">test</td><td data-label="From">[^<]*</td><td data-label="Action">[^<]*</td><td data-label="Result">.*?</td><td data-label="Group">[^<]*</td><td data-label="Resource">([^<]*)</td>`))
+		got := f.walk(t, "root", "/audit?actor=test", regexp.MustCompile(`<td data-label="Who">test</td><td data-label="From">[^<]*</td><td data-label="Action">[^<]*</td>`+
+			`<td data-label="Result">.*?</td><td data-label="Group">[^<]*</td><td data-label="Resource">([^<]*)</td>`))
 		if len(got) < 240 {
 			t.Fatalf("%d audit entries by the seeding, want at least 240", len(got))
 		}

@@ -49,6 +49,14 @@ func (u *UI) formRoute(r *http.Request, parts []string) pageHandler {
 		return func(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData) error {
 			return u.issuerPage(w, r, app, d, parts[1], http.StatusOK)
 		}
+	case n == 3 && at(0) == "issuers" && at(2) == "edit" && post:
+		return func(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData) error {
+			return u.issuerEditForm(w, r, app, d, parts[1])
+		}
+	case n == 3 && at(0) == "issuers" && at(2) == "delete" && post:
+		return func(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData) error {
+			return u.issuerDeleteForm(w, r, app, d, parts[1])
+		}
 	case n == 3 && at(0) == "issuers" && post:
 		return func(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData) error {
 			return u.issuerActionForm(w, r, app, d, parts[1], parts[2])
@@ -62,6 +70,14 @@ func (u *UI) formRoute(r *http.Request, parts []string) pageHandler {
 	case n == 2 && at(0) == "dns-providers" && get:
 		return func(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData) error {
 			return u.dnsProviderPage(w, r, app, d, parts[1])
+		}
+	case n == 3 && at(0) == "dns-providers" && at(2) == "edit" && post:
+		return func(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData) error {
+			return u.dnsEditForm(w, r, app, d, parts[1])
+		}
+	case n == 3 && at(0) == "dns-providers" && at(2) == "delete" && post:
+		return func(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData) error {
+			return u.dnsDeleteForm(w, r, app, d, parts[1])
 		}
 	case n == 3 && at(0) == "dns-providers" && at(2) == "verify" && post:
 		return func(w http.ResponseWriter, r *http.Request, _ *certlocker.App, _ pageData) error {

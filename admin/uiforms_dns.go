@@ -22,6 +22,7 @@ import (
 
 	"github.com/certlocker/caddy-certlocker/modules/certlocker"
 	"github.com/certlocker/caddy-certlocker/modules/dnsproviders"
+	"github.com/certlocker/caddy-certlocker/storage"
 )
 
 // dnsType is one kind of DNS provider client the form offers.
@@ -128,6 +129,9 @@ type dnsFormData struct {
 	ErrField string
 }
 
+// tsigAlgs are the TSIG algorithms an RFC 2136 form offers.
+var tsigAlgs = []string{"hmac-sha256", "hmac-sha512", "hmac-sha384", "hmac-sha224", "hmac-sha1", "hmac-md5"}
+
 // dnsSecretFields are the credential fields of the built-in types.
 var dnsSecretFields = []string{"api_token", "zone_token", "key", "module_json"}
 
@@ -141,7 +145,7 @@ func (u *UI) dnsFormPage(w http.ResponseWriter, r *http.Request, app *certlocker
 		return &Error{Status: http.StatusNotFound, Message: fmt.Sprintf("no DNS provider type %q here: pick one of the types listed on the form", typ)}
 	}
 	data := dnsFormData{Type: types[i], Types: types, Groups: formGroups(r, app, d.Session), Form: url.Values{}, ErrField: field,
-		KeyAlgs: []string{"hmac-sha256", "hmac-sha512", "hmac-sha384", "hmac-sha224", "hmac-sha1", "hmac-md5"}}
+		KeyAlgs: tsigAlgs}
 	if r.Method == http.MethodPost {
 		data.Form = keepFields(r.PostForm, dnsSecretFields...)
 	}
@@ -193,7 +197,30 @@ func (u *UI) createDNSForm(w http.ResponseWriter, r *http.Request, app *certlock
 		}
 		return u.dnsFormPage(w, r, app, d, typ, status, field)
 	}
-	creds := map[string]any{}
+	creds, field, msg := dnsCredentials(f, typ)
+	if msg != "" {
+		return fail(http.StatusBadRequest, field, msg)
+	}
+	if creds != nil {
+		body["credentials"] = creds
+	}
+	b, _ := json.Marshal(body)
+	rec := u.callAPI(r, http.MethodPost, "dns-providers", string(b))
+	if rec.Code != http.StatusCreated {
+		res := resultOf(rec.Code, rec.Body.Bytes())
+		return fail(rec.Code, formFieldOf(res.Field, typ), res.Message)
+	}
+	var v dnsproviders.View
+	_ = json.Unmarshal(rec.Body.Bytes(), &v)
+	http.Redirect(w, r, "/dns-providers/"+url.PathEscape(v.ID)+"?flash="+url.QueryEscape("DNS provider created: press Verify to check it"), http.StatusSeeOther)
+	return nil
+}
+
+// dnsCredentials reads the credentials of a provider client of type typ
+// from its form (nil for a delegated zone); on bad input it returns the
+// form field at fault and the message.
+func dnsCredentials(f url.Values, typ string) (creds map[string]any, field, msg string) {
+	creds = map[string]any{}
 	switch {
 	case typ == dnsproviders.TypeCloudflare:
 		creds["api_token"] = strings.TrimSpace(f.Get("api_token"))
@@ -211,11 +238,11 @@ func (u *UI) createDNSForm(w http.ResponseWriter, r *http.Request, app *certlock
 	case strings.HasPrefix(typ, "dns.providers."):
 		fields, err := moduleFields(typ)
 		if err != nil {
-			return fail(http.StatusBadRequest, "type", err.Error())
+			return nil, "type", err.Error()
 		}
 		if extra := strings.TrimSpace(f.Get("module_json")); extra != "" {
 			if err := json.Unmarshal([]byte(extra), &creds); err != nil || creds == nil {
-				return fail(http.StatusBadRequest, "module_json", "the extra JSON must be a JSON object of the module's fields")
+				return nil, "module_json", "the extra JSON must be a JSON object of the module's fields"
 			}
 		}
 		for _, mf := range fields {
@@ -227,7 +254,7 @@ func (u *UI) createDNSForm(w http.ResponseWriter, r *http.Request, app *certlock
 			case "number":
 				n, err := strconv.ParseFloat(raw, 64)
 				if err != nil {
-					return fail(http.StatusBadRequest, "cred_"+mf.Name, mf.Name+" must be a number")
+					return nil, "cred_" + mf.Name, mf.Name + " must be a number"
 				}
 				creds[mf.Name] = n
 			case "bool":
@@ -241,21 +268,9 @@ func (u *UI) createDNSForm(w http.ResponseWriter, r *http.Request, app *certlock
 			}
 		}
 	default:
-		return fail(http.StatusBadRequest, "type", fmt.Sprintf("no DNS provider type %q: pick one of the types listed", typ))
+		return nil, "type", fmt.Sprintf("no DNS provider type %q: pick one of the types listed", typ)
 	}
-	if creds != nil {
-		body["credentials"] = creds
-	}
-	b, _ := json.Marshal(body)
-	rec := u.callAPI(r, http.MethodPost, "dns-providers", string(b))
-	if rec.Code != http.StatusCreated {
-		res := resultOf(rec.Code, rec.Body.Bytes())
-		return fail(rec.Code, formFieldOf(res.Field, typ), res.Message)
-	}
-	var v dnsproviders.View
-	_ = json.Unmarshal(rec.Body.Bytes(), &v)
-	http.Redirect(w, r, "/dns-providers/"+url.PathEscape(v.ID)+"?flash="+url.QueryEscape("DNS provider created: press Verify to check it"), http.StatusSeeOther)
-	return nil
+	return creds, "", ""
 }
 
 // secretSent reports whether the post carried any secret field.
@@ -294,18 +309,44 @@ type dnsPageData struct {
 	LookupName   string
 	Delegation   *dnsproviders.Delegation
 	CanMutate    bool
+	// ReadOnly is true for a provider client declared in the config.
+	ReadOnly bool
+	// Form is the edit form's values (as stored, or as posted when
+	// refused, never credentials), ErrField the field at fault; Groups
+	// the group choice, KeyAlgs the TSIG algorithms, Fields a module's.
+	Form     url.Values
+	ErrField string
+	Groups   []string
+	KeyAlgs  []string
+	Fields   []moduleField
 }
 
 // dnsProviderPage shows one provider client: its settings, the last
 // verification check by check, and for a delegated one the CNAME a name
 // needs (?name=).
 func (u *UI) dnsProviderPage(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData, id string) error {
+	return u.renderDNSProviderPage(w, r, app, d, id, http.StatusOK, nil, "")
+}
+
+// renderDNSProviderPage shows a provider client's page, its edit form
+// filled in with form (nil: the stored values).
+func (u *UI) renderDNSProviderPage(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData, id string, status int, form url.Values, field string) error {
 	p, err := app.DNS().Get(r.Context(), id)
 	if err != nil {
 		return err
 	}
 	v := dnsproviders.NewView(p)
-	data := dnsPageData{View: v, Delegated: v.Type == dnsproviders.TypeDelegated, CanMutate: d.Session.User.CanMutate()}
+	if form == nil {
+		form = dnsEditValues(v)
+	}
+	data := dnsPageData{View: v, Delegated: v.Type == dnsproviders.TypeDelegated, CanMutate: d.Session.User.CanMutate(),
+		ReadOnly: v.ManagedBy == storage.ManagedByConfig, Form: form, ErrField: field, KeyAlgs: tsigAlgs}
+	if data.CanMutate && !data.ReadOnly {
+		data.Groups = editGroups(r, app, d.Session, v.Group)
+		if strings.HasPrefix(v.Type, "dns.providers.") {
+			data.Fields, _ = moduleFields(v.Type)
+		}
+	}
 	if len(v.Verification) > 0 {
 		var ver dnsproviders.Verification
 		if json.Unmarshal(v.Verification, &ver) == nil {
@@ -328,6 +369,6 @@ func (u *UI) dnsProviderPage(w http.ResponseWriter, r *http.Request, app *certlo
 		}
 	}
 	d.Title, d.Nav, d.Data = "DNS provider "+v.Name, "dns", data
-	u.pages.render(w, http.StatusOK, "dnsprovider", d)
+	u.pages.render(w, status, "dnsprovider", d)
 	return nil
 }

@@ -97,16 +97,33 @@ type issuerPageData struct {
 	// CanMutate shows the actions; ReadOnly says why some are missing.
 	CanMutate bool
 	ReadOnly  bool
+	// Form is the edit form's values (as stored, or as posted when
+	// refused), ErrField the field at fault; Groups the group choice.
+	Form     url.Values
+	ErrField string
+	Groups   []string
 }
 
 func (u *UI) issuerPage(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData, id string, status int) error {
+	return u.renderIssuerPage(w, r, app, d, id, status, nil, "")
+}
+
+// renderIssuerPage shows an ACME client's page, its edit form filled in
+// with form (nil: the stored values).
+func (u *UI) renderIssuerPage(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData, id string, status int, form url.Values, field string) error {
 	iss, err := app.IssuerRegistry().Get(r.Context(), id)
 	if err != nil {
 		return err
 	}
 	v := issuers.NewView(iss)
+	if form == nil {
+		form = issuerEditValues(v)
+	}
 	data := issuerPageData{View: v, KeyTypes: issuers.KeyTypes, CanMutate: d.Session.User.CanMutate(),
-		ReadOnly: v.ManagedBy == storage.ManagedByConfig}
+		ReadOnly: v.ManagedBy == storage.ManagedByConfig, Form: form, ErrField: field}
+	if data.CanMutate && !data.ReadOnly {
+		data.Groups = editGroups(r, app, d.Session, v.Group)
+	}
 	if e, ok := issuers.LookupCatalog(v.CatalogID); ok {
 		data.Entry = &e
 	}

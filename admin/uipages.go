@@ -663,30 +663,66 @@ func expiryChart(tl []inventory.TimelinePoint) template.HTML {
 	return template.HTML(b.String()) // built from numbers and escaped text only
 }
 
+// listPage asks list for the page a list screen's request names; a
+// backward page that would be short at the start of the list is the first
+// page instead (see startShort). It returns the rows and the pager.
+func listPage[T any](q url.Values, base url.Values, list func(storage.Page) ([]T, string, error)) ([]T, pager, error) {
+	p := pageOf(q)
+	rows, cursor, err := list(p)
+	if err == nil && startShort(p, cursor, len(rows)) {
+		p = storage.Page{Limit: pageSize}
+		rows, cursor, err = list(p)
+	}
+	if errors.Is(err, storage.ErrInvalidCursor) {
+		return nil, pager{}, BadRequest("cursor", "this page link is out of date: go back to the first page")
+	} else if err != nil {
+		return nil, pager{}, err
+	}
+	return rows, pagerOf(base, p, cursor), nil
+}
+
+type issuersData struct {
+	Items   []issuers.View
+	Catalog []issuers.CatalogEntry
+	Pager   pager
+}
+
+// issuersPage lists the ACME clients by name, a page at a time, with the
+// CA catalog.
 func (u *UI) issuersPage(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData) error {
-	_, views, err := issuerNames(r, app)
+	list, pg, err := listPage(r.URL.Query(), url.Values{}, func(p storage.Page) ([]*storage.Issuer, string, error) {
+		return app.IssuerRegistry().ListPage(r.Context(), storage.IssuerFilter{}, p)
+	})
 	if err != nil {
 		return err
 	}
-	d.Title, d.Nav = "ACME clients", "issuers"
-	d.Data = struct {
-		Items   []issuers.View
-		Catalog []issuers.CatalogEntry
-	}{views, issuers.Catalog()}
+	data := issuersData{Items: make([]issuers.View, 0, len(list)), Catalog: issuers.Catalog(), Pager: pg}
+	for _, iss := range list {
+		data.Items = append(data.Items, issuers.NewView(iss))
+	}
+	d.Title, d.Nav, d.Data = "ACME clients", "issuers", data
 	u.pages.render(w, http.StatusOK, "issuers", d)
 	return nil
 }
 
+type dnsListData struct {
+	Items []dnsproviders.View
+	Pager pager
+}
+
+// dnsPage lists the DNS provider clients by name, a page at a time.
 func (u *UI) dnsPage(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData) error {
-	list, err := app.DNS().List(r.Context(), "")
+	list, pg, err := listPage(r.URL.Query(), url.Values{}, func(p storage.Page) ([]*storage.DNSProvider, string, error) {
+		return app.DNS().ListPage(r.Context(), "", p)
+	})
 	if err != nil {
 		return err
 	}
-	items := make([]dnsproviders.View, 0, len(list))
+	data := dnsListData{Items: make([]dnsproviders.View, 0, len(list)), Pager: pg}
 	for _, p := range list {
-		items = append(items, dnsproviders.NewView(p))
+		data.Items = append(data.Items, dnsproviders.NewView(p))
 	}
-	d.Title, d.Nav, d.Data = "DNS providers", "dns", items
+	d.Title, d.Nav, d.Data = "DNS providers", "dns", data
 	u.pages.render(w, http.StatusOK, "dns", d)
 	return nil
 }

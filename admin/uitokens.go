@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,9 +22,6 @@ import (
 // and the one-time page that shows a token's secrets. That page is the
 // answer to the POST that made the secrets (create or rotate): it is never
 // a redirect, the secrets are never in a URL, and no GET shows them again.
-
-// tokensPageSize is the rows per page of the tokens list.
-const tokensPageSize = pageSize
 
 // tokenClients are the edge clients' snippets, in the order shown.
 var tokenClients = []struct{ Key, Label, Hint string }{
@@ -74,7 +70,7 @@ type tokensData struct {
 	Rows         []tokenRow
 	Filter       url.Values
 	Query        string
-	Next         string
+	Pager        pager
 	Filtered     bool
 	States       []string
 	Groups       []string
@@ -89,8 +85,10 @@ type tokensData struct {
 func (u *UI) tokensPage(w http.ResponseWriter, r *http.Request, app *certlocker.App, d pageData, status int) error {
 	q := r.URL.Query()
 	fq := onlyKeys(q, "state", "group", "certificate")
-	list, err := app.Tokens().List(r.Context(), gateway.ListFilter{State: q.Get("state"), Group: q.Get("group"),
-		CertificateID: q.Get("certificate")})
+	list, pg, err := listPage(q, fq, func(p storage.Page) ([]*storage.Token, string, error) {
+		return app.Tokens().ListPage(r.Context(), gateway.ListFilter{State: q.Get("state"), Group: q.Get("group"),
+			CertificateID: q.Get("certificate")}, "-created", p)
+	})
 	if err != nil {
 		return tokenError(err)
 	}
@@ -98,20 +96,8 @@ func (u *UI) tokensPage(w http.ResponseWriter, r *http.Request, app *certlocker.
 	if err != nil {
 		return err
 	}
-	slices.Reverse(list) // IDs grow with time: newest first
-	if c := q.Get("cursor"); c != "" {
-		i := slices.IndexFunc(list, func(t *storage.Token) bool { return t.ID < c })
-		if i < 0 {
-			i = len(list)
-		}
-		list = list[i:]
-	}
-	data := tokensData{Filter: q, Query: fq.Encode(), Filtered: len(fq) > 0, Form: r.PostForm,
+	data := tokensData{Filter: q, Query: fq.Encode(), Filtered: len(fq) > 0, Form: r.PostForm, Pager: pg,
 		States: []string{gateway.StateActive, gateway.StateRevoked, gateway.StateExpired}}
-	if len(list) > tokensPageSize {
-		list = list[:tokensPageSize]
-		data.Next = list[len(list)-1].ID
-	}
 	now := time.Now()
 	seen := []string{}
 	for _, t := range list {

@@ -329,7 +329,7 @@ func TestUITokensList(t *testing.T) {
 		t.Fatalf("viewer's empty state: %s", rec.Body)
 	}
 	var ids []string
-	for i := 0; i < tokensPageSize+3; i++ {
+	for i := 0; i < pageSize+3; i++ {
 		tok, _, err := f.app.Tokens().Create(t.Context(), "test", gateway.CreateRequest{Names: []string{"n" + string(rune('a'+i%26)) + ".team-a.test"},
 			IssuerID: a["issuer"], Group: "A"})
 		if err != nil {
@@ -346,11 +346,11 @@ func TestUITokensList(t *testing.T) {
 	if !strings.Contains(body, ids[len(ids)-1]) || strings.Contains(body, ids[0]) || !strings.Contains(body, "Next page") {
 		t.Fatalf("first page: %s", body)
 	}
-	next := regexp.MustCompile(`href="(/tokens\?[^"]*cursor=[^"]+)"`).FindStringSubmatch(body)
+	next := reNext.FindStringSubmatch(body)
 	if next == nil {
 		t.Fatal("no next-page link")
 	}
-	rec = f.do(t, as("alice"), "GET", strings.ReplaceAll(next[1], "&amp;", "&"), "")
+	rec = f.do(t, as("alice"), "GET", "/tokens"+strings.ReplaceAll(next[1], "&amp;", "&"), "")
 	if !strings.Contains(rec.Body.String(), ids[0]) || strings.Contains(rec.Body.String(), ids[len(ids)-1]) {
 		t.Fatalf("second page: %s", rec.Body)
 	}

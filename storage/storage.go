@@ -115,6 +115,8 @@ type IssuerStore interface {
 	Get(ctx context.Context, id string) (*Issuer, error)
 	GetByName(ctx context.Context, name string) (*Issuer, error)
 	List(ctx context.Context, f IssuerFilter) ([]*Issuer, error)
+	// ListPage returns a page of the issuers f selects, by name.
+	ListPage(ctx context.Context, f IssuerFilter, p Page) ([]*Issuer, string, error)
 	// Update writes iss if its Version is the stored one, then increments
 	// iss.Version; otherwise it returns ErrConflict.
 	Update(ctx context.Context, iss *Issuer) error
@@ -124,7 +126,11 @@ type IssuerStore interface {
 
 // IssuerFilter selects issuers; zero fields match everything.
 type IssuerFilter struct {
-	Group     string
+	Group string
+	// Groups, when not nil, keeps only issuers of these groups (the
+	// services set it from the caller's scope, so that a page is full
+	// whatever other groups' rows lie between).
+	Groups    []string
 	ManagedBy string
 }
 
@@ -135,6 +141,8 @@ type DNSProviderStore interface {
 	Get(ctx context.Context, id string) (*DNSProvider, error)
 	GetByName(ctx context.Context, name string) (*DNSProvider, error)
 	List(ctx context.Context, group string) ([]*DNSProvider, error)
+	// ListPage returns a page of the provider clients f selects, by name.
+	ListPage(ctx context.Context, f DNSProviderFilter, p Page) ([]*DNSProvider, string, error)
 	Update(ctx context.Context, p *DNSProvider) error
 	Delete(ctx context.Context, id string) error
 
@@ -151,6 +159,14 @@ type DNSProviderStore interface {
 	// WorkflowRecords returns the records still to clean up of one
 	// workflow, oldest first.
 	WorkflowRecords(ctx context.Context, workflowID string) ([]*ChallengeRecord, error)
+}
+
+// DNSProviderFilter selects DNS provider clients; zero fields match
+// everything.
+type DNSProviderFilter struct {
+	Group string
+	// Groups, when not nil, keeps only provider clients of these groups.
+	Groups []string
 }
 
 // WorkflowStore keeps workflows (one ACME order each), their timelines, and
@@ -259,6 +275,8 @@ type TokenStore interface {
 	Create(ctx context.Context, t *Token) error
 	Get(ctx context.Context, id string) (*Token, error)
 	List(ctx context.Context, f TokenFilter) ([]*Token, error)
+	// ListPage returns a page of the tokens f selects, in f.Sort order.
+	ListPage(ctx context.Context, f TokenFilter, p Page) ([]*Token, string, error)
 	Update(ctx context.Context, t *Token) error
 	// Delete removes the token and the account bindings it has.
 	Delete(ctx context.Context, id string) error
@@ -280,7 +298,18 @@ type TokenStore interface {
 type TokenFilter struct {
 	CertificateID string
 	Group         string
-	Status        string
+	// Groups, when not nil, keeps only tokens of these groups.
+	Groups []string
+	Status string
+	// LiveAt, when set, keeps tokens that have not expired at that time
+	// (no expiry, or ExpiresAt after it); ExpiredAt keeps those that have
+	// (ExpiresAt set and not after it).
+	LiveAt    time.Time
+	ExpiredAt time.Time
+	// Sort orders ListPage: "" or "created" is oldest first (by ID),
+	// "-created" newest first. A cursor is valid only for the sort it was
+	// made with.
+	Sort string
 }
 
 // AuditStore is the append-only audit log: there is no way to change or

@@ -230,6 +230,17 @@ func (s *Service) List(ctx context.Context, group string) ([]*storage.DNSProvide
 	return storage.FilterScope(ctx, list, func(p *storage.DNSProvider) string { return p.Group }), nil
 }
 
+// ListPage returns a page of the provider clients of a group ("" for
+// all), by name. Under a group scope the query itself keeps the scope's
+// provider clients, so a page is full whatever other groups' lie between.
+func (s *Service) ListPage(ctx context.Context, group string, p storage.Page) ([]*storage.DNSProvider, string, error) {
+	g, groups, ok := storage.ScopeFilter(ctx, group)
+	if !ok {
+		return nil, "", nil
+	}
+	return s.store.DNSProviders().ListPage(ctx, storage.DNSProviderFilter{Group: g, Groups: groups}, p)
+}
+
 // Records returns the challenge records of a provider client that are not
 // cleaned up yet, oldest first.
 func (s *Service) Records(ctx context.Context, providerID string) ([]*storage.ChallengeRecord, error) {

@@ -94,6 +94,18 @@ func (s *Service) List(ctx context.Context, f storage.IssuerFilter) ([]*storage.
 	return storage.FilterScope(ctx, list, func(iss *storage.Issuer) string { return iss.Group }), nil
 }
 
+// ListPage returns a page of the issuers matching f, by name. Under a
+// group scope the query itself keeps the scope's issuers, so a page is
+// full whatever other groups' issuers lie between.
+func (s *Service) ListPage(ctx context.Context, f storage.IssuerFilter, p storage.Page) ([]*storage.Issuer, string, error) {
+	g, groups, ok := storage.ScopeFilter(ctx, f.Group)
+	if !ok {
+		return nil, "", nil
+	}
+	f.Group, f.Groups = g, groups
+	return s.store.Issuers().ListPage(ctx, f, p)
+}
+
 // Patch changes an issuer's editable fields; nil fields stay as they are.
 // The directory, EAB credentials and key type belong to the account and
 // cannot change: create a new issuer for a new account.

@@ -56,6 +56,7 @@ func Run(t *testing.T, b Backend) {
 		"cancellation":   testCancellation,
 		"zone_records":   testChallengeZone,
 		"paging":         testPaging,
+		"list_paging":    testListPaging,
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) { fn(t, b) })
