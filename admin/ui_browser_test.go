@@ -168,6 +168,11 @@ func TestUIScreens(t *testing.T) {
 	text := func(sel string) string {
 		t.Helper()
 		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel), chromedp.NodeVisible))
+		// a page that was still loading when its node was found replaces
+		// its document once loaded, which invalidates the node: read again
+		for try := 0; err != nil && strings.Contains(err.Error(), "No node with given id") && try < 3; try++ {
+			s, err = chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel), chromedp.NodeVisible))
+		}
 		if err != nil {
 			t.Fatalf("reading %s: %v", sel, err)
 		}
