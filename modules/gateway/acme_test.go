@@ -89,6 +89,7 @@ func newGWEnvPebble(t testing.TB, popts acmetest.PebbleOptions, opts gateway.Opt
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(gw.Close)
 	srv := httptest.NewTLSServer(gw)
 	t.Cleanup(srv.Close)
 	iss, err := app.Store().Issuers().List(t.Context(), storage.IssuerFilter{})

@@ -95,6 +95,8 @@ type Gateway struct {
 	eab     http.Handler
 	byToken http.Handler
 	pulls   inflight
+	// follow settles processing orders in the background (processing.go)
+	follow followers
 
 	// lastExpiry is when this node last removed expired nonces (Unix s)
 	lastExpiry atomic.Int64
