@@ -60,7 +60,10 @@ type Handler struct {
 	// WarmEvery is how often the gateway checks that every active token's
 	// names have valid upstream authorizations, starting a
 	// pre-authorization workflow where they are missing or about to
-	// expire (see Gateway.Warm). Default: 1m; negative turns it off.
+	// expire (see Gateway.Warm). Each pass also settles processing orders
+	// whose workflow has ended (see Gateway.CompleteProcessing). Default:
+	// 1m; negative turns warming off (the settling and pruning go on,
+	// every minute).
 	WarmEvery caddy.Duration `json:"warm_every,omitempty"`
 
 	gw     *Gateway
