@@ -506,7 +506,7 @@ func (g *Gateway) finalize(w http.ResponseWriter, r *http.Request, s *reqState, 
 		return
 	}
 	p := &pull{tokenID: t.ID, remote: s.remote, replaces: g.replacesOf(r.Context(), orderID), profile: g.profileOf(r.Context(), orderID),
-		orderID: orderID}
+		orderID: orderID, processing: processing}
 	g.pulls.put(hash, p)
 	defer g.pulls.del(hash, p)
 	rec := &recorder{header: http.Header{}}

@@ -78,7 +78,10 @@ func (g *Gateway) doneProcessing(ctx context.Context, orderID string) {
 func (g *Gateway) answerProcessing(w http.ResponseWriter, r *http.Request, rec *recorder, orderID string, p *pull, der []byte) {
 	ctx := r.Context()
 	raw, _ := json.Marshal(processingRecord{TokenID: p.tokenID, WorkflowID: p.workflowID, CSRHash: csrHash(der), CSR: der})
-	if err := g.store.ACME().Set(ctx, processingBucket, orderID, raw); err != nil {
+	// recorded once: a retried finalize keeps the record (and any node's
+	// claim on it)
+	_, created, err := g.store.ACME().CompareAndSwap(ctx, processingBucket, orderID, nil, raw)
+	if err != nil {
 		g.log.Error("recording a processing order", zap.String("order_id", orderID), zap.Error(err))
 		g.problemNoNonce(w, http.StatusInternalServerError, acme.ErrorServerInternalType, "recording the order failed", 0)
 		return
@@ -93,7 +96,9 @@ func (g *Gateway) answerProcessing(w http.ResponseWriter, r *http.Request, rec *
 			w.Header()[k] = v
 		}
 	}
-	g.startFollow(orderID, p.workflowID)
+	if created {
+		g.startFollow(orderID, p.workflowID)
+	}
 	g.writeOrder(w, r, o, acme.Status("processing"), p.profile)
 }
 
@@ -265,10 +270,43 @@ func (g *Gateway) completeOrder(ctx context.Context, o *acme.Order, pr *processi
 	if !ok {
 		return fmt.Errorf("provisioner %s is not ACME", pi.GetName())
 	}
-	p := &pull{tokenID: pr.TokenID, remote: remote, workflowID: pr.WorkflowID, profile: g.profileOf(ctx, o.ID), orderID: o.ID}
+	p := &pull{tokenID: pr.TokenID, remote: remote, workflowID: pr.WorkflowID, profile: g.profileOf(ctx, o.ID), orderID: o.ID,
+		processing: true, settling: true}
 	g.pulls.put(pr.CSRHash, p)
 	defer g.pulls.del(pr.CSRHash, p)
 	return o.Finalize(ctx, g.db, csr, g.auth, prov)
+}
+
+// mayComplete reports whether a finalize may let smallstep complete the
+// order now that its workflow has issued: yes unless the order was
+// processing when finalized (a retry), in which case the finalize must
+// claim it as settle does, so that the order is completed once; without
+// the claim it answers processing again and the order is completed by
+// whoever holds the claim.
+func (g *Gateway) mayComplete(p *pull) bool {
+	if !p.processing || p.settling {
+		return true
+	}
+	ctx := context.Background()
+	raw, err := g.store.ACME().Get(ctx, processingBucket, p.orderID)
+	if err != nil {
+		return false // settled meanwhile (or unreadable): poll it
+	}
+	var pr processingRecord
+	if json.Unmarshal(raw, &pr) != nil {
+		return false
+	}
+	now := g.clock()
+	if pr.ClaimedBy != "" && now.Before(pr.ClaimedUntil) {
+		return false
+	}
+	pr.ClaimedBy, pr.ClaimedUntil = g.opts.Node, now.Add(claimTTL).UTC()
+	if pr.ClaimedBy == "" {
+		pr.ClaimedBy = "gateway"
+	}
+	craw, _ := json.Marshal(pr)
+	_, swapped, err := g.store.ACME().CompareAndSwap(ctx, processingBucket, p.orderID, raw, craw)
+	return err == nil && swapped
 }
 
 // CompleteProcessing settles every processing order whose workflow has

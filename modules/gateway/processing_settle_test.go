@@ -21,17 +21,26 @@ import (
 // answers processing. It returns the order's URL and ID, the workflow's
 // ID, the certificate key and the release of the upstream CA.
 func processingFinalize(t *testing.T, e *gwEnv, h *haproxy33, name string) (orderURL, orderID, workflowID string, key *ecdsa.PrivateKey, release func()) {
+	orderURL, orderID, workflowID, key, release, _, _ = processingFinalizeCSR(t, e, h, name)
+	return
+}
+
+// processingFinalizeCSR is processingFinalize that also returns the
+// finalize URL and the CSR it sent.
+func processingFinalizeCSR(t *testing.T, e *gwEnv, h *haproxy33, name string) (orderURL, orderID, workflowID string, key *ecdsa.PrivateKey,
+	release func(), finalizeURL, csr string) {
 	t.Helper()
 	resp, b := h.post(h.dir["newOrder"].(string), map[string]any{"identifiers": []map[string]string{{"type": "dns", "value": name}}})
 	if resp.StatusCode != 201 {
 		t.Fatalf("newOrder: %d %s", resp.StatusCode, b)
 	}
 	orderURL = resp.Header.Get("Location")
-	finalizeURL := decode(t, b)["finalize"].(string)
+	finalizeURL = decode(t, b)["finalize"].(string)
 	k := newKey(t, elliptic.P256())
 	release = e.pebble.HoldIssuance()
 	t.Cleanup(release)
-	resp, b = h.post(finalizeURL, map[string]string{"csr": base64.RawURLEncoding.EncodeToString(csrFor(t, k, name))})
+	csr = base64.RawURLEncoding.EncodeToString(csrFor(t, k, name))
+	resp, b = h.post(finalizeURL, map[string]string{"csr": csr})
 	if resp.StatusCode != 200 || decode(t, b)["status"] != "processing" {
 		t.Fatalf("held finalize: %d %s", resp.StatusCode, b)
 	}
@@ -39,7 +48,7 @@ func processingFinalize(t *testing.T, e *gwEnv, h *haproxy33, name string) (orde
 	if err != nil || len(ws) != 1 {
 		t.Fatalf("workflows: %v %d, want one", err, len(ws))
 	}
-	return orderURL, path.Base(orderURL), ws[0].ID, k, release
+	return orderURL, path.Base(orderURL), ws[0].ID, k, release, finalizeURL, csr
 }
 
 // waitWorkflow waits until the workflow is in state (woken by the
@@ -129,7 +138,7 @@ func TestProcessingOrderCompletesUnpolled(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st == "valid" {
+		if st == "valid" && !processingRecorded(t, e, orderID) { // settled: completed, record removed
 			break
 		}
 		select {
@@ -175,19 +184,7 @@ func TestProcessingOrderSweep(t *testing.T) {
 	}
 
 	// a claim by a node that is settling it right now holds
-	raw, err := e.app.Store().ACME().Get(t.Context(), gateway.ProcessingBucket, orderID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rec map[string]any
-	if err := json.Unmarshal(raw, &rec); err != nil {
-		t.Fatal(err)
-	}
-	rec["claimed_by"], rec["claimed_until"] = "node-x", clock().Add(time.Minute).UTC()
-	raw, _ = json.Marshal(rec)
-	if err := e.app.Store().ACME().Set(t.Context(), gateway.ProcessingBucket, orderID, raw); err != nil {
-		t.Fatal(err)
-	}
+	claim(t, e, orderID, clock().Add(time.Minute))
 	if n, err := nodes[0].CompleteProcessing(t.Context()); err != nil || n != 0 {
 		t.Fatalf("sweep under another node's claim: %d %v", n, err)
 	}
@@ -237,5 +234,61 @@ func TestProcessingOrderSweepFailed(t *testing.T) {
 	o := decode(t, b)
 	if oerr, _ := o["error"].(map[string]any); resp.StatusCode != 200 || o["status"] != "invalid" || oerr == nil {
 		t.Fatalf("order after the sweep: %d %s", resp.StatusCode, b)
+	}
+}
+
+// claim seeds a claim on a processing order by node-x, valid until until.
+func claim(t *testing.T, e *gwEnv, orderID string, until time.Time) {
+	t.Helper()
+	raw, err := e.app.Store().ACME().Get(t.Context(), gateway.ProcessingBucket, orderID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		t.Fatal(err)
+	}
+	rec["claimed_by"], rec["claimed_until"] = "node-x", until.UTC()
+	raw, _ = json.Marshal(rec)
+	if err := e.app.Store().ACME().Set(t.Context(), gateway.ProcessingBucket, orderID, raw); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A retried finalize (same CSR) of a processing order completes it only
+// with the claim, like a poll or a sweep: while another node holds the
+// claim it answers processing and leaves the order to that node (so the
+// order is completed once); once the claim has expired, a sweep completes
+// it.
+func TestProcessingRetriedFinalizeRespectsClaim(t *testing.T) {
+	e := newGWEnv(t, gateway.Options{FinalizeWait: 300 * time.Millisecond, RetryAfter: time.Second})
+	var offset atomic.Int64
+	gwB, err := gateway.New(gateway.Options{Store: e.app.Store(), Engine: e.app.Workflows(), Node: "node-b",
+		Clock: func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }, Clients: e.app.IssuerRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gwB.Close)
+	_, creds := e.token("retried.example.test")
+	h := startHAProxy33(t, e, creds.DirectoryPath)
+	before := e.pebble.NewOrders()
+	orderURL, orderID, wfID, key, release, finalizeURL, csr := processingFinalizeCSR(t, e, h, "retried.example.test")
+	claim(t, e, orderID, time.Now().Add(time.Minute))
+	release()
+	waitWorkflow(t, e, wfID, storage.StateIssued)
+	resp, b := h.post(finalizeURL, map[string]string{"csr": csr})
+	if resp.StatusCode != 200 || decode(t, b)["status"] != "processing" {
+		t.Fatalf("retried finalize under another node's claim: %d %s", resp.StatusCode, b)
+	}
+	if st, _, _ := e.gw.StoredOrder(t.Context(), orderID); st != "ready" || !processingRecorded(t, e, orderID) {
+		t.Fatalf("stored order %s, recorded %v: the retried finalize completed a claimed order", st, processingRecorded(t, e, orderID))
+	}
+	offset.Store(int64(3 * time.Minute))
+	if n, err := gwB.CompleteProcessing(t.Context()); err != nil || n != 1 {
+		t.Fatalf("sweep after the claim expired: %d %v", n, err)
+	}
+	checkCompleted(t, e, h, orderURL, orderID, key)
+	if n := e.pebble.NewOrders() - before; n != 1 {
+		t.Fatalf("the upstream CA saw %d orders for one pull", n)
 	}
 }
