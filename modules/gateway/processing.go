@@ -31,7 +31,7 @@ import (
 //
 // The order is settled (completed or turned invalid) by whichever comes
 // first: a poll of it, the node that answered the finalize seeing the
-// workflow end (it follows the workflow, see follow), or the sweep every
+// workflow end (it follows the workflow, see startFollow), or the sweep every
 // node runs with its periodic job (CompleteProcessing), which also covers
 // workflows run on another node and a node that stopped. Settling is
 // claimed with compare-and-swap on the processing record, so of any
