@@ -99,6 +99,7 @@ func newGWEnvStorage(t testing.TB, popts acmetest.PebbleOptions, opts gateway.Op
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(gw.Close)
 	srv := httptest.NewTLSServer(gw)
 	t.Cleanup(srv.Close)
 	iss, err := app.Store().Issuers().List(t.Context(), storage.IssuerFilter{})

@@ -55,6 +55,9 @@ type pull struct {
 	limited time.Duration
 	limit   int
 	window  time.Duration
+	// processing: the order was processing when finalized (completing it
+	// needs the claim, see mayComplete); settling: the claim is held
+	processing, settling bool
 	// set by the CA service
 	pending    bool
 	workflowID string
@@ -115,6 +118,10 @@ func (c ra) CreateCertificate(req *casapi.CreateCertificateRequest) (*casapi.Cre
 	chain, err := c.g.issue(ctx, p, req.CSR, hash)
 	if err != nil {
 		return nil, err
+	}
+	if !c.g.mayComplete(p) {
+		p.pending = true
+		return nil, errPending
 	}
 	return &casapi.CreateCertificateResponse{Certificate: chain[0], CertificateChain: chain[1:]}, nil
 }

@@ -96,6 +96,8 @@ type Gateway struct {
 	eab     http.Handler
 	byToken http.Handler
 	pulls   inflight
+	// follow settles processing orders in the background (processing.go)
+	follow followers
 
 	// lastExpiry is when this node last removed expired nonces (Unix s)
 	lastExpiry atomic.Int64
@@ -508,7 +510,7 @@ func (g *Gateway) finalize(w http.ResponseWriter, r *http.Request, s *reqState, 
 		return
 	}
 	p := &pull{tokenID: t.ID, remote: s.remote, replaces: g.replacesOf(r.Context(), orderID), profile: g.profileOf(r.Context(), orderID),
-		orderID: orderID}
+		orderID: orderID, processing: processing}
 	g.pulls.put(hash, p)
 	defer g.pulls.del(hash, p)
 	rec := &recorder{header: http.Header{}}

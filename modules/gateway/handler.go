@@ -60,7 +60,10 @@ type Handler struct {
 	// WarmEvery is how often the gateway checks that every active token's
 	// names have valid upstream authorizations, starting a
 	// pre-authorization workflow where they are missing or about to
-	// expire (see Gateway.Warm). Default: 1m; negative turns it off.
+	// expire (see Gateway.Warm). Each pass also settles processing orders
+	// whose workflow has ended (see Gateway.CompleteProcessing). Default:
+	// 1m; negative turns warming off (the settling and pruning go on,
+	// every minute).
 	WarmEvery caddy.Duration `json:"warm_every,omitempty"`
 
 	gw     *Gateway
@@ -102,11 +105,20 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.gw, err = New(opts); err != nil {
 		return err
 	}
-	switch every := time.Duration(h.WarmEvery); {
-	case every == 0:
-		go h.gw.KeepWarm(ctx, time.Minute)
-	case every > 0:
-		go h.gw.KeepWarm(ctx, every)
+	// warming off (negative) keeps the housekeeping: settling processing
+	// orders nobody polls, pruning
+	every := time.Duration(h.WarmEvery)
+	if every == 0 {
+		every = time.Minute
+	}
+	go h.gw.KeepWarm(ctx, every)
+	return nil
+}
+
+// Cleanup stops the gateway's background work.
+func (h *Handler) Cleanup() error {
+	if h.gw != nil {
+		h.gw.Close()
 	}
 	return nil
 }
@@ -200,6 +212,7 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddy.Validator             = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 	_ caddyfile.Unmarshaler       = (*Handler)(nil)

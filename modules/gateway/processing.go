@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/smallstep/certificates/acme"
@@ -27,6 +28,15 @@ import (
 // Order.Finalize (the CA service finds the finished workflow by the CSR),
 // so smallstep stores the certificate and the order turns valid. A
 // workflow that ends without a certificate turns the order invalid.
+//
+// The order is settled (completed or turned invalid) by whichever comes
+// first: a poll of it, the node that answered the finalize seeing the
+// workflow end (it follows the workflow, see startFollow), or the sweep every
+// node runs with its periodic job (CompleteProcessing), which also covers
+// workflows run on another node and a node that stopped. Settling is
+// claimed with compare-and-swap on the processing record, so of any
+// number of nodes exactly one settles an order, once; a claim whose node
+// died expires after claimTTL and is taken over.
 
 const processingBucket = "gateway_processing" // order ID -> processingRecord
 
@@ -36,7 +46,14 @@ type processingRecord struct {
 	// CSRHash identifies the finalize's CSR; CSR is its DER
 	CSRHash string `json:"csr_hash"`
 	CSR     []byte `json:"csr"`
+	// ClaimedBy is the node settling the order, until ClaimedUntil
+	ClaimedBy    string    `json:"claimed_by,omitempty"`
+	ClaimedUntil time.Time `json:"claimed_until,omitzero"`
 }
+
+// claimTTL bounds how long a node's claim to settle an order holds: after
+// it (the node died while settling), another node takes over.
+const claimTTL = 2 * time.Minute
 
 func (g *Gateway) processingOf(ctx context.Context, orderID string) (*processingRecord, bool) {
 	b, err := g.store.ACME().Get(ctx, processingBucket, orderID)
@@ -61,7 +78,10 @@ func (g *Gateway) doneProcessing(ctx context.Context, orderID string) {
 func (g *Gateway) answerProcessing(w http.ResponseWriter, r *http.Request, rec *recorder, orderID string, p *pull, der []byte) {
 	ctx := r.Context()
 	raw, _ := json.Marshal(processingRecord{TokenID: p.tokenID, WorkflowID: p.workflowID, CSRHash: csrHash(der), CSR: der})
-	if err := g.store.ACME().Set(ctx, processingBucket, orderID, raw); err != nil {
+	// recorded once: a retried finalize keeps the record (and any node's
+	// claim on it)
+	_, created, err := g.store.ACME().CompareAndSwap(ctx, processingBucket, orderID, nil, raw)
+	if err != nil {
 		g.log.Error("recording a processing order", zap.String("order_id", orderID), zap.Error(err))
 		g.problemNoNonce(w, http.StatusInternalServerError, acme.ErrorServerInternalType, "recording the order failed", 0)
 		return
@@ -75,6 +95,9 @@ func (g *Gateway) answerProcessing(w http.ResponseWriter, r *http.Request, rec *
 		if k == "Replay-Nonce" || k == "Link" {
 			w.Header()[k] = v
 		}
+	}
+	if created {
+		g.startFollow(orderID, p.workflowID)
 	}
 	g.writeOrder(w, r, o, acme.Status("processing"), p.profile)
 }
@@ -98,77 +121,275 @@ func (g *Gateway) writeOrder(w http.ResponseWriter, r *http.Request, o *acme.Ord
 
 // processingOrder rewrites smallstep's answer to an order POST-as-GET
 // (already verified, in rec) for an order recorded as processing: still
-// processing, or completed now that its workflow has ended.
-func (g *Gateway) processingOrder(w http.ResponseWriter, r *http.Request, s *reqState, rec *recorder, orderID string, pr *processingRecord) {
+// processing, or settled now that its workflow has ended.
+func (g *Gateway) processingOrder(w http.ResponseWriter, r *http.Request, s *reqState, rec *recorder, orderID string, _ *processingRecord) {
 	ctx := r.Context()
 	profile := g.profileOf(ctx, orderID)
-	o, err := g.db.GetOrder(ctx, orderID)
-	if err != nil || o.Status != acme.StatusReady {
-		// completed meanwhile (here or on another node), or gone
-		g.doneProcessing(ctx, orderID)
-		rec.setBody(withProfile(rec.body.Bytes(), profile))
-		rec.flush(w)
+	st, err := g.settle(ctx, orderID, s.remote)
+	if err != nil {
+		g.log.Warn("settling a processing order", zap.String("order_id", orderID), zap.Error(err))
+	}
+	if st.order == nil {
+		if err == nil {
+			// gone meanwhile: smallstep's answer stands
+			rec.setBody(withProfile(rec.body.Bytes(), profile))
+			rec.flush(w)
+			return
+		}
+		g.problemNoNonce(w, http.StatusInternalServerError, acme.ErrorServerInternalType, "reading the order failed", 0)
 		return
 	}
 	for k, v := range rec.header {
 		w.Header()[k] = v
 	}
-	wf, err := g.engine.Get(ctx, pr.WorkflowID)
-	switch {
-	case err != nil && !errors.Is(err, storage.ErrNotFound):
-		g.problemNoNonce(w, http.StatusInternalServerError, acme.ErrorServerInternalType, "reading the order's workflow failed", 0)
+	if st.processing {
+		g.writeOrder(w, r, st.order, "processing", profile)
 		return
-	case err == nil && wf.State == storage.StateIssued:
-		if err := g.completeOrder(ctx, s, o, pr); err != nil {
-			g.log.Warn("completing a processing order", zap.String("order_id", orderID), zap.String("workflow_id", wf.ID), zap.Error(err))
-		}
-		if o, err = g.db.GetOrder(ctx, orderID); err != nil || o.Status != acme.StatusValid {
-			// not completed (another request may be at it): still processing
-			g.writeOrder(w, r, o, "processing", profile)
-			return
-		}
+	}
+	g.writeOrder(w, r, st.order, st.order.Status, profile)
+}
+
+// settlement is what settle found or did.
+type settlement struct {
+	// order is the order as stored after settle (nil: unreadable or gone)
+	order *acme.Order
+	// processing: the order is still processing at the gateway (its
+	// workflow goes on, another node is settling it, or settling failed)
+	processing bool
+	// ended: the order's workflow has ended
+	ended bool
+	// settled: this call completed the order or turned it invalid
+	settled bool
+}
+
+// settle completes a processing order whose workflow has issued, or
+// turns it invalid when the workflow failed, was cancelled or is gone,
+// once: the node that swaps its claim into the processing record does
+// it; the others see the order processing until it is done. remote names
+// the edge for the audit log ("" for the background).
+func (g *Gateway) settle(ctx context.Context, orderID, remote string) (settlement, error) {
+	ctx = context.WithoutCancel(ctx)
+	var st settlement
+	raw, err := g.store.ACME().Get(ctx, processingBucket, orderID)
+	if errors.Is(err, storage.ErrNotFound) {
+		st.order, _ = g.db.GetOrder(ctx, orderID)
+		return st, nil // settled meanwhile (here or on another node)
+	}
+	if err != nil {
+		st.order, _ = g.db.GetOrder(ctx, orderID)
+		st.processing = st.order != nil && st.order.Status == acme.StatusReady
+		return st, fmt.Errorf("reading the processing record: %w", err)
+	}
+	var pr processingRecord
+	if err := json.Unmarshal(raw, &pr); err != nil {
 		g.doneProcessing(ctx, orderID)
-		g.writeOrder(w, r, o, o.Status, profile)
-	case err != nil || wf.State == storage.StateFailed || wf.State == storage.StateCancelled:
+		st.order, _ = g.db.GetOrder(ctx, orderID)
+		return st, fmt.Errorf("reading the processing record: %w", err)
+	}
+	o, err := g.db.GetOrder(ctx, orderID)
+	if err != nil {
+		if errors.Is(err, acme.ErrNotFound) {
+			g.doneProcessing(ctx, orderID)
+			return st, nil
+		}
+		return st, fmt.Errorf("reading the order: %w", err)
+	}
+	st.order = o
+	if o.Status != acme.StatusReady { // completed by smallstep meanwhile
+		g.doneProcessing(ctx, orderID)
+		return st, nil
+	}
+	st.processing = true
+	wf, err := g.engine.Get(ctx, pr.WorkflowID)
+	if errors.Is(err, storage.ErrNotFound) {
+		wf = nil
+	} else if err != nil {
+		return st, fmt.Errorf("reading the order's workflow: %w", err)
+	}
+	if wf != nil && wf.State != storage.StateIssued && wf.State != storage.StateFailed && wf.State != storage.StateCancelled {
+		return st, nil // under way
+	}
+	st.ended = true
+	now := g.clock()
+	if pr.ClaimedBy != "" && now.Before(pr.ClaimedUntil) {
+		return st, nil // another node is settling it
+	}
+	claimed := pr
+	claimed.ClaimedBy, claimed.ClaimedUntil = g.opts.Node, now.Add(claimTTL).UTC()
+	if claimed.ClaimedBy == "" {
+		claimed.ClaimedBy = "gateway"
+	}
+	craw, _ := json.Marshal(claimed)
+	if _, swapped, err := g.store.ACME().CompareAndSwap(ctx, processingBucket, orderID, raw, craw); err != nil {
+		return st, fmt.Errorf("claiming the processing order: %w", err)
+	} else if !swapped {
+		return st, nil // another node claimed it first
+	}
+	if wf != nil && wf.State == storage.StateIssued {
+		if err := g.completeOrder(ctx, o, &pr, remote); err != nil {
+			// let the next poll or sweep try again
+			if _, _, cerr := g.store.ACME().CompareAndSwap(ctx, processingBucket, orderID, craw, raw); cerr != nil {
+				g.log.Warn("releasing the claim on a processing order", zap.String("order_id", orderID), zap.Error(cerr))
+			}
+			return st, fmt.Errorf("completing the order with workflow %s: %w", wf.ID, err)
+		}
+	} else {
 		reason := "the workflow is gone"
-		if err == nil {
+		if wf != nil {
 			reason = fmt.Sprintf("workflow %s %s: %s", wf.ID, wf.State, wf.Status)
 		}
 		o.Status = acme.StatusInvalid
 		o.Error = acme.NewError(acme.ErrorServerInternalType, "issuing the certificate failed")
 		o.Error.Detail = fmt.Sprintf("issuing the certificate failed (%s)", reason)
 		if err := g.db.UpdateOrder(ctx, o); err != nil {
-			g.log.Warn("marking a processing order invalid", zap.String("order_id", orderID), zap.Error(err))
+			_, _, _ = g.store.ACME().CompareAndSwap(ctx, processingBucket, orderID, craw, raw)
+			return st, fmt.Errorf("marking the order invalid: %w", err)
 		}
-		g.doneProcessing(ctx, orderID)
-		g.writeOrder(w, r, o, o.Status, profile)
-	default:
-		g.writeOrder(w, r, o, "processing", profile)
 	}
+	g.doneProcessing(ctx, orderID)
+	st.processing, st.settled = false, true
+	if st.order, err = g.db.GetOrder(ctx, orderID); err != nil {
+		return st, fmt.Errorf("reading the settled order: %w", err)
+	}
+	return st, nil
 }
 
 // completeOrder lets smallstep finish a ready order whose workflow has
 // issued: Order.Finalize signs through the CA service, which finds the
 // workflow by the pull record of the token and CSR and returns its chain.
-func (g *Gateway) completeOrder(ctx context.Context, s *reqState, o *acme.Order, pr *processingRecord) error {
+func (g *Gateway) completeOrder(ctx context.Context, o *acme.Order, pr *processingRecord, remote string) error {
 	csr, err := x509.ParseCertificateRequest(pr.CSR)
 	if err != nil {
 		return fmt.Errorf("parsing the stored CSR: %w", err)
 	}
-	name := provEAB
-	if s.urlSecret != "" {
-		name = provToken
-	}
-	pi, err := g.auth.LoadProvisionerByName(name)
+	pi, err := g.auth.LoadProvisionerByID(o.ProvisionerID)
 	if err != nil {
-		return err
+		return fmt.Errorf("the order's provisioner: %w", err)
 	}
 	prov, ok := pi.(*provisioner.ACME)
 	if !ok {
-		return fmt.Errorf("provisioner %s is not ACME", name)
+		return fmt.Errorf("provisioner %s is not ACME", pi.GetName())
 	}
-	p := &pull{tokenID: pr.TokenID, remote: s.remote, workflowID: pr.WorkflowID, profile: g.profileOf(ctx, o.ID), orderID: o.ID}
+	p := &pull{tokenID: pr.TokenID, remote: remote, workflowID: pr.WorkflowID, profile: g.profileOf(ctx, o.ID), orderID: o.ID,
+		processing: true, settling: true}
 	g.pulls.put(pr.CSRHash, p)
 	defer g.pulls.del(pr.CSRHash, p)
 	return o.Finalize(ctx, g.db, csr, g.auth, prov)
+}
+
+// mayComplete reports whether a finalize may let smallstep complete the
+// order now that its workflow has issued: yes unless the order was
+// processing when finalized (a retry), in which case the finalize must
+// claim it as settle does, so that the order is completed once; without
+// the claim it answers processing again and the order is completed by
+// whoever holds the claim.
+func (g *Gateway) mayComplete(p *pull) bool {
+	if !p.processing || p.settling {
+		return true
+	}
+	ctx := context.Background()
+	raw, err := g.store.ACME().Get(ctx, processingBucket, p.orderID)
+	if err != nil {
+		return false // settled meanwhile (or unreadable): poll it
+	}
+	var pr processingRecord
+	if json.Unmarshal(raw, &pr) != nil {
+		return false
+	}
+	now := g.clock()
+	if pr.ClaimedBy != "" && now.Before(pr.ClaimedUntil) {
+		return false
+	}
+	pr.ClaimedBy, pr.ClaimedUntil = g.opts.Node, now.Add(claimTTL).UTC()
+	if pr.ClaimedBy == "" {
+		pr.ClaimedBy = "gateway"
+	}
+	craw, _ := json.Marshal(pr)
+	_, swapped, err := g.store.ACME().CompareAndSwap(ctx, processingBucket, p.orderID, raw, craw)
+	return err == nil && swapped
+}
+
+// CompleteProcessing settles every processing order whose workflow has
+// ended, polled or not (see settle), and returns how many this call
+// settled. Every node runs it with its periodic job (KeepWarm); it is
+// safe on any number of nodes at once.
+func (g *Gateway) CompleteProcessing(ctx context.Context) (int, error) {
+	kvs, err := g.store.ACME().List(ctx, processingBucket)
+	if err != nil {
+		return 0, fmt.Errorf("completing processing orders: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, kv := range kvs {
+		st, err := g.settle(ctx, kv.Key, "")
+		if err != nil {
+			errs = append(errs, fmt.Errorf("order %s: %w", kv.Key, err))
+		}
+		if st.settled {
+			n++
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return n, fmt.Errorf("completing processing orders: %w", err)
+	}
+	return n, nil
+}
+
+// startFollow has this node settle a processing order as soon as it sees
+// its workflow end (the engine wakes its watchers when this node persists
+// a step), without waiting for a poll or the sweep. It stops when the
+// order is settled, its workflow has ended, or the gateway is closed.
+func (g *Gateway) startFollow(orderID, workflowID string) {
+	b := g.background()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ctx.Err() != nil {
+		return
+	}
+	b.wg.Add(1)
+	ch, stop := g.engine.Watch(workflowID)
+	go func() {
+		defer b.wg.Done()
+		defer stop()
+		for {
+			st, err := g.settle(b.ctx, orderID, "")
+			if err != nil && b.ctx.Err() == nil {
+				g.log.Warn("settling a processing order", zap.String("order_id", orderID), zap.Error(err))
+			}
+			if !st.processing || st.ended {
+				return // settled, or left to a poll or the sweep
+			}
+			select {
+			case <-b.ctx.Done():
+				return
+			case <-ch:
+			}
+		}
+	}()
+}
+
+// followers is the gateway's background work: the followers of
+// processing orders, stopped by Close.
+type followers struct {
+	once   sync.Once
+	mu     sync.Mutex
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func (g *Gateway) background() *followers {
+	g.follow.once.Do(func() { g.follow.ctx, g.follow.cancel = context.WithCancel(context.Background()) })
+	return &g.follow
+}
+
+// Close stops the gateway's background work (the followers of processing
+// orders) and waits for it. The gateway still answers requests; processing
+// orders are then settled by a poll or another node's sweep.
+func (g *Gateway) Close() {
+	b := g.background()
+	b.mu.Lock()
+	b.cancel()
+	b.mu.Unlock()
+	b.wg.Wait()
 }

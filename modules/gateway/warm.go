@@ -121,15 +121,27 @@ func (g *Gateway) WarmWorkflow(ctx context.Context, tokenID string) string {
 	return rec.WorkflowID
 }
 
-// KeepWarm runs Warm (and, at most hourly, Prune) at once and then every
-// interval until ctx ends.
+// KeepWarm runs Warm at once and then every interval until ctx ends; at
+// each pass it also settles processing orders whose workflow has ended
+// (CompleteProcessing), and at most hourly it prunes (Prune). An interval
+// of zero or less does no warming but keeps that housekeeping, every
+// minute.
 func (g *Gateway) KeepWarm(ctx context.Context, every time.Duration) {
+	warm := every > 0
+	if !warm {
+		every = time.Minute
+	}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var pruned time.Time
 	for {
-		if err := g.Warm(ctx); err != nil && ctx.Err() == nil {
-			g.log.Warn("warming upstream authorizations", zap.Error(err))
+		if warm {
+			if err := g.Warm(ctx); err != nil && ctx.Err() == nil {
+				g.log.Warn("warming upstream authorizations", zap.Error(err))
+			}
+		}
+		if _, err := g.CompleteProcessing(ctx); err != nil && ctx.Err() == nil {
+			g.log.Warn("completing processing orders", zap.Error(err))
 		}
 		if now := g.clock(); now.Sub(pruned) >= pruneEvery {
 			pruned = now
