@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -418,7 +417,7 @@ func TestUIScreens(t *testing.T) {
 	// a token from the issued certificate, made in its inventory drawer,
 	// and a real client (lego) pulling a certificate with its one-time
 	// credentials from the gateway served by the same Caddy
-	lego := needClient(t, "lego")
+	lego := acmetest.NeedProgram(t, "lego", "lego")
 	wf2, err := app.Workflows().Get(t.Context(), second)
 	if err != nil || wf2.CertificateID == "" {
 		t.Fatalf("the API order's certificate: %v %+v", err, wf2)
@@ -457,7 +456,7 @@ func TestUIScreens(t *testing.T) {
 	gwRoot := filepath.Join(dir, "caddy", "pki", "authorities", "local", "root.crt")
 	waitTLS(t, gwAddr, gwRoot)
 	ldir := t.TempDir()
-	out := runClient(t, []string{"LEGO_CA_CERTIFICATES=" + gwRoot}, lego, "--server", "https://"+gwAddr+"/rest/acme/directory",
+	out := acmetest.RunProgram(t, []string{"LEGO_CA_CERTIFICATES=" + gwRoot}, lego, "--server", "https://"+gwAddr+"/rest/acme/directory",
 		"--eab", "--kid", kid, "--hmac", mac, "--email", "ops@example.com", "--accept-tos", "--path", ldir,
 		"--http", "--http.port", "127.0.0.1:0", "--key-type", "ec256", "--domains", "api.example.test", "run")
 	certs := filepath.Join(ldir, "certificates")
@@ -565,36 +564,6 @@ func TestUIScreens(t *testing.T) {
 	} {
 		checkPhone(t, ctx, base+s.path, s.sel, s.name)
 	}
-}
-
-// needClient returns the path of a real ACME client, skipping the test
-// with a clear message when it is missing and failing under CI=true, where
-// .ci/run installs it.
-func needClient(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not installed: .ci/run installs it (apt-get install %s)", name, name)
-		}
-		t.Skipf("%s is not installed (apt-get install %s); skipping the rest of the browser test", name, name)
-	}
-	return p
-}
-
-// runClient runs an ACME client to completion (bounded), failing with its
-// output.
-func runClient(t *testing.T, env []string, name string, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", filepath.Base(name), err, out)
-	}
-	return string(out)
 }
 
 // waitTLS waits (polling a real server, up to a minute) until addr serves

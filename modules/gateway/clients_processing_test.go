@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certlocker/caddy-certlocker/internal/acmetest"
 	"github.com/certlocker/caddy-certlocker/modules/gateway"
 )
 
@@ -163,7 +164,7 @@ func (e *gwEnv) processingPull(t *testing.T, client string, orders <-chan seen, 
 // Retry-After there) until it is valid or invalid, or its issuance
 // timeout (90 s from the finalize) passes.
 func TestCertbotProcessingOrder(t *testing.T) {
-	certbot := needBinary(t, "certbot")
+	certbot := acmetest.NeedProgram(t, "certbot", "certbot")
 	e := newGWEnv(t, gateway.Options{FinalizeWait: 300 * time.Millisecond, RetryAfter: time.Second})
 	_, creds := e.token("certbot-slow.example.test")
 	srv, orders := e.watchedServer()
@@ -185,7 +186,7 @@ func TestCertbotProcessingOrder(t *testing.T) {
 // polls the order every cert.timeout/60 (0.5 s) for cert.timeout (30 s by
 // default) after it, reading no Retry-After, until it is valid.
 func TestLegoProcessingOrder(t *testing.T) {
-	lego := needBinary(t, "lego")
+	lego := acmetest.NeedProgram(t, "lego", "lego")
 	e := newGWEnv(t, gateway.Options{FinalizeWait: 300 * time.Millisecond, RetryAfter: time.Second})
 	_, creds := e.token("lego-slow.example.test")
 	srv, orders := e.watchedServer()

@@ -1,33 +1,16 @@
 package gateway_test
 
 import (
-	"context"
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
+	"github.com/certlocker/caddy-certlocker/internal/acmetest"
 	"github.com/certlocker/caddy-certlocker/modules/gateway"
 )
-
-// needBinary returns the path of an edge client, skipping the test with a
-// clear message when it is not installed, and failing in CI (where
-// .ci/run installs it).
-func needBinary(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not installed: .ci/run installs it (apt-get install %s)", name, name)
-		}
-		t.Skipf("%s is not installed (apt-get install %s); skipping the real-client test", name, name)
-	}
-	return p
-}
 
 // gatewayCAFile writes the gateway's TLS certificate for the clients to trust.
 func (e *gwEnv) gatewayCAFile() string {
@@ -37,19 +20,6 @@ func (e *gwEnv) gatewayCAFile() string {
 		e.t.Fatal(err)
 	}
 	return f
-}
-
-func run(t *testing.T, env []string, name string, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", filepath.Base(name), args[0], err, out)
-	}
-	return string(out)
 }
 
 // checkFiles asserts that the client's certificate matches its own key and
@@ -107,7 +77,7 @@ func (e *gwEnv) checkFiles(chainFile, keyFile, name string) {
 }
 
 func TestCertbotThroughEAB(t *testing.T) {
-	certbot := needBinary(t, "certbot")
+	certbot := acmetest.NeedProgram(t, "certbot", "certbot")
 	e := newGWEnv(t, gateway.Options{})
 	_, creds := e.token("certbot.example.test")
 	dir := t.TempDir()
@@ -115,14 +85,14 @@ func TestCertbotThroughEAB(t *testing.T) {
 	common := []string{"--non-interactive", "--config-dir", filepath.Join(dir, "config"), "--work-dir", filepath.Join(dir, "work"),
 		"--logs-dir", filepath.Join(dir, "logs"), "--server", e.srv.URL + gateway.DirectoryPath}
 	before := e.pebble.NewOrders()
-	run(t, env, certbot, append([]string{"certonly", "--agree-tos", "-m", "ops@example.com", "--eab-kid", creds.EABKeyID,
+	acmetest.RunProgram(t, env, certbot, append([]string{"certonly", "--agree-tos", "-m", "ops@example.com", "--eab-kid", creds.EABKeyID,
 		"--eab-hmac-key", creds.EABHMACKey, "--manual", "--preferred-challenges", "http", "--manual-auth-hook", "true",
 		"-d", "certbot.example.test"}, common...)...)
 	live := filepath.Join(dir, "config", "live", "certbot.example.test")
 	e.checkFiles(filepath.Join(live, "fullchain.pem"), filepath.Join(live, "privkey.pem"), "certbot.example.test")
 	first, _ := os.ReadFile(filepath.Join(live, "cert.pem"))
 	// renew: a new key and certificate through the same account
-	run(t, env, certbot, append([]string{"renew", "--force-renewal", "--no-random-sleep-on-renew", "--manual-auth-hook", "true"}, common...)...)
+	acmetest.RunProgram(t, env, certbot, append([]string{"renew", "--force-renewal", "--no-random-sleep-on-renew", "--manual-auth-hook", "true"}, common...)...)
 	e.checkFiles(filepath.Join(live, "fullchain.pem"), filepath.Join(live, "privkey.pem"), "certbot.example.test")
 	second, _ := os.ReadFile(filepath.Join(live, "cert.pem"))
 	if string(first) == string(second) {
@@ -132,7 +102,7 @@ func TestCertbotThroughEAB(t *testing.T) {
 		t.Fatalf("the upstream CA saw %d orders for two pulls", n)
 	}
 	// revoke: forwarded upstream, the inventory certificate marked
-	run(t, env, certbot, append([]string{"revoke", "--cert-path", filepath.Join(live, "cert.pem"), "--no-delete-after-revoke",
+	acmetest.RunProgram(t, env, certbot, append([]string{"revoke", "--cert-path", filepath.Join(live, "cert.pem"), "--no-delete-after-revoke",
 		"--reason", "keycompromise"}, common...)...)
 	e.checkRevoked(filepath.Join(live, "cert.pem"))
 	e.noSecretsLogged(creds)
@@ -160,7 +130,7 @@ func (e *gwEnv) checkRevoked(file string) {
 }
 
 func TestLegoThroughEAB(t *testing.T) {
-	lego := needBinary(t, "lego")
+	lego := acmetest.NeedProgram(t, "lego", "lego")
 	e := newGWEnv(t, gateway.Options{})
 	_, creds := e.token("lego.example.test")
 	dir := t.TempDir()
@@ -171,11 +141,11 @@ func TestLegoThroughEAB(t *testing.T) {
 			"--domains", "lego.example.test"}, cmd...)
 	}
 	before := e.pebble.NewOrders()
-	out := run(t, env, lego, args("run")...)
+	out := acmetest.RunProgram(t, env, lego, args("run")...)
 	certs := filepath.Join(dir, "certificates")
 	e.checkFiles(filepath.Join(certs, "lego.example.test.crt"), filepath.Join(certs, "lego.example.test.key"), "lego.example.test")
 	first, _ := os.ReadFile(filepath.Join(certs, "lego.example.test.crt"))
-	out += run(t, env, lego, args("renew", "--days", "3650", "--no-random-sleep")...)
+	out += acmetest.RunProgram(t, env, lego, args("renew", "--days", "3650", "--no-random-sleep")...)
 	e.checkFiles(filepath.Join(certs, "lego.example.test.crt"), filepath.Join(certs, "lego.example.test.key"), "lego.example.test")
 	second, _ := os.ReadFile(filepath.Join(certs, "lego.example.test.crt"))
 	if string(first) == string(second) {
@@ -185,7 +155,7 @@ func TestLegoThroughEAB(t *testing.T) {
 		t.Fatalf("the upstream CA saw %d orders for two pulls", n)
 	}
 	_ = out
-	run(t, env, lego, args("revoke", "--keep")...)
+	acmetest.RunProgram(t, env, lego, args("revoke", "--keep")...)
 	e.checkRevoked(filepath.Join(certs, "lego.example.test.crt"))
 	e.noSecretsLogged(creds)
 }
