@@ -13,7 +13,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/certlocker/caddy-certlocker/internal/acmetest"
-	"github.com/certlocker/caddy-certlocker/modules/dnsproviders"
 )
 
 const testToken = "admin-test-cf-token-0123456789abcdefghijkl"
@@ -42,10 +41,7 @@ func TestDNSProvidersAPI(t *testing.T) {
 	d := acmetest.NewDNSServer(t, "example.test")
 	cf := acmetest.NewCloudflare(t, d)
 	cf.AddToken(testToken, acmetest.PermZoneRead("example.test"), acmetest.PermDNSEdit("example.test"))
-	dnsPort, _ := strconv.Atoi(d.Addr()[strings.LastIndex(d.Addr(), ":")+1:])
-	app.DNS().Configure(func(o *dnsproviders.Options) {
-		o.HTTPClient, o.Resolvers, o.NameserverPort = cf.HTTPClient(), []string{d.Addr()}, dnsPort
-	})
+	useTestDNS(app, d, cf)
 
 	bad := []struct {
 		name, body, field, want string

@@ -5,12 +5,15 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/certlocker/caddy-certlocker/internal/acmetest"
 	"github.com/certlocker/caddy-certlocker/modules/certlocker"
+	"github.com/certlocker/caddy-certlocker/modules/dnsproviders"
 )
 
 // testAPI provisions the certlocker app from JSON the way Caddy does,
@@ -81,4 +84,17 @@ func callAdmin(t *testing.T, addr, method, path string, body io.Reader) (int, []
 		t.Fatal(err)
 	}
 	return resp.StatusCode, b
+}
+
+// useTestDNS points the app's DNS provider clients at the test's own DNS
+// server (for propagation checks and as every zone's nameserver) and at
+// the Cloudflare API stand-in; more adjusts the options further.
+func useTestDNS(app *certlocker.App, d *acmetest.DNSServer, cf *acmetest.Cloudflare, more ...func(*dnsproviders.Options)) {
+	dnsPort, _ := strconv.Atoi(d.Addr()[strings.LastIndex(d.Addr(), ":")+1:])
+	app.DNS().Configure(func(o *dnsproviders.Options) {
+		o.HTTPClient, o.Resolvers, o.NameserverPort = cf.HTTPClient(), []string{d.Addr()}, dnsPort
+		for _, f := range more {
+			f(o)
+		}
+	})
 }

@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,7 +21,6 @@ import (
 
 	"github.com/certlocker/caddy-certlocker/internal/acmetest"
 	"github.com/certlocker/caddy-certlocker/modules/certlocker"
-	"github.com/certlocker/caddy-certlocker/modules/dnsproviders"
 )
 
 // TestSecretsStayOutOfLogs runs the product as an operator does (caddy.Load,
@@ -107,10 +105,7 @@ func TestSecretsStayOutOfLogs(t *testing.T) {
 	if app == nil {
 		t.Fatal("the certlocker app is not running")
 	}
-	dnsPort, _ := strconv.Atoi(d.Addr()[strings.LastIndex(d.Addr(), ":")+1:])
-	app.DNS().Configure(func(o *dnsproviders.Options) {
-		o.HTTPClient, o.Resolvers, o.NameserverPort = cf.HTTPClient(), []string{d.Addr()}, dnsPort
-	})
+	useTestDNS(app, d, cf)
 
 	var responses []string
 	admin := func(method, path, body string) (int, map[string]any) {

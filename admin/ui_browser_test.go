@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +26,6 @@ import (
 
 	"github.com/certlocker/caddy-certlocker/internal/acmetest"
 	"github.com/certlocker/caddy-certlocker/modules/certlocker"
-	"github.com/certlocker/caddy-certlocker/modules/dnsproviders"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
 
@@ -139,10 +137,7 @@ func TestUIScreens(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = caddy.Stop() })
 	app := certlocker.Current()
-	dnsPort, _ := strconv.Atoi(d.Addr()[strings.LastIndex(d.Addr(), ":")+1:])
-	app.DNS().Configure(func(o *dnsproviders.Options) {
-		o.HTTPClient, o.Resolvers, o.NameserverPort = cf.HTTPClient(), []string{d.Addr()}, dnsPort
-	})
+	useTestDNS(app, d, cf)
 	authz := "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+password))
 
 	// without the password, Caddy's basic_auth answers 401

@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -23,7 +22,6 @@ import (
 
 	"github.com/certlocker/caddy-certlocker/internal/acmetest"
 	"github.com/certlocker/caddy-certlocker/modules/certlocker"
-	"github.com/certlocker/caddy-certlocker/modules/dnsproviders"
 	"github.com/certlocker/caddy-certlocker/storage"
 )
 
@@ -96,10 +94,7 @@ func TestUISecretsStayOutOfLogs(t *testing.T) {
 		}
 	})
 	app := certlocker.Current()
-	dnsPort, _ := strconv.Atoi(d.Addr()[strings.LastIndex(d.Addr(), ":")+1:])
-	app.DNS().Configure(func(o *dnsproviders.Options) {
-		o.HTTPClient, o.Resolvers, o.NameserverPort = cf.HTTPClient(), []string{d.Addr()}, dnsPort
-	})
+	useTestDNS(app, d, cf)
 
 	var responses []string
 	type client struct{ user, pw, csrf string }

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -339,9 +338,7 @@ func TestUIDNSProviderForm(t *testing.T) {
 	cf := acmetest.NewCloudflare(t, d, acmetest.WithCloudflareZones("forms.test"))
 	token := "cf-ui-form-token-" + hexToken(t)
 	cf.AddToken(token, acmetest.PermZoneRead("forms.test"), acmetest.PermDNSEdit("forms.test"))
-	dnsPort, _ := strconv.Atoi(d.Addr()[strings.LastIndex(d.Addr(), ":")+1:])
-	f.app.DNS().Configure(func(o *dnsproviders.Options) {
-		o.HTTPClient, o.Resolvers, o.NameserverPort = cf.HTTPClient(), []string{d.Addr()}, dnsPort
+	useTestDNS(f.app, d, cf, func(o *dnsproviders.Options) {
 		o.ConfigureModule = func(_ string, m any) {
 			if p, ok := m.(*cfmodule.Provider); ok {
 				p.HTTPClient = cf.HTTPClient()
