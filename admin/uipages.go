@@ -119,13 +119,14 @@ func (u *UI) servePage(w http.ResponseWriter, r *http.Request, app *certlocker.A
 	p := strings.TrimSuffix(r.URL.Path, "/")
 	parts := strings.Split(strings.TrimPrefix(p, "/"), "/")
 	d := pageData{Session: s, Flash: r.URL.Query().Get("flash")}
+	form := u.formRoute(r, parts) // uiforms.go
 	var err error
 	switch {
 	case p == "" && r.Method == http.MethodGet:
 		http.Redirect(w, r, "/workflows", http.StatusSeeOther)
 		return
-	case u.formRoute(r, parts) != nil: // uiforms.go
-		err = u.formRoute(r, parts)(w, r, app, d)
+	case form != nil:
+		err = form(w, r, app, d)
 	case p == "/workflows" && r.Method == http.MethodGet:
 		err = u.workflowsPage(w, r, app, d)
 	case p == "/workflows" && r.Method == http.MethodPost:
@@ -143,14 +144,8 @@ func (u *UI) servePage(w http.ResponseWriter, r *http.Request, app *certlocker.A
 		err = u.inventoryPage(w, r, app, d)
 	case p == "/issuers" && r.Method == http.MethodGet:
 		err = u.issuersPage(w, r, app, d)
-	case len(parts) == 3 && parts[0] == "issuers" && r.Method == http.MethodPost:
-		u.formAction(w, r, "issuers/"+url.PathEscape(parts[1])+"/actions/"+url.PathEscape(parts[2]), "/issuers")
-		return
 	case p == "/dns-providers" && r.Method == http.MethodGet:
 		err = u.dnsPage(w, r, app, d)
-	case len(parts) == 3 && parts[0] == "dns-providers" && parts[2] == "verify" && r.Method == http.MethodPost:
-		u.formAction(w, r, "dns-providers/"+url.PathEscape(parts[1])+"/actions/verify", "/dns-providers")
-		return
 	case parts[0] == "tokens":
 		err = u.tokenPages(w, r, app, d, parts)
 	case p == "/audit" && r.Method == http.MethodGet:
