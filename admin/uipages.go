@@ -173,12 +173,7 @@ func (u *UI) formAction(w http.ResponseWriter, r *http.Request, apiPath, back st
 	rec := u.callAPI(r, http.MethodPost, apiPath, "")
 	msg := "done"
 	if rec.Code >= 300 {
-		var e Error
-		_ = json.Unmarshal(rec.Body.Bytes(), &e)
-		if e.Message == "" {
-			e.Message = http.StatusText(rec.Code)
-		}
-		u.pages.problem(w, rec.Code, "Request refused", e.Message)
+		u.pages.problem(w, rec.Code, "Request refused", resultOf(rec.Code, rec.Body.Bytes()).Message)
 		return
 	}
 	var v struct {

@@ -192,7 +192,7 @@ func (u *UI) createTokenForm(w http.ResponseWriter, r *http.Request, app *certlo
 	body, _ := json.Marshal(req)
 	rec := u.callAPI(r, http.MethodPost, "tokens?base_url="+url.QueryEscape(u.gatewayURL(r)), string(body))
 	if rec.Code != http.StatusCreated {
-		return fail(rec.Code, apiMessage(rec.Code, rec.Body.Bytes()))
+		return fail(rec.Code, resultOf(rec.Code, rec.Body.Bytes()).Message)
 	}
 	var v gateway.View
 	if err := json.Unmarshal(rec.Body.Bytes(), &v); err != nil {
@@ -200,16 +200,6 @@ func (u *UI) createTokenForm(w http.ResponseWriter, r *http.Request, app *certlo
 	}
 	d.Flash = "token created"
 	return u.tokenPage(w, r, app, d, v.ID, &v)
-}
-
-// apiMessage is the message of an API error answer.
-func apiMessage(code int, body []byte) string {
-	var e Error
-	_ = json.Unmarshal(body, &e)
-	if e.Message == "" {
-		e.Message = http.StatusText(code)
-	}
-	return e.Message
 }
 
 // rotateTokenForm gives the token new secrets (the old ones valid for the
@@ -224,7 +214,7 @@ func (u *UI) rotateTokenForm(w http.ResponseWriter, r *http.Request, app *certlo
 	}
 	rec := u.callAPI(r, http.MethodPost, "tokens/"+url.PathEscape(id)+"/actions/rotate?base_url="+url.QueryEscape(u.gatewayURL(r)), body)
 	if rec.Code != http.StatusOK {
-		return &Error{Status: rec.Code, Message: apiMessage(rec.Code, rec.Body.Bytes())}
+		return &Error{Status: rec.Code, Message: resultOf(rec.Code, rec.Body.Bytes()).Message}
 	}
 	var v gateway.View
 	if err := json.Unmarshal(rec.Body.Bytes(), &v); err != nil {
@@ -238,7 +228,7 @@ func (u *UI) rotateTokenForm(w http.ResponseWriter, r *http.Request, app *certlo
 func (u *UI) revokeTokenForm(w http.ResponseWriter, r *http.Request, id string) error {
 	rec := u.callAPI(r, http.MethodPost, "tokens/"+url.PathEscape(id)+"/actions/revoke", "")
 	if rec.Code != http.StatusOK {
-		return &Error{Status: rec.Code, Message: apiMessage(rec.Code, rec.Body.Bytes())}
+		return &Error{Status: rec.Code, Message: resultOf(rec.Code, rec.Body.Bytes()).Message}
 	}
 	http.Redirect(w, r, "/tokens/"+url.PathEscape(id)+"?flash=token+revoked", http.StatusSeeOther)
 	return nil
