@@ -520,7 +520,7 @@ func (u *UI) createWorkflowForm(w http.ResponseWriter, r *http.Request, app *cer
 	}
 	body := createWorkflowBody{IssuerID: r.PostForm.Get("issuer_id"), Group: r.PostForm.Get("group"),
 		KeyType: r.PostForm.Get("key_type")}
-	body.Identifiers = formIdentifiers(r, app)
+	body.Identifiers = formIdentifiers(r, app, "identifiers")
 	b, _ := json.Marshal(body)
 	rec := u.callAPI(r, http.MethodPost, "workflows", string(b))
 	if rec.Code != http.StatusCreated {

@@ -171,22 +171,9 @@ func (u *UI) createTokenForm(w http.ResponseWriter, r *http.Request, app *certlo
 	if req.CertificateID == "" {
 		// one name per line, each optionally followed by its challenge
 		req.Challenges = map[string]gateway.ChallengeSetting{}
-		for _, line := range strings.Split(f.Get("names"), "\n") {
-			fs := strings.Fields(line)
-			if len(fs) == 0 {
-				continue
-			}
-			cs := gateway.ChallengeSetting{Challenge: f.Get("challenge")}
-			if len(fs) > 1 {
-				cs.Challenge = fs[1]
-			}
-			if cs.Challenge == "dns-01" || (cs.Challenge == "" && strings.HasPrefix(fs[0], "*.")) {
-				if cs.DNSProviderID = f.Get("dns_provider_id"); cs.DNSProviderID == "" {
-					cs.DNSProviderID = zoneProvider(r, app, fs[0])
-				}
-			}
-			req.Names = append(req.Names, fs[0])
-			req.Challenges[fs[0]] = cs
+		for _, id := range formIdentifiers(r, app, "names") {
+			req.Names = append(req.Names, id.Value)
+			req.Challenges[id.Value] = gateway.ChallengeSetting{Challenge: id.Challenge, DNSProviderID: id.DNSProviderID}
 		}
 	}
 	body, _ := json.Marshal(req)
