@@ -382,15 +382,15 @@ func (u *UI) workflowsPage(w http.ResponseWriter, r *http.Request, app *certlock
 	if err != nil {
 		return err
 	}
-	p := pageOf(q)
-	ws, cursor, err := app.Workflows().List(r.Context(), f, p)
-	if err == nil && startShort(p, cursor, len(ws)) {
-		p = storage.Page{Limit: pageSize}
-		ws, cursor, err = app.Workflows().List(r.Context(), f, p)
+	// the pager's links keep the filters and the sort
+	base := onlyKeys(q, "state", "issuer", "group", "domain")
+	if f.Sort != "" {
+		base.Set("sort", f.Sort)
 	}
-	if errors.Is(err, storage.ErrInvalidCursor) {
-		return BadRequest("cursor", "this page link is out of date: go back to the first page")
-	} else if err != nil {
+	ws, pg, err := listPage(q, base, func(p storage.Page) ([]*storage.Workflow, string, error) {
+		return app.Workflows().List(r.Context(), f, p)
+	})
+	if err != nil {
 		return err
 	}
 	data := workflowsData{Filter: q, States: states(), Issuers: issuerViews, Filtered: len(fq) > 0}
@@ -405,10 +405,7 @@ func (u *UI) workflowsPage(w http.ResponseWriter, r *http.Request, app *certlock
 	data.Groups = groupsOf(d.Session, seen...)
 	data.Query = template.URL(fq.Encode()) // encoded by url.Values: safe in an href
 	data.Sort = sortLinksOf(fq, []string{"created"}, f.Sort, "-created", map[string]bool{"created": true})
-	if f.Sort != "" {
-		fq.Set("sort", f.Sort)
-	}
-	data.Pager = pagerOf(fq, p, cursor)
+	data.Pager = pg
 	data.Live = data.Pager.Prev == "" && f.Sort != "created"
 	d.Title, d.Nav, d.Data = "ACME Workflows", "workflows", data
 	u.pages.render(w, http.StatusOK, "workflows", d)
@@ -579,15 +576,10 @@ func (u *UI) inventoryPage(w http.ResponseWriter, r *http.Request, app *certlock
 	if err != nil {
 		return inventoryError(err)
 	}
-	p := pageOf(q)
-	certs, cursor, err := inv.List(r.Context(), f, p)
-	if err == nil && startShort(p, cursor, len(certs)) {
-		p = storage.Page{Limit: pageSize}
-		certs, cursor, err = inv.List(r.Context(), f, p)
-	}
-	if errors.Is(err, storage.ErrInvalidCursor) {
-		return BadRequest("cursor", "this page link is out of date: go back to the first page")
-	} else if err != nil {
+	certs, pg, err := listPage(q, fq, func(p storage.Page) ([]*storage.Certificate, string, error) {
+		return inv.List(r.Context(), f, p)
+	})
+	if err != nil {
 		return inventoryError(err)
 	}
 	// the widgets count the active certificates of the other filters
@@ -600,7 +592,7 @@ func (u *UI) inventoryPage(w http.ResponseWriter, r *http.Request, app *certlock
 		return inventoryError(err)
 	}
 	filters := onlyKeys(q, "domain", "issuer", "group", "status", "rating", "expiry", "expiring_within")
-	data := inventoryData{Report: rep, Filter: q, Pager: pagerOf(fq, p, cursor),
+	data := inventoryData{Report: rep, Filter: q, Pager: pg,
 		Sort:     sortLinksOf(filters, storage.CertificateSorts, q.Get("sort"), "expires", map[string]bool{"issued": true, "added": true}),
 		Statuses: []string{storage.CertStatusActive, storage.CertStatusRenewed, storage.CertStatusRevoked, "any"}, Query: template.URL(fq.Encode()),
 		Filtered: len(filters) > 0}
@@ -758,15 +750,10 @@ func (u *UI) auditPage(w http.ResponseWriter, r *http.Request, app *certlocker.A
 	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since) {
 		return BadRequest("until", "until must not be before since")
 	}
-	p := pageOf(q)
-	entries, cursor, err := app.AuditLog(r.Context(), f, p)
-	if err == nil && startShort(p, cursor, len(entries)) {
-		p = storage.Page{Limit: pageSize}
-		entries, cursor, err = app.AuditLog(r.Context(), f, p)
-	}
-	if errors.Is(err, storage.ErrInvalidCursor) {
-		return BadRequest("cursor", "this page link is out of date: go back to the first page")
-	} else if err != nil {
+	entries, pg, err := listPage(q, fq, func(p storage.Page) ([]*storage.AuditEntry, string, error) {
+		return app.AuditLog(r.Context(), f, p)
+	})
+	if err != nil {
 		return err
 	}
 	seen := make([]string, 0, len(entries))
@@ -774,7 +761,7 @@ func (u *UI) auditPage(w http.ResponseWriter, r *http.Request, app *certlocker.A
 		seen = append(seen, e.Group)
 	}
 	d.Title, d.Nav = "Audit log", "audit"
-	d.Data = auditData{Items: entries, Filter: fq, Pager: pagerOf(fq, p, cursor),
+	d.Data = auditData{Items: entries, Filter: fq, Pager: pg,
 		Results: []string{storage.AuditOK, storage.AuditRefused, storage.AuditFailed}, Groups: groupsOf(d.Session, append(seen, f.Group)...),
 		Scoped: !d.Session.User.Unrestricted(), Filtered: len(fq) > 0}
 	u.pages.render(w, http.StatusOK, "audit", d)
