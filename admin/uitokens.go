@@ -284,6 +284,7 @@ func (u *UI) tokenPage(w http.ResponseWriter, r *http.Request, app *certlocker.A
 	if err != nil {
 		return err
 	}
+	workflows := map[string]*storage.Workflow{} // nil: not found
 	for _, e := range entries {
 		var det map[string]any
 		_ = json.Unmarshal(e.Details, &det)
@@ -306,13 +307,21 @@ func (u *UI) tokenPage(w http.ResponseWriter, r *http.Request, app *certlocker.A
 			}
 		}
 		if p.WorkflowID != "" {
-			if wf, err := app.Workflows().Get(r.Context(), p.WorkflowID); err == nil {
+			wf, seen := workflows[p.WorkflowID]
+			if !seen {
+				// one order's pulls (order, finalize, download) share it
+				if wf, err = app.Workflows().Get(r.Context(), p.WorkflowID); errors.Is(err, storage.ErrNotFound) {
+					wf = nil
+				} else if err != nil {
+					return err
+				}
+				workflows[p.WorkflowID] = wf
+			}
+			if wf != nil {
 				p.WorkflowState = wf.State
 				if p.CertificateID == "" {
 					p.CertificateID = wf.CertificateID
 				}
-			} else if !errors.Is(err, storage.ErrNotFound) {
-				return err
 			}
 		}
 		data.Pulls = append(data.Pulls, p)
