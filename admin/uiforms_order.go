@@ -50,12 +50,13 @@ type previewRow struct {
 	Problem                                 string
 }
 
-// formIdentifiers reads the new-order form's hostnames: one per line,
-// each optionally followed by its challenge; dns-01 names get the chosen
-// DNS provider, or the one whose zone matches.
-func formIdentifiers(r *http.Request, app *certlocker.App) []storage.Identifier {
+// formIdentifiers reads a form field of hostnames (the new order's
+// identifiers, a token's names): one per line, each optionally followed
+// by its challenge; dns-01 names get the chosen DNS provider, or the one
+// whose zone matches.
+func formIdentifiers(r *http.Request, app *certlocker.App, field string) []storage.Identifier {
 	var out []storage.Identifier
-	for _, line := range strings.Split(r.PostForm.Get("identifiers"), "\n") {
+	for _, line := range strings.Split(r.PostForm.Get(field), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 0 {
 			continue
@@ -102,7 +103,7 @@ func (u *UI) previewOrder(w http.ResponseWriter, r *http.Request, app *certlocke
 			pv.Steps = append(pv.Steps, fmt.Sprintf("Register the account of %q at %s first (it is %s), then place the order.", pv.Issuer.Name, ca, pv.Issuer.Status))
 		}
 	}
-	ids := formIdentifiers(r, app)
+	ids := formIdentifiers(r, app, "identifiers")
 	if len(ids) == 0 {
 		pv.Problems = append(pv.Problems, "give at least one hostname")
 	}

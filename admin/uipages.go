@@ -119,13 +119,14 @@ func (u *UI) servePage(w http.ResponseWriter, r *http.Request, app *certlocker.A
 	p := strings.TrimSuffix(r.URL.Path, "/")
 	parts := strings.Split(strings.TrimPrefix(p, "/"), "/")
 	d := pageData{Session: s, Flash: r.URL.Query().Get("flash")}
+	form := u.formRoute(r, parts) // uiforms.go
 	var err error
 	switch {
 	case p == "" && r.Method == http.MethodGet:
 		http.Redirect(w, r, "/workflows", http.StatusSeeOther)
 		return
-	case u.formRoute(r, parts) != nil: // uiforms.go
-		err = u.formRoute(r, parts)(w, r, app, d)
+	case form != nil:
+		err = form(w, r, app, d)
 	case p == "/workflows" && r.Method == http.MethodGet:
 		err = u.workflowsPage(w, r, app, d)
 	case p == "/workflows" && r.Method == http.MethodPost:
@@ -143,14 +144,8 @@ func (u *UI) servePage(w http.ResponseWriter, r *http.Request, app *certlocker.A
 		err = u.inventoryPage(w, r, app, d)
 	case p == "/issuers" && r.Method == http.MethodGet:
 		err = u.issuersPage(w, r, app, d)
-	case len(parts) == 3 && parts[0] == "issuers" && r.Method == http.MethodPost:
-		u.formAction(w, r, "issuers/"+url.PathEscape(parts[1])+"/actions/"+url.PathEscape(parts[2]), "/issuers")
-		return
 	case p == "/dns-providers" && r.Method == http.MethodGet:
 		err = u.dnsPage(w, r, app, d)
-	case len(parts) == 3 && parts[0] == "dns-providers" && parts[2] == "verify" && r.Method == http.MethodPost:
-		u.formAction(w, r, "dns-providers/"+url.PathEscape(parts[1])+"/actions/verify", "/dns-providers")
-		return
 	case parts[0] == "tokens":
 		err = u.tokenPages(w, r, app, d, parts)
 	case p == "/audit" && r.Method == http.MethodGet:
@@ -178,12 +173,7 @@ func (u *UI) formAction(w http.ResponseWriter, r *http.Request, apiPath, back st
 	rec := u.callAPI(r, http.MethodPost, apiPath, "")
 	msg := "done"
 	if rec.Code >= 300 {
-		var e Error
-		_ = json.Unmarshal(rec.Body.Bytes(), &e)
-		if e.Message == "" {
-			e.Message = http.StatusText(rec.Code)
-		}
-		u.pages.problem(w, rec.Code, "Request refused", e.Message)
+		u.pages.problem(w, rec.Code, "Request refused", resultOf(rec.Code, rec.Body.Bytes()).Message)
 		return
 	}
 	var v struct {
@@ -392,15 +382,15 @@ func (u *UI) workflowsPage(w http.ResponseWriter, r *http.Request, app *certlock
 	if err != nil {
 		return err
 	}
-	p := pageOf(q)
-	ws, cursor, err := app.Workflows().List(r.Context(), f, p)
-	if err == nil && startShort(p, cursor, len(ws)) {
-		p = storage.Page{Limit: pageSize}
-		ws, cursor, err = app.Workflows().List(r.Context(), f, p)
+	// the pager's links keep the filters and the sort
+	base := onlyKeys(q, "state", "issuer", "group", "domain")
+	if f.Sort != "" {
+		base.Set("sort", f.Sort)
 	}
-	if errors.Is(err, storage.ErrInvalidCursor) {
-		return BadRequest("cursor", "this page link is out of date: go back to the first page")
-	} else if err != nil {
+	ws, pg, err := listPage(q, base, func(p storage.Page) ([]*storage.Workflow, string, error) {
+		return app.Workflows().List(r.Context(), f, p)
+	})
+	if err != nil {
 		return err
 	}
 	data := workflowsData{Filter: q, States: states(), Issuers: issuerViews, Filtered: len(fq) > 0}
@@ -415,10 +405,7 @@ func (u *UI) workflowsPage(w http.ResponseWriter, r *http.Request, app *certlock
 	data.Groups = groupsOf(d.Session, seen...)
 	data.Query = template.URL(fq.Encode()) // encoded by url.Values: safe in an href
 	data.Sort = sortLinksOf(fq, []string{"created"}, f.Sort, "-created", map[string]bool{"created": true})
-	if f.Sort != "" {
-		fq.Set("sort", f.Sort)
-	}
-	data.Pager = pagerOf(fq, p, cursor)
+	data.Pager = pg
 	data.Live = data.Pager.Prev == "" && f.Sort != "created"
 	d.Title, d.Nav, d.Data = "ACME Workflows", "workflows", data
 	u.pages.render(w, http.StatusOK, "workflows", d)
@@ -530,7 +517,7 @@ func (u *UI) createWorkflowForm(w http.ResponseWriter, r *http.Request, app *cer
 	}
 	body := createWorkflowBody{IssuerID: r.PostForm.Get("issuer_id"), Group: r.PostForm.Get("group"),
 		KeyType: r.PostForm.Get("key_type")}
-	body.Identifiers = formIdentifiers(r, app)
+	body.Identifiers = formIdentifiers(r, app, "identifiers")
 	b, _ := json.Marshal(body)
 	rec := u.callAPI(r, http.MethodPost, "workflows", string(b))
 	if rec.Code != http.StatusCreated {
@@ -589,15 +576,10 @@ func (u *UI) inventoryPage(w http.ResponseWriter, r *http.Request, app *certlock
 	if err != nil {
 		return inventoryError(err)
 	}
-	p := pageOf(q)
-	certs, cursor, err := inv.List(r.Context(), f, p)
-	if err == nil && startShort(p, cursor, len(certs)) {
-		p = storage.Page{Limit: pageSize}
-		certs, cursor, err = inv.List(r.Context(), f, p)
-	}
-	if errors.Is(err, storage.ErrInvalidCursor) {
-		return BadRequest("cursor", "this page link is out of date: go back to the first page")
-	} else if err != nil {
+	certs, pg, err := listPage(q, fq, func(p storage.Page) ([]*storage.Certificate, string, error) {
+		return inv.List(r.Context(), f, p)
+	})
+	if err != nil {
 		return inventoryError(err)
 	}
 	// the widgets count the active certificates of the other filters
@@ -610,7 +592,7 @@ func (u *UI) inventoryPage(w http.ResponseWriter, r *http.Request, app *certlock
 		return inventoryError(err)
 	}
 	filters := onlyKeys(q, "domain", "issuer", "group", "status", "rating", "expiry", "expiring_within")
-	data := inventoryData{Report: rep, Filter: q, Pager: pagerOf(fq, p, cursor),
+	data := inventoryData{Report: rep, Filter: q, Pager: pg,
 		Sort:     sortLinksOf(filters, storage.CertificateSorts, q.Get("sort"), "expires", map[string]bool{"issued": true, "added": true}),
 		Statuses: []string{storage.CertStatusActive, storage.CertStatusRenewed, storage.CertStatusRevoked, "any"}, Query: template.URL(fq.Encode()),
 		Filtered: len(filters) > 0}
@@ -768,15 +750,10 @@ func (u *UI) auditPage(w http.ResponseWriter, r *http.Request, app *certlocker.A
 	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since) {
 		return BadRequest("until", "until must not be before since")
 	}
-	p := pageOf(q)
-	entries, cursor, err := app.AuditLog(r.Context(), f, p)
-	if err == nil && startShort(p, cursor, len(entries)) {
-		p = storage.Page{Limit: pageSize}
-		entries, cursor, err = app.AuditLog(r.Context(), f, p)
-	}
-	if errors.Is(err, storage.ErrInvalidCursor) {
-		return BadRequest("cursor", "this page link is out of date: go back to the first page")
-	} else if err != nil {
+	entries, pg, err := listPage(q, fq, func(p storage.Page) ([]*storage.AuditEntry, string, error) {
+		return app.AuditLog(r.Context(), f, p)
+	})
+	if err != nil {
 		return err
 	}
 	seen := make([]string, 0, len(entries))
@@ -784,7 +761,7 @@ func (u *UI) auditPage(w http.ResponseWriter, r *http.Request, app *certlocker.A
 		seen = append(seen, e.Group)
 	}
 	d.Title, d.Nav = "Audit log", "audit"
-	d.Data = auditData{Items: entries, Filter: fq, Pager: pagerOf(fq, p, cursor),
+	d.Data = auditData{Items: entries, Filter: fq, Pager: pg,
 		Results: []string{storage.AuditOK, storage.AuditRefused, storage.AuditFailed}, Groups: groupsOf(d.Session, append(seen, f.Group)...),
 		Scoped: !d.Session.User.Unrestricted(), Filtered: len(fq) > 0}
 	u.pages.render(w, http.StatusOK, "audit", d)

@@ -171,28 +171,15 @@ func (u *UI) createTokenForm(w http.ResponseWriter, r *http.Request, app *certlo
 	if req.CertificateID == "" {
 		// one name per line, each optionally followed by its challenge
 		req.Challenges = map[string]gateway.ChallengeSetting{}
-		for _, line := range strings.Split(f.Get("names"), "\n") {
-			fs := strings.Fields(line)
-			if len(fs) == 0 {
-				continue
-			}
-			cs := gateway.ChallengeSetting{Challenge: f.Get("challenge")}
-			if len(fs) > 1 {
-				cs.Challenge = fs[1]
-			}
-			if cs.Challenge == "dns-01" || (cs.Challenge == "" && strings.HasPrefix(fs[0], "*.")) {
-				if cs.DNSProviderID = f.Get("dns_provider_id"); cs.DNSProviderID == "" {
-					cs.DNSProviderID = zoneProvider(r, app, fs[0])
-				}
-			}
-			req.Names = append(req.Names, fs[0])
-			req.Challenges[fs[0]] = cs
+		for _, id := range formIdentifiers(r, app, "names") {
+			req.Names = append(req.Names, id.Value)
+			req.Challenges[id.Value] = gateway.ChallengeSetting{Challenge: id.Challenge, DNSProviderID: id.DNSProviderID}
 		}
 	}
 	body, _ := json.Marshal(req)
 	rec := u.callAPI(r, http.MethodPost, "tokens?base_url="+url.QueryEscape(u.gatewayURL(r)), string(body))
 	if rec.Code != http.StatusCreated {
-		return fail(rec.Code, apiMessage(rec.Code, rec.Body.Bytes()))
+		return fail(rec.Code, resultOf(rec.Code, rec.Body.Bytes()).Message)
 	}
 	var v gateway.View
 	if err := json.Unmarshal(rec.Body.Bytes(), &v); err != nil {
@@ -200,16 +187,6 @@ func (u *UI) createTokenForm(w http.ResponseWriter, r *http.Request, app *certlo
 	}
 	d.Flash = "token created"
 	return u.tokenPage(w, r, app, d, v.ID, &v)
-}
-
-// apiMessage is the message of an API error answer.
-func apiMessage(code int, body []byte) string {
-	var e Error
-	_ = json.Unmarshal(body, &e)
-	if e.Message == "" {
-		e.Message = http.StatusText(code)
-	}
-	return e.Message
 }
 
 // rotateTokenForm gives the token new secrets (the old ones valid for the
@@ -224,7 +201,7 @@ func (u *UI) rotateTokenForm(w http.ResponseWriter, r *http.Request, app *certlo
 	}
 	rec := u.callAPI(r, http.MethodPost, "tokens/"+url.PathEscape(id)+"/actions/rotate?base_url="+url.QueryEscape(u.gatewayURL(r)), body)
 	if rec.Code != http.StatusOK {
-		return &Error{Status: rec.Code, Message: apiMessage(rec.Code, rec.Body.Bytes())}
+		return &Error{Status: rec.Code, Message: resultOf(rec.Code, rec.Body.Bytes()).Message}
 	}
 	var v gateway.View
 	if err := json.Unmarshal(rec.Body.Bytes(), &v); err != nil {
@@ -238,7 +215,7 @@ func (u *UI) rotateTokenForm(w http.ResponseWriter, r *http.Request, app *certlo
 func (u *UI) revokeTokenForm(w http.ResponseWriter, r *http.Request, id string) error {
 	rec := u.callAPI(r, http.MethodPost, "tokens/"+url.PathEscape(id)+"/actions/revoke", "")
 	if rec.Code != http.StatusOK {
-		return &Error{Status: rec.Code, Message: apiMessage(rec.Code, rec.Body.Bytes())}
+		return &Error{Status: rec.Code, Message: resultOf(rec.Code, rec.Body.Bytes()).Message}
 	}
 	http.Redirect(w, r, "/tokens/"+url.PathEscape(id)+"?flash=token+revoked", http.StatusSeeOther)
 	return nil
@@ -307,6 +284,7 @@ func (u *UI) tokenPage(w http.ResponseWriter, r *http.Request, app *certlocker.A
 	if err != nil {
 		return err
 	}
+	workflows := map[string]*storage.Workflow{} // nil: not found
 	for _, e := range entries {
 		var det map[string]any
 		_ = json.Unmarshal(e.Details, &det)
@@ -329,13 +307,21 @@ func (u *UI) tokenPage(w http.ResponseWriter, r *http.Request, app *certlocker.A
 			}
 		}
 		if p.WorkflowID != "" {
-			if wf, err := app.Workflows().Get(r.Context(), p.WorkflowID); err == nil {
+			wf, seen := workflows[p.WorkflowID]
+			if !seen {
+				// one order's pulls (order, finalize, download) share it
+				if wf, err = app.Workflows().Get(r.Context(), p.WorkflowID); errors.Is(err, storage.ErrNotFound) {
+					wf = nil
+				} else if err != nil {
+					return err
+				}
+				workflows[p.WorkflowID] = wf
+			}
+			if wf != nil {
 				p.WorkflowState = wf.State
 				if p.CertificateID == "" {
 					p.CertificateID = wf.CertificateID
 				}
-			} else if !errors.Is(err, storage.ErrNotFound) {
-				return err
 			}
 		}
 		data.Pulls = append(data.Pulls, p)
