@@ -75,40 +75,17 @@ func (x audit) List(ctx context.Context, f storage.AuditFilter, p storage.Page) 
 		}
 		w.conds = append(w.conds, "("+strings.Join(or, " OR ")+")")
 	}
-	order := " ORDER BY id DESC"
-	if p.Cursor != "" {
-		c, err := decodeCursor(p.Cursor, 1)
-		if err != nil {
-			return nil, "", fmt.Errorf("listing audit entries: %w", err)
-		}
-		if p.Backward {
-			w.add("id >= ?", c[0])
-			order = " ORDER BY id"
-		} else {
-			w.add("id < ?", c[0])
-		}
+	return keyset(ctx, x.s, "audit", auditColumns, w, p, true, []string{"id"},
+		func(e *storage.AuditEntry) []string { return []string{e.ID} }, scanAudit, "listing audit entries")
+}
+
+func scanAudit(sc rowScanner) (*storage.AuditEntry, error) {
+	var e storage.AuditEntry
+	var at int64
+	var details string
+	if err := sc.Scan(&e.ID, &at, &e.Node, &e.Actor, &e.Action, &e.Target, &e.Group, &e.Source, &e.Result, &details); err != nil {
+		return nil, err
 	}
-	limit := p.Clamp()
-	rows, err := x.s.query(ctx, "SELECT "+auditColumns+" FROM audit"+w.String()+
-		order+" LIMIT ?", append(w.args, limit+1)...)
-	if err != nil {
-		return nil, "", x.s.classify(err, "listing audit entries")
-	}
-	defer rows.Close()
-	var out []*storage.AuditEntry
-	for rows.Next() {
-		var e storage.AuditEntry
-		var at int64
-		var details string
-		if err := rows.Scan(&e.ID, &at, &e.Node, &e.Actor, &e.Action, &e.Target, &e.Group, &e.Source, &e.Result, &details); err != nil {
-			return nil, "", x.s.classify(err, "listing audit entries")
-		}
-		e.Time, e.Details = tm(at), raw(details)
-		out = append(out, &e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", x.s.classify(err, "listing audit entries")
-	}
-	out, next := keysetPage(out, limit, p.Backward && p.Cursor != "", func(e *storage.AuditEntry) string { return encodeCursor(e.ID) })
-	return out, next, nil
+	e.Time, e.Details = tm(at), raw(details)
+	return &e, nil
 }
