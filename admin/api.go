@@ -99,17 +99,15 @@ func (a *API) handle(pattern string, m methods) {
 			source = s.Addr
 		}
 		r = r.WithContext(storage.WithAuditSource(r.Context(), source))
-		if !mutating(r.Method) {
-			if err := h(w, r, app); err != nil {
-				writeError(w, a.logger.With(zap.String("method", r.Method), zap.String("uri", r.URL.Path)), err)
-			}
-			return
+		var aw *auditedWriter
+		if mutating(r.Method) {
+			aw = &auditedWriter{ResponseWriter: w}
+			w = aw
 		}
-		aw := &auditedWriter{ResponseWriter: w}
-		if err := h(aw, r, app); err != nil {
-			writeError(aw, a.logger.With(zap.String("method", r.Method), zap.String("uri", r.URL.Path)), err)
+		if err := h(w, r, app); err != nil {
+			writeError(w, a.logger.With(zap.String("method", r.Method), zap.String("uri", r.URL.Path)), err)
 		}
-		if aw.status >= 400 {
+		if aw != nil && aw.status >= 400 {
 			a.auditRefusal(r.Context(), app, r, pattern, aw.status, errorMessage(aw.body.Bytes(), aw.status))
 		}
 	})

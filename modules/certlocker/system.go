@@ -24,36 +24,27 @@ func (a *App) AuditLog(ctx context.Context, f storage.AuditFilter, p storage.Pag
 func (a *App) GroupOf(id string) string {
 	ctx := context.Background() // unrestricted: the record may be outside the caller's groups
 	prefix, _, _ := strings.Cut(id, "_")
-	var (
-		group string
-		err   error
-	)
 	switch prefix {
 	case "iss":
-		var v *storage.Issuer
-		if v, err = a.issuers.Get(ctx, id); err == nil {
-			group = v.Group
+		if v, err := a.issuers.Get(ctx, id); err == nil {
+			return v.Group
 		}
 	case "dns":
-		var v *storage.DNSProvider
-		if v, err = a.dns.Get(ctx, id); err == nil {
-			group = v.Group
+		if v, err := a.dns.Get(ctx, id); err == nil {
+			return v.Group
 		}
 	case "wf":
-		var v *storage.Workflow
-		if v, err = a.engine.Get(ctx, id); err == nil {
-			group = v.Group
+		if v, err := a.engine.Get(ctx, id); err == nil {
+			return v.Group
 		}
 	case "crt":
-		var v *storage.Certificate
-		if v, err = a.inv.Get(ctx, id); err == nil {
-			group = v.Group
+		if v, err := a.inv.Get(ctx, id); err == nil {
+			return v.Group
 		}
 	case "ctk":
-		var v *storage.Token
-		if v, err = a.Tokens().Get(ctx, id); err == nil {
-			group = v.Group
+		if v, err := a.Tokens().Get(ctx, id); err == nil {
+			return v.Group
 		}
 	}
-	return group
+	return ""
 }

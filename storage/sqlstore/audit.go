@@ -43,9 +43,8 @@ func (x audit) Append(ctx context.Context, e *storage.AuditEntry) error {
 }
 
 // actorCond matches an actor exactly or up to its "@address" part.
-func actorCond(w *where, col, actor string) string {
-	w.args = append(w.args, actor, len(actor)+1, actor+"@")
-	return "(" + col + " = ? OR substr(" + col + ", 1, ?) = ?)"
+func actorCond(col, actor string) (string, []any) {
+	return "(" + col + " = ? OR substr(" + col + ", 1, ?) = ?)", []any{actor, len(actor) + 1, actor + "@"}
 }
 
 func (x audit) List(ctx context.Context, f storage.AuditFilter, p storage.Page) ([]*storage.AuditEntry, string, error) {
@@ -53,7 +52,8 @@ func (x audit) List(ctx context.Context, f storage.AuditFilter, p storage.Page) 
 	w.addIf(f.Action != "", "action = ?", f.Action)
 	w.addIf(f.Target != "", "target = ?", f.Target)
 	if f.Actor != "" {
-		w.conds = append(w.conds, actorCond(&w, "actor", f.Actor))
+		cond, args := actorCond("actor", f.Actor)
+		w.add(cond, args...)
 	}
 	w.addIf(f.Group != "", "grp = ?", f.Group)
 	w.addIf(f.Result != "", "result = ?", f.Result)
@@ -61,54 +61,31 @@ func (x audit) List(ctx context.Context, f storage.AuditFilter, p storage.Page) 
 	w.addIf(!f.Until.IsZero(), "at < ?", ts(f.Until))
 	if sc := f.Scope; sc != nil {
 		var or []string
+		var args []any
 		if len(sc.Groups) > 0 {
-			or = append(or, "grp IN (?"+strings.Repeat(",?", len(sc.Groups)-1)+")")
-			for _, g := range sc.Groups {
-				w.args = append(w.args, g)
-			}
+			cond, a := inCond("grp", sc.Groups)
+			or, args = append(or, cond), append(args, a...)
 		}
 		if sc.Actor != "" {
-			or = append(or, actorCond(&w, "actor", sc.Actor))
+			cond, a := actorCond("actor", sc.Actor)
+			or, args = append(or, cond), append(args, a...)
 		}
 		if len(or) == 0 {
 			return nil, "", nil // a scope of nothing reads nothing
 		}
-		w.conds = append(w.conds, "("+strings.Join(or, " OR ")+")")
+		w.add("("+strings.Join(or, " OR ")+")", args...)
 	}
-	order := " ORDER BY id DESC"
-	if p.Cursor != "" {
-		c, err := decodeCursor(p.Cursor, 1)
-		if err != nil {
-			return nil, "", fmt.Errorf("listing audit entries: %w", err)
-		}
-		if p.Backward {
-			w.add("id >= ?", c[0])
-			order = " ORDER BY id"
-		} else {
-			w.add("id < ?", c[0])
-		}
+	return keyset(ctx, x.s, "audit", auditColumns, w, p, true, []string{"id"},
+		func(e *storage.AuditEntry) []string { return []string{e.ID} }, scanAudit, "listing audit entries")
+}
+
+func scanAudit(sc rowScanner) (*storage.AuditEntry, error) {
+	var e storage.AuditEntry
+	var at int64
+	var details string
+	if err := sc.Scan(&e.ID, &at, &e.Node, &e.Actor, &e.Action, &e.Target, &e.Group, &e.Source, &e.Result, &details); err != nil {
+		return nil, err
 	}
-	limit := p.Clamp()
-	rows, err := x.s.query(ctx, "SELECT "+auditColumns+" FROM audit"+w.String()+
-		order+" LIMIT ?", append(w.args, limit+1)...)
-	if err != nil {
-		return nil, "", x.s.classify(err, "listing audit entries")
-	}
-	defer rows.Close()
-	var out []*storage.AuditEntry
-	for rows.Next() {
-		var e storage.AuditEntry
-		var at int64
-		var details string
-		if err := rows.Scan(&e.ID, &at, &e.Node, &e.Actor, &e.Action, &e.Target, &e.Group, &e.Source, &e.Result, &details); err != nil {
-			return nil, "", x.s.classify(err, "listing audit entries")
-		}
-		e.Time, e.Details = tm(at), raw(details)
-		out = append(out, &e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", x.s.classify(err, "listing audit entries")
-	}
-	out, next := keysetPage(out, limit, p.Backward && p.Cursor != "", func(e *storage.AuditEntry) string { return encodeCursor(e.ID) })
-	return out, next, nil
+	e.Time, e.Details = tm(at), raw(details)
+	return &e, nil
 }

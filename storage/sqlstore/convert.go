@@ -117,12 +117,18 @@ func (w *where) addIn(column string, vals []string) {
 	case len(vals) == 0:
 		w.add("1 = 0")
 	default:
-		args := make([]any, len(vals))
-		for i, v := range vals {
-			args[i] = v
-		}
-		w.add(column+" IN (?"+strings.Repeat(", ?", len(vals)-1)+")", args...)
+		cond, args := inCond(column, vals)
+		w.add(cond, args...)
 	}
+}
+
+// inCond is "column IN (?, …)" for vals (at least one) and its arguments.
+func inCond(column string, vals []string) (string, []any) {
+	args := make([]any, len(vals))
+	for i, v := range vals {
+		args[i] = v
+	}
+	return column + " IN (?" + strings.Repeat(", ?", len(vals)-1) + ")", args
 }
 
 // keysetPage turns the rows a keyset query fetched for p (at most limit+1,

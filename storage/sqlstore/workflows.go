@@ -110,41 +110,8 @@ func (x workflows) List(ctx context.Context, f storage.WorkflowFilter, p storage
 	default:
 		return nil, "", fmt.Errorf("listing workflows: unknown sort %q: use created or -created", f.Sort)
 	}
-	backward := p.Backward && p.Cursor != ""
-	order, op := " ORDER BY id DESC", "<"
-	if asc != backward {
-		order, op = " ORDER BY id", ">"
-	}
-	if backward {
-		op += "="
-	}
-	if p.Cursor != "" {
-		c, err := decodeCursor(p.Cursor, 1)
-		if err != nil {
-			return nil, "", fmt.Errorf("listing workflows: %w", err)
-		}
-		w.add("id "+op+" ?", c[0])
-	}
-	limit := p.Clamp()
-	rows, err := x.s.query(ctx, "SELECT "+workflowCols+" FROM workflows"+w.String()+order+" LIMIT ?",
-		append(w.args, limit+1)...)
-	if err != nil {
-		return nil, "", x.s.classify(err, "listing workflows")
-	}
-	defer rows.Close()
-	var out []*storage.Workflow
-	for rows.Next() {
-		wf, err := x.scan(rows)
-		if err != nil {
-			return nil, "", x.s.classify(err, "listing workflows")
-		}
-		out = append(out, wf)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", x.s.classify(err, "listing workflows")
-	}
-	out, next := keysetPage(out, limit, backward, func(wf *storage.Workflow) string { return encodeCursor(wf.ID) })
-	return out, next, nil
+	return keyset(ctx, x.s, "workflows", workflowCols, w, p, !asc, []string{"id"},
+		func(wf *storage.Workflow) []string { return []string{wf.ID} }, x.scan, "listing workflows")
 }
 
 func (x workflows) Update(ctx context.Context, w *storage.Workflow) error {

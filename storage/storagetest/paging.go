@@ -1,6 +1,7 @@
 package storagetest
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"testing"
@@ -11,6 +12,24 @@ import (
 
 // lister lists one page of IDs.
 type lister func(p storage.Page) ([]string, string, error)
+
+// pageIDs is a lister of the IDs of the rows list returns; it fails the
+// test when a row of group B is listed (the lists paged here are of
+// groups A and C, or of no group).
+func pageIDs[T any](t *testing.T, what string, list func(storage.Page) ([]T, string, error), idGroup func(T) (id, group string)) lister {
+	return func(p storage.Page) ([]string, string, error) {
+		rows, next, err := list(p)
+		var ids []string
+		for _, r := range rows {
+			id, g := idGroup(r)
+			if g == "B" {
+				t.Fatalf("%s %s of group B listed for groups A, C", what, id)
+			}
+			ids = append(ids, id)
+		}
+		return ids, next, err
+	}
+}
 
 // checkPaging walks a list forward page by page, then back from every
 // page: Backward with the cursor a page was asked with gives exactly the
@@ -103,20 +122,12 @@ func testPaging(t *testing.T, b Backend) {
 	if len(wfAC) != 21 {
 		t.Fatalf("%d workflows in A and C", len(wfAC))
 	}
-	wfList := func(f storage.WorkflowFilter) lister {
-		return func(p storage.Page) ([]string, string, error) {
-			ws, next, err := st.Workflows().List(ctx, f, p)
-			var ids []string
-			for _, w := range ws {
-				if w.Group == "B" {
-					t.Fatalf("workflow %s of group B listed for groups A, C", w.ID)
-				}
-				ids = append(ids, w.ID)
-			}
-			return ids, next, err
-		}
-	}
 	t.Run("workflows", func(t *testing.T) {
+		wfList := func(f storage.WorkflowFilter) lister {
+			return pageIDs(t, "workflow", func(p storage.Page) ([]*storage.Workflow, string, error) {
+				return st.Workflows().List(ctx, f, p)
+			}, func(w *storage.Workflow) (string, string) { return w.ID, w.Group })
+		}
 		for _, limit := range []int{1, 4, 7, 21, 50} {
 			checkPaging(t, wfList(storage.WorkflowFilter{Groups: []string{"A", "C"}}), limit, wfAC)
 			oldest := slices.Clone(wfAC)
@@ -131,12 +142,12 @@ func testPaging(t *testing.T, b Backend) {
 	})
 	t.Run("certificates", func(t *testing.T) {
 		sorts := map[string]func(a, b certRow) int{
-			"expires": func(a, b certRow) int { return cmpOr(a.notAfter.Compare(b.notAfter), cmpStrings(a.id, b.id)) },
+			"expires": func(a, b certRow) int { return cmp.Or(a.notAfter.Compare(b.notAfter), cmpStrings(a.id, b.id)) },
 			"-expires": func(a, b certRow) int {
-				return cmpOr(b.notAfter.Compare(a.notAfter), cmpStrings(b.id, a.id))
+				return cmp.Or(b.notAfter.Compare(a.notAfter), cmpStrings(b.id, a.id))
 			},
-			"name":  func(a, b certRow) int { return cmpOr(cmpStrings(a.name, b.name), cmpStrings(a.id, b.id)) },
-			"-name": func(a, b certRow) int { return cmpOr(cmpStrings(b.name, a.name), cmpStrings(b.id, a.id)) },
+			"name":  func(a, b certRow) int { return cmp.Or(cmpStrings(a.name, b.name), cmpStrings(a.id, b.id)) },
+			"-name": func(a, b certRow) int { return cmp.Or(cmpStrings(b.name, a.name), cmpStrings(b.id, a.id)) },
 		}
 		for spec, cmp := range sorts {
 			t.Run(spec, func(t *testing.T) {
@@ -146,17 +157,9 @@ func testPaging(t *testing.T, b Backend) {
 				for _, r := range rows {
 					want = append(want, r.id)
 				}
-				list := func(p storage.Page) ([]string, string, error) {
-					cs, next, err := st.Certificates().List(ctx, storage.CertificateFilter{Groups: []string{"A", "C"}, Sort: spec}, p)
-					var ids []string
-					for _, c := range cs {
-						if c.Group == "B" {
-							t.Fatalf("certificate %s of group B listed for groups A, C", c.ID)
-						}
-						ids = append(ids, c.ID)
-					}
-					return ids, next, err
-				}
+				list := pageIDs(t, "certificate", func(p storage.Page) ([]*storage.Certificate, string, error) {
+					return st.Certificates().List(ctx, storage.CertificateFilter{Groups: []string{"A", "C"}, Sort: spec}, p)
+				}, func(c *storage.Certificate) (string, string) { return c.ID, c.Group })
 				for _, limit := range []int{1, 5, 21} {
 					checkPaging(t, list, limit, want)
 				}
@@ -173,21 +176,9 @@ func testPaging(t *testing.T, b Backend) {
 		if len(want) != 31 {
 			t.Fatalf("%d audit entries", len(want))
 		}
-		list := func(p storage.Page) ([]string, string, error) {
-			es, next, err := st.Audit().List(ctx, storage.AuditFilter{Action: "paging.test"}, p)
-			var ids []string
-			for _, e := range es {
-				ids = append(ids, e.ID)
-			}
-			return ids, next, err
-		}
+		list := pageIDs(t, "audit entry", func(p storage.Page) ([]*storage.AuditEntry, string, error) {
+			return st.Audit().List(ctx, storage.AuditFilter{Action: "paging.test"}, p)
+		}, func(e *storage.AuditEntry) (string, string) { return e.ID, e.Group })
 		checkPaging(t, list, 10, want)
 	})
-}
-
-func cmpOr(a, b int) int {
-	if a != 0 {
-		return a
-	}
-	return b
 }
