@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/mholt/acmez/v3/acme"
-	"go.step.sm/crypto/jose"
 
 	"github.com/certlocker/caddy-certlocker/modules/gateway"
 	"github.com/certlocker/caddy-certlocker/storage"
@@ -173,17 +172,7 @@ func TestBadInput(t *testing.T) {
 		e.sameState(before)
 	})
 	t.Run("replayed nonce", func(t *testing.T) {
-		k := newKey(t, elliptic.P256())
-		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k}, &jose.SignerOptions{EmbedJWK: true,
-			ExtraHeaders: map[jose.HeaderKey]any{"nonce": nonce(), "url": dir.NewAccount}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		jws, err := signer.Sign([]byte(`{"termsOfServiceAgreed":true,"onlyReturnExisting":true}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		body := []byte(jws.FullSerialize())
+		body := lookupJWS(t, nonce(), dir.NewAccount)
 		resp, m := post(dir.NewAccount, body) // first use: the nonce is fine
 		if m["type"] != "urn:ietf:params:acme:error:accountDoesNotExist" {
 			t.Fatalf("first use: %d %v", resp.StatusCode, m)

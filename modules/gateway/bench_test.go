@@ -33,30 +33,8 @@ func BenchmarkEdgePull(b *testing.B) {
 		b.Run(fmt.Sprintf("gateway/c%d", conc), func(b *testing.B) {
 			benchPulls(b, conc, func(tb *testing.B) func(i int) error {
 				e := newGWEnv(tb, gateway.Options{})
-				var names []string
-				for i := range conc {
-					names = append(names, fmt.Sprintf("n%d.bench.example.test", i))
-				}
-				tok, creds, err := e.app.Tokens().Create(tb.Context(), "bench", gateway.CreateRequest{Names: names,
-					IssuerID: e.issuer, MaxAccounts: conc})
-				if err != nil || tok == nil {
-					tb.Fatal(err)
-				}
-				cl := e.client(gateway.DirectoryPath)
-				accts := make([]acme.Account, conc)
-				for i := range accts {
-					a, err := e.account(cl, creds)
-					if err != nil {
-						tb.Fatal(err)
-					}
-					accts[i] = a
-				}
-				return func(i int) error {
-					name := fmt.Sprintf("n%d.bench.example.test", i%conc)
-					key := newKey(tb, elliptic.P256())
-					_, err := pullWith(tb, cl, accts[i%conc], csrFor(tb, key, name), name)
-					return err
-				}
+				_, pull := benchToken(tb, e, conc)
+				return pull
 			})
 		})
 		for _, backend := range []string{"", "-pg"} {
@@ -95,36 +73,44 @@ func warmPulls(conc int, backend string) func(*testing.B) func(i int) error {
 			stor = map[string]any{"backend": "postgres", "dsn": pgtest.DSN(tb)}
 		}
 		e := newGWEnvStorage(tb, acmetest.PebbleOptions{VAAlwaysValid: true, AuthzReusePercent: 100}, gateway.Options{}, stor)
-		var names []string
-		for i := range conc {
-			names = append(names, fmt.Sprintf("n%d.bench.example.test", i))
-		}
-		tok, creds, err := e.app.Tokens().Create(tb.Context(), "bench", gateway.CreateRequest{Names: names,
-			IssuerID: e.issuer, MaxAccounts: conc})
-		if err != nil || tok == nil {
-			tb.Fatal(err)
-		}
+		tok, pull := benchToken(tb, e, conc)
 		if err := e.gw.Warm(tb.Context()); err != nil {
 			tb.Fatal(err)
 		}
 		if w := e.waitTerminal(e.gw.WarmWorkflow(tb.Context(), tok.ID)); w.State != storage.StateAuthorized {
 			tb.Fatalf("pre-authorization %s: %s", w.State, w.Status)
 		}
-		cl := e.client(gateway.DirectoryPath)
-		accts := make([]acme.Account, conc)
-		for i := range accts {
-			a, err := e.account(cl, creds)
-			if err != nil {
-				tb.Fatal(err)
-			}
-			accts[i] = a
+		return pull
+	}
+}
+
+// benchToken makes the gateway cases' token (conc names, conc accounts
+// bound over EAB) and returns it with pull i: account i%conc pulls name
+// i%conc with a new key.
+func benchToken(tb *testing.B, e *gwEnv, conc int) (*storage.Token, func(i int) error) {
+	var names []string
+	for i := range conc {
+		names = append(names, fmt.Sprintf("n%d.bench.example.test", i))
+	}
+	tok, creds, err := e.app.Tokens().Create(tb.Context(), "bench", gateway.CreateRequest{Names: names,
+		IssuerID: e.issuer, MaxAccounts: conc})
+	if err != nil || tok == nil {
+		tb.Fatal(err)
+	}
+	cl := e.client(gateway.DirectoryPath)
+	accts := make([]acme.Account, conc)
+	for i := range accts {
+		a, err := e.account(cl, creds)
+		if err != nil {
+			tb.Fatal(err)
 		}
-		return func(i int) error {
-			name := fmt.Sprintf("n%d.bench.example.test", i%conc)
-			key := newKey(tb, elliptic.P256())
-			_, err := pullWith(tb, cl, accts[i%conc], csrFor(tb, key, name), name)
-			return err
-		}
+		accts[i] = a
+	}
+	return tok, func(i int) error {
+		name := names[i%conc]
+		key := newKey(tb, elliptic.P256())
+		_, err := pullWith(tb, cl, accts[i%conc], csrFor(tb, key, name), name)
+		return err
 	}
 }
 

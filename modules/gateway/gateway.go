@@ -547,8 +547,8 @@ func (g *Gateway) serveOrder(w http.ResponseWriter, r *http.Request, s *reqState
 	g.byRouter(s).ServeHTTP(rec, r)
 	orderID := orderIDOf(r.URL.Path)
 	if rec.status == http.StatusOK {
-		if pr, ok := g.processingOf(r.Context(), orderID); ok {
-			g.processingOrder(w, r, s, rec, orderID, pr)
+		if _, ok := g.processingOf(r.Context(), orderID); ok {
+			g.processingOrder(w, r, s, rec, orderID)
 			return
 		}
 		rec.setBody(withProfile(rec.body.Bytes(), g.profileOf(r.Context(), orderID)))

@@ -21,6 +21,23 @@ import (
 	"github.com/certlocker/caddy-certlocker/modules/workflow"
 )
 
+// lookupJWS is a newAccount request looking up the account of a new key
+// (onlyReturnExisting), signed with nonce for url: accountDoesNotExist
+// when the nonce is good, badNonce when not.
+func lookupJWS(t *testing.T, nonce, url string) []byte {
+	t.Helper()
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: newKey(t, elliptic.P256())}, &jose.SignerOptions{EmbedJWK: true,
+		ExtraHeaders: map[jose.HeaderKey]any{"nonce": nonce, "url": url}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jws, err := signer.Sign([]byte(`{"termsOfServiceAgreed":true,"onlyReturnExisting":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []byte(jws.FullSerialize())
+}
+
 // twoNodes serves gateway node A (the env's) and a node B over the same
 // store behind one name: a request with header X-Node: b goes to B.
 func twoNodes(t *testing.T, e *gwEnv, b *gateway.Gateway) {
@@ -69,16 +86,7 @@ func TestNonceAcrossNodes(t *testing.T) {
 	if _, err := base64.RawURLEncoding.DecodeString(nonce); nonce == "" || err != nil {
 		t.Fatalf("node A's nonce %q is not base64url (RFC 8555 6.5.1; certbot refuses it): %v", nonce, err)
 	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: newKey(t, elliptic.P256())}, &jose.SignerOptions{EmbedJWK: true,
-		ExtraHeaders: map[jose.HeaderKey]any{"nonce": nonce, "url": dir.NewAccount}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	jws, err := signer.Sign([]byte(`{"termsOfServiceAgreed":true,"onlyReturnExisting":true}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := []byte(jws.FullSerialize())
+	body := lookupJWS(t, nonce, dir.NewAccount)
 	if _, m := send("b", http.MethodPost, dir.NewAccount, body); m["type"] != "urn:ietf:params:acme:error:accountDoesNotExist" {
 		t.Fatalf("node A's nonce on node B: %v", m)
 	}
@@ -94,10 +102,7 @@ func TestNonceAcrossNodes(t *testing.T) {
 		e.sameState(before)
 	}
 	// an invented nonce (right shape, never issued) is refused too
-	signer, _ = jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: newKey(t, elliptic.P256())}, &jose.SignerOptions{EmbedJWK: true,
-		ExtraHeaders: map[jose.HeaderKey]any{"nonce": nonce[:len(nonce)-4] + "AAAA", "url": dir.NewAccount}})
-	jws, _ = signer.Sign([]byte(`{"termsOfServiceAgreed":true,"onlyReturnExisting":true}`))
-	if resp, m := send("b", http.MethodPost, dir.NewAccount, []byte(jws.FullSerialize())); resp.StatusCode != http.StatusBadRequest ||
+	if resp, m := send("b", http.MethodPost, dir.NewAccount, lookupJWS(t, nonce[:len(nonce)-4]+"AAAA", dir.NewAccount)); resp.StatusCode != http.StatusBadRequest ||
 		m["type"] != "urn:ietf:params:acme:error:badNonce" {
 		t.Fatalf("an invented nonce: %d %v", resp.StatusCode, m)
 	}
@@ -147,13 +152,7 @@ func TestNonceKeyAgreedAtFirstUse(t *testing.T) {
 	}
 	wg.Wait()
 	for from, to := range map[string]string{"a": "b", "b": "a"} {
-		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: newKey(t, elliptic.P256())}, &jose.SignerOptions{EmbedJWK: true,
-			ExtraHeaders: map[jose.HeaderKey]any{"nonce": nonces[from], "url": dir.NewAccount}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		jws, _ := signer.Sign([]byte(`{"termsOfServiceAgreed":true,"onlyReturnExisting":true}`))
-		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, dir.NewAccount, strings.NewReader(jws.FullSerialize()))
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, dir.NewAccount, bytes.NewReader(lookupJWS(t, nonces[from], dir.NewAccount)))
 		req.Header.Set("Content-Type", "application/jose+json")
 		req.Header.Set("X-Node", to)
 		resp, err := e.srv.Client().Do(req)

@@ -122,7 +122,7 @@ func (g *Gateway) writeOrder(w http.ResponseWriter, r *http.Request, o *acme.Ord
 // processingOrder rewrites smallstep's answer to an order POST-as-GET
 // (already verified, in rec) for an order recorded as processing: still
 // processing, or settled now that its workflow has ended.
-func (g *Gateway) processingOrder(w http.ResponseWriter, r *http.Request, s *reqState, rec *recorder, orderID string, _ *processingRecord) {
+func (g *Gateway) processingOrder(w http.ResponseWriter, r *http.Request, s *reqState, rec *recorder, orderID string) {
 	ctx := r.Context()
 	profile := g.profileOf(ctx, orderID)
 	st, err := g.settle(ctx, orderID, s.remote)
@@ -210,20 +210,11 @@ func (g *Gateway) settle(ctx context.Context, orderID, remote string) (settlemen
 		return st, nil // under way
 	}
 	st.ended = true
-	now := g.clock()
-	if pr.ClaimedBy != "" && now.Before(pr.ClaimedUntil) {
-		return st, nil // another node is settling it
-	}
-	claimed := pr
-	claimed.ClaimedBy, claimed.ClaimedUntil = g.opts.Node, now.Add(claimTTL).UTC()
-	if claimed.ClaimedBy == "" {
-		claimed.ClaimedBy = "gateway"
-	}
-	craw, _ := json.Marshal(claimed)
-	if _, swapped, err := g.store.ACME().CompareAndSwap(ctx, processingBucket, orderID, raw, craw); err != nil {
+	craw, claimed, err := g.claim(ctx, orderID, raw, pr)
+	if err != nil {
 		return st, fmt.Errorf("claiming the processing order: %w", err)
-	} else if !swapped {
-		return st, nil // another node claimed it first
+	} else if !claimed {
+		return st, nil // another node is settling it, or claimed it first
 	}
 	if wf != nil && wf.State == storage.StateIssued {
 		if err := g.completeOrder(ctx, o, &pr, remote); err != nil {
@@ -296,17 +287,29 @@ func (g *Gateway) mayComplete(p *pull) bool {
 	if json.Unmarshal(raw, &pr) != nil {
 		return false
 	}
+	_, claimed, err := g.claim(ctx, p.orderID, raw, pr)
+	return err == nil && claimed
+}
+
+// claim takes this node's claim to settle a processing order, whose
+// record as read is raw (decoded: pr), with compare-and-swap: it reports
+// false when another node's claim still holds or another node swapped the
+// record first. craw is the claimed record, to swap back on failure.
+func (g *Gateway) claim(ctx context.Context, orderID string, raw []byte, pr processingRecord) (craw []byte, claimed bool, err error) {
 	now := g.clock()
 	if pr.ClaimedBy != "" && now.Before(pr.ClaimedUntil) {
-		return false
+		return nil, false, nil
 	}
 	pr.ClaimedBy, pr.ClaimedUntil = g.opts.Node, now.Add(claimTTL).UTC()
 	if pr.ClaimedBy == "" {
 		pr.ClaimedBy = "gateway"
 	}
-	craw, _ := json.Marshal(pr)
-	_, swapped, err := g.store.ACME().CompareAndSwap(ctx, processingBucket, p.orderID, raw, craw)
-	return err == nil && swapped
+	craw, _ = json.Marshal(pr)
+	_, swapped, err := g.store.ACME().CompareAndSwap(ctx, processingBucket, orderID, raw, craw)
+	if err != nil || !swapped {
+		return nil, false, err
+	}
+	return craw, true, nil
 }
 
 // CompleteProcessing settles every processing order whose workflow has

@@ -30,31 +30,41 @@ const (
 // caProfiles returns the profiles an ACME client's CA offers (name ->
 // description) and the profile the ACME client orders by default: from
 // the directory meta stored with it (read at registration and refresh);
-// when none is stored yet and live is set, the ACME client's record is
-// refreshed from the CA's directory first. That read is plain HTTP, never
+// when none is stored yet, the ACME client's record is refreshed from the
+// CA's directory first. That read is plain HTTP, never
 // through acmez: acmez holds a process-wide lock while it reads a
 // directory, so an acmez edge in this process (a Caddy using its own
 // gateway, or a test) reading the gateway's directory would deadlock.
-func (g *Gateway) caProfiles(ctx context.Context, issuerID string, live bool) (map[string]string, string) {
+func (g *Gateway) caProfiles(ctx context.Context, issuerID string) (map[string]string, string) {
 	iss, err := g.store.Issuers().Get(ctx, issuerID)
 	if err != nil {
 		return nil, ""
 	}
-	var m issuers.DirectoryMeta
-	if len(iss.Meta) > 0 && json.Unmarshal(iss.Meta, &m) == nil && len(m.Profiles) > 0 {
-		return m.Profiles, iss.Profile
+	if p := storedProfiles(iss); len(p) > 0 {
+		return p, iss.Profile
 	}
 	rf, ok := g.opts.Clients.(metaRefresher)
-	if !live || !ok || !iss.MetaRefreshedAt.IsZero() {
+	if !ok || !iss.MetaRefreshedAt.IsZero() {
 		return nil, iss.Profile
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, m, err = rf.Refresh(ctx, "gateway", issuerID); err != nil {
+	_, m, err := rf.Refresh(ctx, "gateway", issuerID)
+	if err != nil {
 		g.log.Debug("reading the upstream CA's profiles", zap.String("issuer_id", issuerID), zap.Error(err))
 		return nil, iss.Profile
 	}
 	return m.Profiles, iss.Profile
+}
+
+// storedProfiles returns the profiles stored with an ACME client (its
+// CA's directory meta as last read), nil when none are.
+func storedProfiles(iss *storage.Issuer) map[string]string {
+	var m issuers.DirectoryMeta
+	if len(iss.Meta) == 0 || json.Unmarshal(iss.Meta, &m) != nil {
+		return nil
+	}
+	return m.Profiles
 }
 
 // metaRefresher reads an ACME client's CA directory again and stores its
@@ -69,7 +79,7 @@ type metaRefresher interface {
 // adds nothing until it is).
 func (g *Gateway) directoryProfiles(ctx context.Context, s *reqState) map[string]string {
 	if s.urlToken != nil {
-		p, _ := g.caProfiles(ctx, s.urlToken.Spec.IssuerID, true)
+		p, _ := g.caProfiles(ctx, s.urlToken.Spec.IssuerID)
 		return p
 	}
 	list, err := g.store.Issuers().List(ctx, storage.IssuerFilter{})
@@ -78,8 +88,7 @@ func (g *Gateway) directoryProfiles(ctx context.Context, s *reqState) map[string
 	}
 	out := map[string]string{}
 	for _, iss := range list {
-		p, _ := g.caProfiles(ctx, iss.ID, false)
-		for name, desc := range p {
+		for name, desc := range storedProfiles(iss) {
 			if _, ok := out[name]; !ok {
 				out[name] = desc
 			}
@@ -93,7 +102,7 @@ func (g *Gateway) directoryProfiles(ctx context.Context, s *reqState) map[string
 // client's default (possibly none). It answers and reports false when it
 // refuses.
 func (g *Gateway) orderProfile(w http.ResponseWriter, r *http.Request, t *storage.Token, raw json.RawMessage) (string, bool) {
-	offered, def := g.caProfiles(r.Context(), t.Spec.IssuerID, true)
+	offered, def := g.caProfiles(r.Context(), t.Spec.IssuerID)
 	if len(raw) == 0 || string(raw) == "null" {
 		return def, true
 	}
